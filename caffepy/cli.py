@@ -1,0 +1,413 @@
+"""The ``caffepy`` command: Caffe's tools with Caffe's flag names, friendlier.
+
+Each command is thin: heavy imports happen inside it so ``--help`` is instant.
+Every caffepy error prints as one line and a non-zero exit; ``--debug`` (or
+``CAFFEPY_DEBUG=1``) shows the traceback instead.
+"""
+
+import logging
+import os
+import sys
+import time
+
+import click
+
+log = logging.getLogger("caffepy")
+
+
+class GlogFormatter(logging.Formatter):
+    """Caffe's glog line prefix (``I1126 09:20:00.123456  4242 solver.py:42] ...``),
+    so Caffe's own log parsers read our logs."""
+
+    def format(self, record):
+        t = time.localtime(record.created)
+        usec = int((record.created % 1) * 1e6)
+        level = record.levelname[0] if record.levelname else "I"
+        prefix = (
+            f"{level}{t.tm_mon:02d}{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d}.{usec:06d} {record.process:5d} "
+            f"{record.filename}:{record.lineno}]"
+        )
+        return f"{prefix} {record.getMessage()}"
+
+
+def setup_logging(log_file=None, quiet=False):
+    root = logging.getLogger("caffepy")
+    root.handlers.clear()
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(GlogFormatter())
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.addHandler(handler)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        fh = logging.FileHandler(log_file)
+        fh.setFormatter(GlogFormatter())
+        root.addHandler(fh)
+
+
+def _debug():
+    return os.environ.get("CAFFEPY_DEBUG", "") not in ("", "0")
+
+
+def _split_csv(value):
+    return [v for v in (value or "").split(",") if v]
+
+
+def _threads(n):
+    if n:
+        from caffepy.kernels.config import set_num_threads
+
+        set_num_threads(n)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.version_option(package_name="caffepy")
+def cli(debug):
+    """caffepy: train and fine-tune Caffe models from prototxt files, in Python."""
+    if debug:
+        os.environ["CAFFEPY_DEBUG"] = "1"
+
+
+# -- training ------------------------------------------------------------------
+_EFFECTS = click.Choice(["stop", "snapshot", "none"])
+
+
+def _check_train_args(weights, snapshot):
+    if weights and snapshot:
+        raise click.UsageError(
+            "give either --weights (start from these weights) or --snapshot (resume a "
+            "run), not both"
+        )
+    if snapshot and snapshot.endswith(".caffemodel"):
+        raise click.BadParameter(
+            f"{snapshot} is a .caffemodel; --snapshot resumes from the matching "
+            ".solverstate (use --weights to start from a .caffemodel)",
+            param_hint="--snapshot",
+        )
+
+
+def _install_signals(solver, sigint_effect, sighup_effect):
+    import signal
+
+    def handler_for(effect, name):
+        def handler(signum, frame):  # noqa: ARG001
+            if effect == "none":
+                return
+            log.info("%s received: will %s at the end of this iteration", name, effect)
+            solver.request_action(effect)
+
+        return handler
+
+    signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
+
+
+def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
+                  stage, threads, net_edit=None, progress=True):
+    from caffepy.io.prototxt import read_net, read_solver
+    from caffepy.solvers import get_solver
+    from caffepy.training import TrainingMonitor, weights_report
+
+    _threads(threads)
+    param = read_solver(solver_path)
+    if level:
+        param.train_state.level = level
+    if stage:
+        param.train_state.stage.extend(stage)
+    if net_edit is not None:
+        # Inline the net so it can be edited (freeze, lr multipliers).
+        if param.HasField("net"):
+            net_param = read_net(param.net)
+            param.ClearField("net")
+        elif param.HasField("train_net"):
+            net_param = read_net(param.train_net)
+            param.ClearField("train_net")
+        else:
+            net_param = param.net_param if param.HasField("net_param") else param.train_net_param
+        net_edit(net_param)
+        param.net_param.CopyFrom(net_param)
+        param.ClearField("train_net_param")
+    solver = get_solver(param, source=solver_path)
+    if weights:
+        for w in _split_csv(weights):
+            report = solver.net.copy_from(w)
+            for net in solver.test_nets:
+                net.share_weights(solver.net)
+            click.echo(weights_report(solver.net, report, w), err=True)
+    if snapshot:
+        solver.restore(snapshot)
+    monitor = TrainingMonitor(solver, progress=progress)
+    _install_signals(solver, sigint_effect, sighup_effect)
+    log.info("Starting Optimization")
+    solver.solve()
+    monitor.close()
+    log.info("Optimization Done.")
+    return solver, monitor
+
+
+def _train_options(f):
+    f = click.option("--threads", type=int, default=0,
+                     help="Threads for BLAS and kernels (default: all cores).")(f)
+    f = click.option("--stage", default="",
+                     help="Comma-separated net stages for the train net.")(f)
+    f = click.option("--level", type=int, default=0, help="Net level.")(f)
+    f = click.option("--sighup_effect", type=_EFFECTS, default="snapshot",
+                     show_default=True, help="What SIGHUP does.")(f)
+    f = click.option("--sigint_effect", type=_EFFECTS, default="stop",
+                     show_default=True, help="What Ctrl-C (SIGINT) does.")(f)
+    f = click.option("--no-progress", is_flag=True,
+                     help="No progress bar (it only shows on a terminal anyway).")(f)
+    return f
+
+
+@cli.command()
+@click.option("--solver", "solver_path", required=True, type=click.Path(),
+              help="The solver prototxt.")
+@click.option("--weights", default="",
+              help="Start from these weights (comma-separated .caffemodel files).")
+@click.option("--snapshot", default="",
+              help="Resume training from this .solverstate.")
+@_train_options
+def train(solver_path, weights, snapshot, sigint_effect, sighup_effect, level, stage,
+          threads, no_progress):
+    """Train a model from a solver prototxt (Caffe's `caffe train`)."""
+    _check_train_args(weights, snapshot)
+    solver, monitor = _run_training(
+        solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
+        _split_csv(stage), threads, progress=not no_progress,
+    )
+    monitor.print_summary()
+
+
+@cli.command()
+@click.option("--solver", "solver_path", required=True, type=click.Path(),
+              help="The solver prototxt of the fine-tuning run.")
+@click.option("--weights", required=True,
+              help="The pretrained .caffemodel to start from (copied by layer name).")
+@click.option("--freeze", multiple=True,
+              help="Freeze layers whose name matches this glob (lr_mult 0); repeatable.")
+@click.option("--lr-mult", "lr_mults", multiple=True,
+              help="PATTERN=MULT: scale the lr_mult of matching layers; repeatable.")
+@_train_options
+def finetune(solver_path, weights, freeze, lr_mults, sigint_effect, sighup_effect,
+             level, stage, threads, no_progress):
+    """Fine-tune pretrained weights: copy by layer name, freeze, per-layer rates."""
+    from caffepy.training import edit_learning_rates
+
+    rules = []
+    for item in lr_mults:
+        pattern, sep, mult = item.partition("=")
+        try:
+            rules.append((pattern, float(mult)))
+        except ValueError:
+            raise click.BadParameter(
+                f"expected PATTERN=MULT (e.g. 'fc8*=10'), got {item!r}",
+                param_hint="--lr-mult",
+            ) from None
+        if not sep:
+            raise click.BadParameter(f"expected PATTERN=MULT, got {item!r}",
+                                     param_hint="--lr-mult")
+
+    def edit(net_param):
+        edit_learning_rates(net_param, freeze, rules)
+
+    solver, monitor = _run_training(
+        solver_path, weights, "", sigint_effect, sighup_effect, level,
+        _split_csv(stage), threads, net_edit=edit if (freeze or rules) else None,
+        progress=not no_progress,
+    )
+    monitor.print_summary()
+
+
+@cli.command("test")
+@click.option("--model", required=True, type=click.Path(), help="The net prototxt.")
+@click.option("--weights", required=True, help="The .caffemodel to test.")
+@click.option("--iterations", type=int, default=50, show_default=True,
+              help="Number of test batches.")
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TEST",
+              show_default=True)
+@click.option("--level", type=int, default=0)
+@click.option("--stage", default="")
+@click.option("--threads", type=int, default=0)
+def test_cmd(model, weights, iterations, phase, level, stage, threads):
+    """Score a model: forward --iterations batches and average each output."""
+    import numpy as np
+
+    import caffepy
+
+    _threads(threads)
+    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
+                      stages=_split_csv(stage), weights=weights)
+    totals, loss_total = {}, 0.0
+    for i in range(iterations):
+        loss_total += net.forward_prefilled()
+        for name in net.outputs:
+            values = np.asarray(net.blobs[name].data).reshape(-1)
+            for k, v in enumerate(values):
+                key = (name, k)
+                totals[key] = totals.get(key, 0.0) + float(v)
+                log.info("Batch %d, %s = %g", i, name, v)
+    log.info("Loss: %g", loss_total / iterations)
+    for (name, k), total in totals.items():
+        mean = total / iterations
+        suffix = f"[{k}]" if np.asarray(net.blobs[name].data).size > 1 else ""
+        click.echo(f"{name}{suffix} = {mean:.6g}")
+
+
+@cli.command("time")
+@click.option("--model", required=True, type=click.Path(), help="The net prototxt.")
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
+              show_default=True)
+@click.option("--weights", default="", help="Optional weights to load.")
+@click.option("--level", type=int, default=0)
+@click.option("--stage", default="")
+@click.option("--threads", type=int, default=0)
+def time_cmd(model, iterations, phase, weights, level, stage, threads):
+    """Time each layer's forward and backward (Caffe's `caffe time`)."""
+    import caffepy
+    from caffepy.training import time_net
+
+    _threads(threads)
+    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
+                      stages=_split_csv(stage), weights=weights or None)
+    click.echo(time_net(net, iterations))
+
+
+# -- data ------------------------------------------------------------------------
+@cli.command("convert_imageset")
+@click.argument("root", type=click.Path())
+@click.argument("listfile", type=click.Path())
+@click.argument("db", type=click.Path())
+@click.option("--gray", is_flag=True, help="Load images in grayscale.")
+@click.option("--shuffle", is_flag=True, help="Shuffle the order of images.")
+@click.option("--resize_height", type=int, default=0, help="Resize to this height.")
+@click.option("--resize_width", type=int, default=0, help="Resize to this width.")
+@click.option("--check_size", is_flag=True, help="Check all images have one size.")
+@click.option("--encoded", is_flag=True, help="Store encoded image bytes.")
+@click.option("--encode_type", default="", help="png or jpg for --encoded.")
+@click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
+def convert_imageset_cmd(root, listfile, db, gray, shuffle, resize_height, resize_width,
+                         check_size, encoded, encode_type, backend):
+    """Convert a list of images (`path label` lines) to an LMDB of Datum."""
+    from caffepy.tools.convert_imageset import convert_imageset
+
+    if backend == "leveldb":
+        raise click.BadParameter("caffepy writes LMDB only; use --backend lmdb",
+                                 param_hint="--backend")
+    stats = convert_imageset(root, listfile, db, gray=gray, shuffle=shuffle,
+                             resize_height=resize_height, resize_width=resize_width,
+                             check_size=check_size, encoded=encoded,
+                             encode_type=encode_type, backend=backend)
+    click.echo(f"Processed {_stat(stats, 'written')} files into {db}"
+               + (f" ({_stat(stats, 'skipped')} skipped)" if _stat(stats, 'skipped')
+                  else ""))
+
+
+def _stat(stats, key):
+    if isinstance(stats, dict):
+        return stats.get(key, 0)
+    return getattr(stats, key, 0)
+
+
+@cli.command("compute_image_mean")
+@click.argument("db", type=click.Path())
+@click.argument("output", required=False, type=click.Path())
+@click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
+def compute_image_mean_cmd(db, output, backend):
+    """Compute the mean image of an LMDB; write it as a .binaryproto."""
+    from caffepy.tools.compute_image_mean import compute_image_mean
+
+    if backend == "leveldb":
+        raise click.BadParameter("caffepy reads LMDB only", param_hint="--backend")
+    mean, channel_means = compute_image_mean(db, output)
+    for c, m in enumerate(channel_means):
+        click.echo(f"mean_value channel [{c}]: {m:.6g}")
+    if output:
+        click.echo(f"Wrote {output} (shape {tuple(mean.shape)})")
+
+
+@cli.group()
+def data():
+    """Make ready-to-train datasets."""
+
+
+@data.command("fashion-mnist")
+@click.argument("out_dir", type=click.Path(), default="data")
+@click.option("--source", default="/usr/share/datasets/fashion-mnist",
+              show_default=True, help="Folder with the four IDX files.")
+@click.option("--no-download", is_flag=True, help="Never download the IDX files.")
+def data_fashion_mnist(out_dir, source, no_download):
+    """Write Fashion-MNIST train/test LMDBs (from Debian's dataset-fashion-mnist)."""
+    from caffepy.tools.fashion_mnist import make_fashion_mnist_lmdbs
+
+    result = make_fashion_mnist_lmdbs(out_dir, source_dir=source,
+                                      download=not no_download)
+    click.echo(f"Fashion-MNIST LMDBs ready in {out_dir}: {result}")
+
+
+# -- format upgrades -----------------------------------------------------------------
+@cli.command("upgrade_net_proto_text")
+@click.argument("input_file", type=click.Path())
+@click.argument("output_file", type=click.Path())
+def upgrade_net_proto_text(input_file, output_file):
+    """Upgrade a legacy (V0/V1) net prototxt to the current format."""
+    from caffepy.io.prototxt import read_net, write_text
+
+    write_text(output_file, read_net(input_file))
+    click.echo(f"Wrote upgraded NetParameter text proto to {output_file}")
+
+
+@cli.command("upgrade_net_proto_binary")
+@click.argument("input_file", type=click.Path())
+@click.argument("output_file", type=click.Path())
+def upgrade_net_proto_binary(input_file, output_file):
+    """Upgrade a legacy (V0/V1) .caffemodel to the current format."""
+    from caffepy.io.prototxt import read_weights, write_binary
+
+    write_binary(output_file, read_weights(input_file))
+    click.echo(f"Wrote upgraded NetParameter binary proto to {output_file}")
+
+
+@cli.command("upgrade_solver_proto_text")
+@click.argument("input_file", type=click.Path())
+@click.argument("output_file", type=click.Path())
+def upgrade_solver_proto_text(input_file, output_file):
+    """Upgrade a legacy solver prototxt (solver_type enum) to the current format."""
+    from caffepy.io.prototxt import read_solver, write_text
+
+    write_text(output_file, read_solver(input_file))
+    click.echo(f"Wrote upgraded SolverParameter text proto to {output_file}")
+
+
+def main(argv=None):
+    """Entry point: run the click group, turning caffepy errors into one line."""
+    from caffepy.errors import CaffepyError
+
+    setup_logging()
+    try:
+        cli.main(args=argv, prog_name="caffepy", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except (CaffepyError, OSError, MemoryError) as err:
+        if _debug():
+            raise
+        click.echo(f"caffepy: error: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,75 @@
+"""The exception types every user-facing error uses.
+
+Each message is one line a person can act on: what was received, what was
+expected, and where (file:line:column for prototxt, the layer's name and type for
+a layer). The CLI prints ``str(err)`` and exits non-zero; the Python API raises
+the same types.
+"""
+
+import difflib
+
+
+class CaffepyError(Exception):
+    """Base class of every error caffepy raises on purpose."""
+
+
+class PrototxtError(CaffepyError, ValueError):
+    """A prototxt (or binary proto) file that cannot be parsed or upgraded."""
+
+    def __init__(self, message, path=None, line=None, column=None):
+        self.path, self.line, self.column = path, line, column
+        where = ""
+        if path is not None:
+            where = str(path)
+            if line is not None:
+                where += f":{line}"
+                if column is not None:
+                    where += f":{column}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class NetError(CaffepyError, ValueError):
+    """A net definition that cannot be built (unknown bottom, duplicate top, ...)."""
+
+
+class LayerError(CaffepyError, ValueError):
+    """A layer's parameters or inputs are wrong; the message names the layer."""
+
+    def __init__(self, layer, message):
+        name = getattr(layer, "name", None) or "?"
+        ltype = getattr(layer, "type", None) or "?"
+        self.layer_name, self.layer_type = name, ltype
+        super().__init__(f"{ltype} layer '{name}': {message}")
+
+
+class ShapeError(LayerError):
+    """Bottom shapes that do not fit the layer (or each other)."""
+
+
+class UnsupportedError(CaffepyError, NotImplementedError):
+    """A Caffe feature caffepy does not implement (yet); the message names it."""
+
+
+class WeightsError(CaffepyError, ValueError):
+    """A .caffemodel that is unreadable or does not fit the net."""
+
+
+class SolverError(CaffepyError, ValueError):
+    """A solver definition or solver state that is wrong or does not fit."""
+
+
+class DataError(CaffepyError, ValueError):
+    """A database, image, mean file or Datum that is missing or malformed."""
+
+
+class DivergenceError(CaffepyError, FloatingPointError):
+    """Training produced a non-finite loss or parameter."""
+
+
+def did_you_mean(word, choices, n=3):
+    """Return ' (did you mean X?)' for the closest names, or '' if none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"

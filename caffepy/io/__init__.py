@@ -1,0 +1,2 @@
+"""Reading and writing Caffe's files: prototxt, caffemodel, solverstate,
+binaryproto; upgrades of legacy formats."""

@@ -1,0 +1,175 @@
+"""Read and write prototxt (protobuf text format) and binary Caffe protos.
+
+Every parse error becomes a :class:`~caffepy.errors.PrototxtError` carrying the
+file, line and column, with "did you mean" suggestions for unknown field and
+enum names taken from the schema itself. Nets and solvers are upgraded from
+legacy formats on load, as Caffe's ``ReadNetParamsFromTextFileOrDie`` does.
+"""
+
+import os
+import re
+
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+from caffepy.errors import PrototxtError, WeightsError, did_you_mean
+from caffepy.io.atomic import atomic_write_bytes, atomic_write_text
+
+_LOC = re.compile(r"^(\d+):(\d+)\s*:\s*(.*)$", re.S)
+_NO_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
+_NO_ENUM = re.compile(r'Enum type "caffe\.([\w.]+)" has no value named (\w+)')
+
+
+def _pb2():
+    from caffepy.proto import caffe_pb2
+
+    return caffe_pb2
+
+
+def _message_fields(type_name):
+    desc = _pb2().DESCRIPTOR.message_types_by_name.get(type_name)
+    if desc is None:
+        return []
+    return [f.name for f in desc.fields]
+
+
+def _enum_values(type_name):
+    pb2 = _pb2()
+    parts = type_name.split(".")
+    desc = pb2.DESCRIPTOR.enum_types_by_name.get(parts[0])
+    if desc is None and len(parts) == 2:
+        msg = pb2.DESCRIPTOR.message_types_by_name.get(parts[0])
+        desc = msg.enum_types_by_name.get(parts[1]) if msg else None
+    return [v.name for v in desc.values] if desc else []
+
+
+def parse_text(text, message, source="<string>"):
+    """Parse protobuf text into ``message``; errors name source:line:column."""
+    try:
+        text_format.Parse(text, message, allow_unknown_extension=False)
+    except text_format.ParseError as err:
+        msg = str(err)
+        line = err.GetLine() if hasattr(err, "GetLine") else None
+        col = err.GetColumn() if hasattr(err, "GetColumn") else None
+        m = _LOC.match(msg)
+        if m:
+            line, col, msg = int(m.group(1)), int(m.group(2)), m.group(3)
+        m = _NO_FIELD.search(msg)
+        if m:
+            msg = (
+                f"{m.group(1)} has no field named '{m.group(2)}'"
+                + did_you_mean(m.group(2), _message_fields(m.group(1)))
+            )
+        m = _NO_ENUM.search(msg)
+        if m:
+            msg = (
+                f"{m.group(1)} has no value named '{m.group(2)}'"
+                + did_you_mean(m.group(2), _enum_values(m.group(1)))
+            )
+        raise PrototxtError(msg.strip(), source, line, col) from None
+    return message
+
+
+def _read_text(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PrototxtError(f"{what} file not found", path) from None
+    except IsADirectoryError:
+        raise PrototxtError(f"expected a {what} file, got a directory", path) from None
+    except UnicodeDecodeError:
+        raise PrototxtError(
+            f"not a text prototxt (binary data?); a {what} file is protobuf text",
+            path,
+        ) from None
+    except OSError as err:
+        raise PrototxtError(f"cannot read {what} file: {err.strerror}", path) from None
+
+
+def parse_net_text(text, source="<string>", upgrade=True):
+    net = parse_text(text, _pb2().NetParameter(), source)
+    if upgrade:
+        _upgrade_net(net, source)
+    return net
+
+
+def read_net(path, upgrade=True):
+    """Read a net prototxt into an (upgraded) ``NetParameter``."""
+    path = os.fspath(path)
+    return parse_net_text(_read_text(path, "net"), path, upgrade)
+
+
+def read_solver(path, upgrade=True):
+    """Read a solver prototxt into an (upgraded) ``SolverParameter``."""
+    path = os.fspath(path)
+    solver = parse_text(_read_text(path, "solver"), _pb2().SolverParameter(), path)
+    if upgrade:
+        _upgrade_solver(solver, path)
+    return solver
+
+
+def _upgrade_net(net, source):
+    try:
+        from caffepy.io import upgrade
+    except ImportError:  # pragma: no cover - during bootstrap
+        return False
+    return upgrade.upgrade_net(net, source=source)
+
+
+def _upgrade_solver(solver, source):
+    try:
+        from caffepy.io import upgrade
+    except ImportError:  # pragma: no cover
+        return False
+    return upgrade.upgrade_solver(solver)
+
+
+def read_weights(path, upgrade=True):
+    """Read a binary ``.caffemodel`` (NetParameter with blobs)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: weights file not found") from None
+    except OSError as err:
+        raise WeightsError(f"{path}: cannot read weights file: {err.strerror}") from None
+    net = _pb2().NetParameter()
+    try:
+        net.ParseFromString(raw)
+    except DecodeError:
+        raise WeightsError(
+            f"{path}: not a Caffe weights file (a binary NetParameter); it is "
+            "truncated or another kind of file"
+        ) from None
+    if not net.layer and not net.layers:
+        raise WeightsError(f"{path}: holds no layers; is it a .caffemodel?")
+    if upgrade:
+        try:
+            from caffepy.io import upgrade as up
+
+            up.upgrade_net(net, source=path)
+        except ImportError:  # pragma: no cover
+            pass
+    return net
+
+
+def write_text(path, message):
+    """Write a message as prototxt, atomically."""
+    atomic_write_text(path, text_format.MessageToString(message))
+
+
+def write_binary(path, message):
+    atomic_write_bytes(path, message.SerializeToString())
+
+
+def layer_location(text, layer_name):
+    """1-based line of the layer whose ``name:`` is ``layer_name`` in ``text``, or None."""
+    if not text:
+        return None
+    pat = re.compile(r'\bname\s*:\s*["\']' + re.escape(layer_name) + r'["\']')
+    m = pat.search(text)
+    if not m:
+        return None
+    return text.count("\n", 0, m.start()) + 1

@@ -1,0 +1,160 @@
+"""im2col / col2im over a whole batch, and the batch transposes around the GEMMs.
+
+Convolution is lowered to one GEMM per group over the *batched* column matrix
+(Caffe does one GEMM per image; one large GEMM keeps the BLAS busy). The column
+layout is ``col[(c, ki, kj), n, oy, ox]``: rows are the input channel and kernel
+offset (so the rows of one group are contiguous), columns are the images and
+output positions. For a convolution with weights ``W`` of shape
+(M, C*kh*kw) the output is then ``W @ col`` of shape (M, N*oh*ow), which
+:func:`swap01` turns into NCHW.
+
+Geometry (2-D; N-D convolutions are mapped onto it by the layers)::
+
+    oh = (H + 2*ph - (dh*(kh-1) + 1)) // sh + 1
+    iy = oy*sh - ph + ki*dh          (ix likewise); out-of-range iy/ix read 0
+"""
+
+from caffepy.kernels.config import njit, pjit, prange
+
+
+@njit
+def _valid_range(pad, k_off, stride, size, out_size):
+    """Output positions o in [lo, hi) with 0 <= o*stride - pad + k_off < size."""
+    off = k_off - pad
+    if off >= 0:
+        lo = 0
+    else:
+        lo = (-off + stride - 1) // stride
+    last = size - 1 - off
+    if last < 0:
+        hi = 0
+    else:
+        hi = last // stride + 1
+    if hi > out_size:
+        hi = out_size
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@pjit
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, col):
+    """Unfold image patches of a batch into columns.
+
+    Args:
+        x: (N, C, H, W) input, C-contiguous.
+        kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
+        col: (C*kh*kw, N, oh, ow) output, overwritten (padding reads as 0).
+    """
+    n_img, chans, height, width = x.shape
+    oh, ow = col.shape[2], col.shape[3]
+    kk = kh * kw
+    rows = chans * kk
+    for t in prange(rows * n_img):
+        r = t // n_img
+        n = t - r * n_img
+        c = r // kk
+        ki = (r - c * kk) // kw
+        kj = r - c * kk - ki * kw
+        oy_lo, oy_hi = _valid_range(ph, ki * dh, sh, height, oh)
+        ox_lo, ox_hi = _valid_range(pw, kj * dw, sw, width, ow)
+        dst = col[r, n]
+        src = x[n, c]
+        for oy in range(oy_lo):
+            for ox in range(ow):
+                dst[oy, ox] = 0
+        for oy in range(oy_hi, oh):
+            for ox in range(ow):
+                dst[oy, ox] = 0
+        x0 = kj * dw - pw
+        for oy in range(oy_lo, oy_hi):
+            iy = oy * sh - ph + ki * dh
+            for ox in range(ox_lo):
+                dst[oy, ox] = 0
+            if sw == 1:
+                for ox in range(ox_lo, ox_hi):
+                    dst[oy, ox] = src[iy, ox + x0]
+            else:
+                for ox in range(ox_lo, ox_hi):
+                    dst[oy, ox] = src[iy, ox * sw + x0]
+            for ox in range(ox_hi, ow):
+                dst[oy, ox] = 0
+
+
+@pjit
+def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, img):
+    """Fold columns back into images, summing overlapping patches (im2col's adjoint).
+
+    Args:
+        col: (C*kh*kw, N, oh, ow) columns.
+        kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
+        img: (N, C, H, W) output, overwritten; padding positions are dropped.
+    """
+    n_img, chans, height, width = img.shape
+    oh, ow = col.shape[2], col.shape[3]
+    kk = kh * kw
+    # NOTE: one task per (image, channel) plane, so no two threads add into the
+    # same element.
+    for t in prange(n_img * chans):
+        n = t // chans
+        c = t - n * chans
+        dst = img[n, c]
+        for y in range(height):
+            for x in range(width):
+                dst[y, x] = 0
+        for ki in range(kh):
+            oy_lo, oy_hi = _valid_range(ph, ki * dh, sh, height, oh)
+            for kj in range(kw):
+                ox_lo, ox_hi = _valid_range(pw, kj * dw, sw, width, ow)
+                src = col[c * kk + ki * kw + kj, n]
+                x0 = kj * dw - pw
+                for oy in range(oy_lo, oy_hi):
+                    iy = oy * sh - ph + ki * dh
+                    if sw == 1:
+                        for ox in range(ox_lo, ox_hi):
+                            dst[iy, ox + x0] += src[oy, ox]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            dst[iy, ox * sw + x0] += src[oy, ox]
+
+
+@pjit
+def swap01(src, bias, dst):
+    """dst[b, a, :] = src[a, b, :] (+ bias[a]): (A, B, P) -> (B, A, P), in parallel.
+
+    Moves a GEMM result (channels, images, positions) to NCHW and back.
+
+    Args:
+        src: (A, B, P) input.
+        bias: (A,) added to every element of row a, or an empty array for none.
+        dst: (B, A, P) output, overwritten.
+    """
+    na, nb, npos = src.shape
+    has_bias = bias.shape[0] > 0
+    for t in prange(na * nb):
+        b = t // na
+        a = t - b * na
+        s = src[a, b]
+        d = dst[b, a]
+        if has_bias:
+            v = bias[a]
+            for p in range(npos):
+                d[p] = s[p] + v
+        else:
+            for p in range(npos):
+                d[p] = s[p]
+
+
+def conv_out_size(size, kernel, pad, stride, dilation):
+    """Caffe's convolution output size (<= 0 when the kernel exceeds the padded input)."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
+
+
+def deconv_out_size(size, kernel, pad, stride, dilation):
+    """Caffe's deconvolution output size: convolution's input size for ``size``."""
+    extent = dilation * (kernel - 1) + 1
+    return stride * (size - 1) + extent - 2 * pad
+
+
+__all__ = ["im2col", "col2im", "swap01", "conv_out_size", "deconv_out_size"]

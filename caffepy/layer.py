@@ -1,0 +1,201 @@
+"""Layer: the base class of every layer, with pycaffe's contract.
+
+The base owns the entry points (:meth:`Layer.SetUp`, :meth:`Layer.Forward`,
+:meth:`Layer.Backward`): blob-count checks, loss weights, reshape before forward.
+A subclass overrides only the hooks, the same four a pycaffe Python layer has::
+
+    setup(bottom, top)      read parameters (once), create self.blobs
+    reshape(bottom, top)    shape the tops (cheap: runs on every forward)
+    forward(bottom, top)    compute top data
+    backward(top, propagate_down, bottom)
+                            write bottom diffs where propagate_down[i];
+                            *accumulate* into parameter diffs where
+                            self.param_propagate_down[j]
+
+``bottom`` and ``top`` are lists of :class:`~caffepy.blob.Blob`. In-place layers
+(top[0] is bottom[0]) must be correct when both are the same Blob.
+"""
+
+import numpy as np
+
+from caffepy.blob import Blob
+from caffepy.errors import LayerError, ShapeError
+
+TRAIN = 0
+TEST = 1
+
+
+class BlobVec(list):
+    """A layer's parameter blobs (pycaffe's ``layer.blobs``)."""
+
+    def __init__(self, dtype=np.float32):
+        super().__init__()
+        self.dtype = dtype
+
+    def add_blob(self, *shape):
+        blob = Blob(shape, self.dtype)
+        self.append(blob)
+        return blob
+
+
+class Layer:
+    """Base class of all layers (and of user ``type: "Python"`` layers).
+
+    Attributes:
+        layer_param: the layer's ``caffe_pb2.LayerParameter``.
+        name, type: from the prototxt.
+        phase: ``caffepy.TRAIN`` or ``caffepy.TEST``.
+        blobs: learnable (or state) parameter blobs.
+        param_propagate_down: per parameter blob, whether backward must compute
+            its gradient (False for ``lr_mult: 0``); set by the Net.
+    """
+
+    # Arity is data, checked in one place (None: unchecked).
+    exact_num_bottom = None
+    min_num_bottom = None
+    max_num_bottom = None
+    exact_num_top = None
+    min_num_top = None
+    max_num_top = None
+    equal_num_bottom_top = False
+    #: Loss layers put an implicit loss_weight of 1 on their first top.
+    is_loss = False
+    type_name = None
+
+    def __init__(self, layer_param, phase=TRAIN, dtype=np.float32):
+        self.layer_param = layer_param
+        self.name = layer_param.name
+        self.type = layer_param.type or self.type_name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.blobs = BlobVec(self.dtype)
+        self.param_propagate_down = []
+        self.loss_weights = []
+
+    # -- hooks ---------------------------------------------------------------
+    def setup(self, bottom, top):
+        """Read parameters and create ``self.blobs`` (runs once)."""
+
+    def reshape(self, bottom, top):
+        raise NotImplementedError(f"{self.type} layer does not implement reshape")
+
+    def forward(self, bottom, top):
+        raise NotImplementedError(f"{self.type} layer does not implement forward")
+
+    def backward(self, top, propagate_down, bottom):
+        raise NotImplementedError(f"{self.type} layer does not implement backward")
+
+    def allow_force_backward(self, bottom_index):
+        """Whether force_backward may ask for this bottom's gradient (not labels)."""
+        return True
+
+    # -- entry points ----------------------------------------------------------
+    def SetUp(self, bottom, top):
+        self.check_blob_counts(bottom, top)
+        self.setup(bottom, top)
+        self.reshape(bottom, top)
+        self._set_loss_weights(top)
+
+    def Forward(self, bottom, top):
+        """Reshape, compute, and return the weighted loss of this layer's tops."""
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+        loss = 0.0
+        for weight, blob in zip(self.loss_weights, top):
+            if weight:
+                # NOTE: as Caffe, a loss top's diff holds its loss weight, which is
+                # the gradient that backward starts from.
+                blob.diff[...] = weight
+                loss += weight * float(blob.data.sum())
+        return loss
+
+    def Backward(self, top, propagate_down, bottom):
+        self.backward(top, propagate_down, bottom)
+
+    # -- helpers -------------------------------------------------------------
+    def check_blob_counts(self, bottom, top):
+        nb, nt = len(bottom), len(top)
+
+        def bad(what, n, rule):
+            raise LayerError(self, f"takes {rule} {what} blob(s), got {n}")
+
+        if self.exact_num_bottom is not None and nb != self.exact_num_bottom:
+            bad("bottom", nb, f"exactly {self.exact_num_bottom}")
+        if self.min_num_bottom is not None and nb < self.min_num_bottom:
+            bad("bottom", nb, f"at least {self.min_num_bottom}")
+        if self.max_num_bottom is not None and nb > self.max_num_bottom:
+            bad("bottom", nb, f"at most {self.max_num_bottom}")
+        if self.exact_num_top is not None and nt != self.exact_num_top:
+            bad("top", nt, f"exactly {self.exact_num_top}")
+        if self.min_num_top is not None and nt < self.min_num_top:
+            bad("top", nt, f"at least {self.min_num_top}")
+        if self.max_num_top is not None and nt > self.max_num_top:
+            bad("top", nt, f"at most {self.max_num_top}")
+        if self.equal_num_bottom_top and nb != nt:
+            raise LayerError(
+                self, f"needs as many tops as bottoms, got {nb} bottoms and {nt} tops"
+            )
+
+    def _set_loss_weights(self, top):
+        given = list(self.layer_param.loss_weight)
+        if given and len(given) != len(top):
+            raise LayerError(
+                self,
+                f"has {len(given)} loss_weight values but {len(top)} tops; give one "
+                "per top",
+            )
+        if not given:
+            given = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(len(top))]
+        self.loss_weights = [float(w) for w in given]
+
+    def new_blob(self, shape, filler=None):
+        """Create a parameter blob in ``self.blobs``, optionally filled."""
+        blob = self.blobs.add_blob(*shape)
+        if filler is not None:
+            from caffepy.fillers import fill
+
+            fill(blob, filler, self)
+        return blob
+
+    def check_shape(self, ok, message):
+        if not ok:
+            raise ShapeError(self, message)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r} ({self.type})>"
+
+
+class NeuronLayer(Layer):
+    """Element-wise layer: one bottom, one top of the same shape (in-place safe)."""
+
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def reshape(self, bottom, top):
+        if top[0] is not bottom[0]:
+            top[0].reshape(bottom[0].shape)
+
+
+class LossLayer(Layer):
+    """Loss layer: predictions and targets in, a scalar loss out (loss_weight 1).
+
+    Checks that the first two bottoms agree on the batch size (axis 0).
+    """
+
+    min_num_bottom = 2
+    exact_num_top = None
+    min_num_top = 1
+    max_num_top = 1
+    is_loss = True
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def reshape(self, bottom, top):
+        if bottom[0].shape[:1] != bottom[1].shape[:1]:
+            raise ShapeError(
+                self,
+                f"bottoms must have the same batch size: {bottom[0].shape} vs "
+                f"{bottom[1].shape}",
+            )
+        top[0].reshape(())
