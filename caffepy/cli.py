@@ -350,6 +350,70 @@ def data_fashion_mnist(out_dir, source, no_download):
     click.echo(f"Fashion-MNIST LMDBs ready in {out_dir}: {result}")
 
 
+# -- logs and diagnostics ------------------------------------------------------------
+@cli.command("parse_log")
+@click.argument("log_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False), default=".")
+def parse_log_cmd(log_file, output_dir):
+    """Write LOG.train and LOG.test CSV files (as Caffe's parse_log.py)."""
+    from caffepy.tools.logs import parse_log, write_csv
+
+    train, test = parse_log(log_file)
+    if not train and not test:
+        raise click.ClickException(f"{log_file}: no training or test lines found")
+    for path in write_csv(train, test, log_file, output_dir):
+        click.echo(f"Wrote {path}")
+
+
+@cli.command("plot_log")
+@click.argument("logs", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The image to write (.png, .svg or .pdf).")
+@click.option("--x", "x_axis", type=click.Choice(["iters", "seconds"]), default="iters",
+              show_default=True, help="What the x axis counts.")
+def plot_log_cmd(logs, out, x_axis):
+    """Plot train/test loss, test accuracy and lr of one or more training logs."""
+    from caffepy.tools.logs import plot_logs
+
+    plot_logs(list(logs), out, x=x_axis)
+    click.echo(f"Wrote {out}")
+
+
+@cli.group()
+def diagnose():
+    """See why initialisation, BatchNorm and the overfit check matter."""
+
+
+@diagnose.command("init")
+@click.option("--layers", type=int, default=10, show_default=True)
+@click.option("--width", type=int, default=500, show_default=True)
+@click.option("--batch", type=int, default=1000, show_default=True)
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu", "sigmoid"]),
+              default="tanh", show_default=True)
+@click.option("--filler", "fillers", multiple=True,
+              help="xavier, msra, gaussian:STD or FillerParameter text such as "
+                   "\"type: 'gaussian' std: 0.01\"; repeat to compare side by side.")
+@click.option("--batchnorm", is_flag=True,
+              help="BatchNorm + Scale before each nonlinearity.")
+@click.option("--out", type=click.Path(dir_okay=False), default="",
+              help="Save a figure: per-layer histograms and mean/std curves.")
+def diagnose_init(layers, width, batch, nonlinearity, fillers, batchnorm, out):
+    """Activation statistics of a deep fully connected net, layer by layer."""
+    from caffepy.diagnose import format_table, init_experiment, plot_init
+
+    results = []
+    for filler in fillers or ("gaussian",):
+        res = init_experiment(layers, width, nonlinearity, filler, batchnorm, batch,
+                              keep_values=bool(out))
+        results.append(res)
+        click.echo(format_table(res))
+        click.echo("")
+    if out:
+        plot_init(results, out)
+        click.echo(f"Wrote {out}")
+
+
 # -- format upgrades -----------------------------------------------------------------
 @cli.command("upgrade_net_proto_text")
 @click.argument("input_file", type=click.Path())

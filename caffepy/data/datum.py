@@ -69,23 +69,21 @@ def read_image(path, height=0, width=0, color=True):
     return img
 
 
-def check_declared_size(channels, height, width, key="datum"):
+def check_declared_size(channels, height, width, name="datum"):
     """Return channels*height*width, refusing negative or absurd sizes."""
     if channels < 0 or height < 0 or width < 0:
-        raise DataError(
-            f"record {key!r} declares a negative size {channels}x{height}x{width}"
-        )
+        raise DataError(f"{name} declares a negative size {channels}x{height}x{width}")
     count = channels * height * width
     if count > MAX_DATUM_COUNT:
         raise DataError(
-            f"record {key!r} declares an absurd size {channels}x{height}x{width} "
+            f"{name} declares an absurd size {channels}x{height}x{width} "
             f"({count} values, the limit is {MAX_DATUM_COUNT})"
         )
     return count
 
 
-def parse_datum(value, key="datum"):
-    """Parse serialized Datum bytes, with an error naming the key."""
+def parse_datum(value, name="datum"):
+    """Parse serialized Datum bytes, with an error naming the record."""
     from google.protobuf.message import DecodeError
 
     from caffepy.proto import caffe_pb2
@@ -94,11 +92,11 @@ def parse_datum(value, key="datum"):
     try:
         datum.ParseFromString(value)
     except DecodeError:
-        raise DataError(f"record {key!r} is not a Datum ({len(value)} bytes)") from None
+        raise DataError(f"{name} is not a Datum ({len(value)} bytes)") from None
     return datum
 
 
-def datum_to_array(datum, key="datum", color=None):
+def datum_to_array(datum, name="datum", color=None):
     """The image of a Datum as a C x H x W array.
 
     Raw records give uint8 (a read-only view of the Datum's bytes) or float32
@@ -107,26 +105,27 @@ def datum_to_array(datum, key="datum", color=None):
 
     Raises:
         DataError: the data length does not match channels*height*width, or an
-            encoded record cannot be decoded. The message names ``key``.
+            encoded record cannot be decoded. The message starts with ``name``
+            (e.g. "record '00000001_a.png' of 'train_lmdb'").
     """
     if datum.encoded:
-        return decode_image(datum.data, color, name=f"record {key!r}")
+        return decode_image(datum.data, color, name=name)
     c, h, w = datum.channels, datum.height, datum.width
-    count = check_declared_size(c, h, w, key)
+    count = check_declared_size(c, h, w, name)
     if datum.data:
         size = len(datum.data)
         if size != count:
             raise DataError(
-                f"record {key!r}: data holds {size} bytes but channels*height*width "
+                f"{name}: data holds {size} bytes but channels*height*width "
                 f"is {c}x{h}x{w} = {count}"
             )
         if count == 0:
-            raise DataError(f"record {key!r} is empty (shape {c}x{h}x{w})")
+            raise DataError(f"{name} is empty (shape {c}x{h}x{w})")
         return np.frombuffer(datum.data, np.uint8).reshape(c, h, w)
     size = len(datum.float_data)
     if size != count or count == 0:
         raise DataError(
-            f"record {key!r}: float_data holds {size} values but "
+            f"{name}: float_data holds {size} values but "
             f"channels*height*width is {c}x{h}x{w} = {count}"
         )
     return np.asarray(datum.float_data, np.float32).reshape(c, h, w)

@@ -122,7 +122,7 @@ def _upgrade_solver(solver, source):
         from caffepy.io import upgrade
     except ImportError:  # pragma: no cover
         return False
-    return upgrade.upgrade_solver(solver)
+    return upgrade.upgrade_solver(solver, source=source)
 
 
 def read_weights(path, upgrade=True):

@@ -349,7 +349,8 @@ def _plan_v0_padding(net, source):
             if v0.type not in ("conv", "pool"):
                 raise PrototxtError(
                     f"V0 padding layer {_v0_label(src, src_index)} feeds layer {label} "
-                    f"of type '{v0.type}'; only conv and pool layers can absorb padding",
+                    f"of type '{v0.type}'; only conv and pool layers can absorb "
+                    "padding",
                     path=source,
                 )
             if len(entry.bottom) != 1:
@@ -485,12 +486,6 @@ def _check_v1_layer(entry, index, source):
     for field in entry.DESCRIPTOR.fields:
         if not _is_set(entry, field) or field.name in _V1_PLAIN_FIELDS:
             continue
-        if field.name == "layer":
-            raise PrototxtError(
-                f"V1 layer {label} holds a V0 'layer {{ ... }}' block besides V1 "
-                "fields; use one form",
-                path=source,
-            )
         if not (field.name.endswith("_param") and field.name in layer_fields):
             raise UnsupportedError(
                 f"V1 layer {label} sets '{field.name}', a V1 field caffepy cannot map"
@@ -540,7 +535,24 @@ def _upgrade_v1_net(net, source):
 
 
 # --------------------------------------------------------------------- inputs
-def _upgrade_input(net, source):
+def _check_input(net, source):
+    """Refuse net-level inputs whose shapes do not fit their number."""
+    n_inputs = len(net.input)
+    if len(net.input_shape) and len(net.input_shape) != n_inputs:
+        raise PrototxtError(
+            f"the net declares {n_inputs} input(s) but {len(net.input_shape)} "
+            "input_shape(s); give one input_shape per input",
+            path=source,
+        )
+    if not len(net.input_shape) and len(net.input_dim) not in (0, 4 * n_inputs):
+        raise PrototxtError(
+            f"the net declares {n_inputs} input(s) but {len(net.input_dim)} "
+            f"input_dim value(s); expected {4 * n_inputs} (four per input: N C H W)",
+            path=source,
+        )
+
+
+def _upgrade_input(net):
     """Caffe's UpgradeNetInput: net-level inputs become a leading Input layer.
 
     With neither ``input_shape`` nor ``input_dim`` (a legacy ``.caffemodel``
@@ -548,18 +560,6 @@ def _upgrade_input(net, source):
     """
     n_inputs = len(net.input)
     has_shape, has_dim = len(net.input_shape) > 0, len(net.input_dim) > 0
-    if has_shape and len(net.input_shape) != n_inputs:
-        raise PrototxtError(
-            f"the net declares {n_inputs} input(s) but {len(net.input_shape)} "
-            "input_shape(s); give one input_shape per input",
-            path=source,
-        )
-    if not has_shape and has_dim and len(net.input_dim) != 4 * n_inputs:
-        raise PrototxtError(
-            f"the net declares {n_inputs} input(s) but {len(net.input_dim)} "
-            f"input_dim value(s); expected {4 * n_inputs} (four per input: N C H W)",
-            path=source,
-        )
     if has_shape or has_dim:
         layer = caffe_pb2.LayerParameter(name="input", type="Input")
         layer.top.extend(net.input)
@@ -610,6 +610,8 @@ def upgrade_net(net_param, source=None):
             "would ignore every 'layer' entry)",
             path=source,
         )
+    if _needs_input_upgrade(net_param):
+        _check_input(net_param, source)  # before any step changes the net
     changed = False
     if _needs_v0_to_v1(net_param):
         log.info(
@@ -627,9 +629,10 @@ def upgrade_net(net_param, source=None):
                 "NetParameter (see above); continuing anyway."
             )
         log.warning(
-            "Note that V0NetParameter is deprecated; save the upgraded net to "
-            "convert %s to the new format.",
-            name,
+            "Note that future Caffe releases will not support V0NetParameter; use "
+            "'caffepy upgrade_net_proto_text' for prototxt and 'caffepy "
+            "upgrade_net_proto_binary' for model weights to upgrade this and any "
+            "other net protos to the new format."
         )
         changed = True
     if _needs_data_upgrade(net_param):
@@ -661,10 +664,11 @@ def upgrade_net(net_param, source=None):
         changed = True
     if _needs_input_upgrade(net_param):
         log.info(
-            "Attempting to upgrade input file specified using deprecated input fields: %s",
+            "Attempting to upgrade input file specified using deprecated "
+            "input fields: %s",
             name,
         )
-        _upgrade_input(net_param, source)
+        _upgrade_input(net_param)
         log.info("Successfully upgraded file specified using deprecated input fields.")
         log.warning(
             "Note that future Caffe releases will only support input layers and "
@@ -693,7 +697,8 @@ def upgrade_net_binary(net_param, source=None):
 
 # --------------------------------------------------------------------- solver
 def solver_needs_upgrade(solver_param):
-    """Whether the solver uses the legacy ``solver_type`` enum (SolverNeedsTypeUpgrade)."""
+    """Whether the solver uses the legacy ``solver_type`` enum (Caffe's
+    SolverNeedsTypeUpgrade)."""
     return solver_param.HasField("solver_type")
 
 

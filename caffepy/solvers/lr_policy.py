@@ -16,6 +16,7 @@ most one stepvalue per call, exactly as Caffe does, so a run resumed from a
 snapshot walks the same schedule.
 """
 
+import itertools
 import logging
 import math
 
@@ -120,7 +121,7 @@ def check_lr_policy(param):
         if not values:
             log.warning("lr_policy 'multistep' without stepvalue: the rate stays "
                         "base_lr")
-        elif any(b <= a for a, b in zip(values, values[1:])):
+        elif any(b <= a for a, b in itertools.pairwise(values)):
             raise SolverError(
                 f"lr_policy 'multistep' needs increasing stepvalue; got {values}"
             )

@@ -1,0 +1,303 @@
+"""LMDB databases of Datum records: a positional reader and a crash-safe writer.
+
+Reading: ``lmdb.open(path, readonly=True, lock=False)``, so read-only folders
+(fixtures, shared datasets) and concurrent readers work. LMDB refuses to open the
+same environment twice in one process, so readers of the same path (a train and
+a test net over one database) share one environment, each with its own read
+transaction and cursor.
+
+Writing: into ``<path>.partial``, renamed to ``<path>`` once complete, so a
+killed conversion never looks like a finished database.
+
+Caffe's other backend, LevelDB, is not read: :func:`resolve_source` says how to
+convert it.
+"""
+
+import os
+import shutil
+import threading
+import warnings
+
+from caffepy.errors import DataError
+
+#: DataParameter.DB values (as caffe.proto).
+LEVELDB, LMDB = 0, 1
+
+_ENVS = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _lmdb():
+    try:
+        import lmdb
+    except ImportError:  # pragma: no cover - a dependency of caffepy
+        raise DataError("reading databases needs the lmdb package: pip install lmdb") from None
+    return lmdb
+
+
+def _is_leveldb(folder):
+    names = os.listdir(folder)
+    return "CURRENT" in names and any(n.startswith("MANIFEST") for n in names)
+
+
+def resolve_source(path, backend=LMDB, what="data source"):
+    """Check that ``path`` is an LMDB database and return it.
+
+    A prototxt with ``backend: LEVELDB`` (the proto's default, so also one with
+    no backend) whose folder holds an LMDB database is read as LMDB, with a
+    warning.
+
+    Raises:
+        DataError: missing path, a LevelDB database (with how to convert it), or
+            a folder that is no database.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise DataError(f"{what} {path!r} does not exist{where}")
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "data.mdb")):
+            is_lmdb = True
+        elif _is_leveldb(path):
+            raise DataError(
+                f"{what} {path!r} is a LevelDB database; caffepy reads LMDB only. "
+                "Convert the images again with `caffepy convert_imageset ... "
+                "--backend lmdb` and point the source at the new database"
+            )
+        else:
+            raise DataError(f"{what} {path!r} is not an LMDB database (no data.mdb)")
+    else:
+        is_lmdb = True  # an LMDB written with subdir=False is a single file
+    if is_lmdb and backend == LEVELDB:
+        warnings.warn(
+            f"{what} {path!r}: backend is LEVELDB (the default when no backend is "
+            "given) but the database is LMDB; reading it as LMDB (set backend: LMDB)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return path
+
+
+def _acquire_env(path):
+    lmdb = _lmdb()
+    key = os.path.realpath(path)
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(
+                    path, readonly=True, lock=False, readahead=True,
+                    subdir=os.path.isdir(path), max_readers=512,
+                )
+            except lmdb.Error as err:
+                raise DataError(f"cannot open LMDB database {path!r}: {err}") from None
+            entry = _ENVS[key] = [env, 0]
+        entry[1] += 1
+        return key, entry[0]
+
+
+def _release_env(key):
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _ENVS[key]
+            entry[0].close()
+
+
+class LMDBReader:
+    """Records of an LMDB database in key order, with an integer position.
+
+    ``read()`` returns the record at the position and advances, wrapping
+    around to the first record after the last, so ``position`` (0 .. len-1) is
+    all a snapshot needs to resume exactly. One reader must be used by one
+    thread at a time.
+
+    Args:
+        path: the database folder (or file); see :func:`resolve_source`.
+        backend: ``LMDB`` or ``LEVELDB`` as the prototxt says.
+
+    Raises:
+        DataError: missing, not LMDB, unreadable, or empty.
+    """
+
+    def __init__(self, path, backend=LMDB):
+        self.path = resolve_source(path, backend)
+        self._key, env = _acquire_env(self.path)
+        try:
+            self._txn = env.begin(buffers=False)
+            self._len = self._txn.stat()["entries"]
+            if self._len == 0:
+                raise DataError(f"LMDB database {self.path!r} is empty (no records)")
+            self._cursor = self._txn.cursor()
+            self._cursor.first()
+        except BaseException:
+            self._txn = None
+            _release_env(self._key)
+            raise
+        self.position = 0
+
+    def __len__(self):
+        return self._len
+
+    def peek(self):
+        """(key, value) at the position, without advancing."""
+        return self._cursor.key().decode("utf-8", "replace"), self._cursor.value()
+
+    def read(self):
+        """(key, value) at the position; then advance (wrapping around)."""
+        item = self.peek()
+        self.position += 1
+        if not self._cursor.next():
+            self._cursor.first()
+            self.position = 0
+        return item
+
+    def seek(self, position):
+        """Move to the ``position``-th record in key order (0-based)."""
+        position = int(position)
+        if not 0 <= position < self._len:
+            raise DataError(
+                f"position {position} is out of range for {self.path!r} "
+                f"({self._len} records)"
+            )
+        cursor = self._cursor
+        if position < self.position:
+            cursor.first()
+            self.position = 0
+        while self.position < position:
+            cursor.next()
+            self.position += 1
+
+    def items(self):
+        """Every (key, value) from the first record to the last (moves the cursor)."""
+        self._cursor.first()
+        self.position = 0
+        for _ in range(self._len):
+            yield self.read()
+
+    def close(self):
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = self._cursor = None
+            _release_env(self._key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def db_is_nonempty(path):
+    """Whether ``path`` exists and is not an empty folder."""
+    if not os.path.lexists(path):
+        return False
+    return not (os.path.isdir(path) and not os.listdir(path))
+
+
+class LMDBWriter:
+    """Write an LMDB database crash-safely (``<path>.partial`` then rename).
+
+    Puts are committed every ``commit_every`` records (Caffe commits every 1000);
+    when the memory map is full, the transaction is redone with a doubled map.
+
+    Args:
+        path: the database folder to create; must not exist (or be empty).
+        map_size: the initial map size in bytes (grown as needed).
+        commit_every: records per transaction.
+
+    Raises:
+        DataError: ``path`` exists and is not empty.
+    """
+
+    def __init__(self, path, map_size=1 << 28, commit_every=1000):
+        lmdb = _lmdb()
+        self.path = os.fspath(path)
+        if db_is_nonempty(self.path):
+            raise DataError(
+                f"{self.path}: DB exists, refusing to overwrite; remove it or choose "
+                "another path"
+            )
+        self.partial = self.path.rstrip("/") + ".partial"
+        if os.path.isdir(self.partial):  # left by a killed conversion: ours
+            shutil.rmtree(self.partial)
+        elif os.path.lexists(self.partial):
+            os.unlink(self.partial)
+        os.makedirs(os.path.dirname(os.path.abspath(self.partial)), exist_ok=True)
+        self.map_size = int(map_size)
+        self.commit_every = int(commit_every)
+        self.count = 0
+        self._pending = []
+        self._env = lmdb.open(self.partial, map_size=self.map_size, subdir=True,
+                              meminit=False)
+
+    def put(self, key, value):
+        """Add one record (key: str or bytes; value: bytes)."""
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        self._pending.append((key, value))
+        self.count += 1
+        if len(self._pending) >= self.commit_every:
+            self.commit()
+
+    def commit(self):
+        """Write the pending records in one transaction, growing the map if needed."""
+        lmdb = _lmdb()
+        while self._pending:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key, value in self._pending:
+                        txn.put(key, value)
+            except lmdb.MapFullError:
+                # NOTE: the aborted transaction wrote nothing; redo it in a bigger map.
+                self.map_size *= 2
+                self._env.set_mapsize(self.map_size)
+                continue
+            self._pending = []
+
+    def close(self):
+        """Commit, sync, and rename the finished database into place."""
+        if self._env is None:
+            return
+        self.commit()
+        self._env.sync(True)
+        self._env.close()
+        self._env = None
+        if os.path.isdir(self.path):  # an empty folder: replaced by the rename
+            os.rmdir(self.path)
+        os.rename(self.partial, self.path)
+
+    def abort(self):
+        """Discard everything written (removes ``<path>.partial``)."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def count_records(path):
+    """The number of records in an LMDB database (0 when unreadable)."""
+    lmdb = _lmdb()
+    try:
+        with LMDBReader(path) as reader:
+            return len(reader)
+    except (DataError, lmdb.Error):
+        return 0

@@ -1,0 +1,260 @@
+"""Batch sources for the data layers: an LMDB of Datum, or a list of image files.
+
+A source fills a :class:`~caffepy.data.prefetch.Batch` with the next
+``batch_size`` records (transformed) and labels, and has a small JSON-able
+``state()`` (its position and RNG state) that ``set_state`` restores exactly.
+Sources are used by one thread at a time (the prefetch thread while it runs).
+"""
+
+import numpy as np
+
+from caffepy.data.datum import datum_to_array, hwc_to_chw, parse_datum, read_image
+from caffepy.data.db import LMDB, LMDBReader
+from caffepy.errors import DataError
+
+
+def read_list_file(path):
+    """Read a ``path label`` list (Caffe's convert_imageset / ImageData format).
+
+    The label follows the last space, so paths may contain spaces. Blank lines
+    are skipped.
+
+    Returns:
+        list of (path, label).
+
+    Raises:
+        DataError: a missing file, or a line without an integer label.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise DataError(f"cannot read list file {path!r}: {err.strerror}") from None
+    lines = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        name, sep, label = line.rpartition(" ")
+        try:
+            if not sep or not name:
+                raise ValueError
+            lines.append((name, int(label)))
+        except ValueError:
+            raise DataError(
+                f"{path}:{lineno}: expected 'path label', got {line!r}"
+            ) from None
+    return lines
+
+
+class _Names:
+    """Names of a batch's records for error messages, built only when needed."""
+
+    __slots__ = ("fmt", "items")
+
+    def __init__(self, fmt, items):
+        self.fmt, self.items = fmt, items
+
+    def __getitem__(self, i):
+        return self.fmt.format(self.items[i])
+
+
+def _stack(arrays, buf):
+    """Stack same-shaped arrays into a reused buffer (a grown flat array)."""
+    shape = (len(arrays),) + arrays[0].shape
+    count = int(np.prod(shape))
+    if buf is None or buf.size < count or buf.dtype != arrays[0].dtype:
+        buf = np.empty(count, arrays[0].dtype)
+    out = buf[:count].reshape(shape)
+    np.stack(arrays, out=out)
+    return out, buf
+
+
+class _BatchSource:
+    """Shared batch assembly: transform the images, copy the labels."""
+
+    def __init__(self, batch_size, transformer):
+        self.batch_size = int(batch_size)
+        self.transformer = transformer
+        self._buf = None
+
+    def _emit(self, batch, arrays, labels, names):
+        shapes = {a.shape for a in arrays}
+        first = arrays[0].shape
+        if len(shapes) == 1 and len({a.dtype for a in arrays}) == 1:
+            images, self._buf = _stack(arrays, self._buf)
+            out_shape = self.transformer.output_shape(first, names[0])
+        else:
+            images = arrays
+            k = self.transformer.crop_size
+            out_shape = (first[0], k, k) if k else first
+        batch.data.reshape((len(arrays),) + out_shape)
+        self.transformer.transform(images, batch.data.data, names)
+        batch.label.reshape((len(labels),))
+        batch.label.data[...] = labels
+
+
+class DatumSource(_BatchSource):
+    """Batches from an LMDB database of Datum records, in key order (wrapping).
+
+    Args:
+        path: the database; backend: ``LMDB`` or ``LEVELDB`` (as the prototxt).
+        batch_size: records per batch.
+        transformer: a :class:`~caffepy.data.transformer.DataTransformer`; its
+            ``color`` decides how encoded records decode, its ``rng`` draws the
+            skip and the crops/mirrors.
+        rand_skip: skip a random number in [0, rand_skip) of records at start.
+    """
+
+    def __init__(self, path, batch_size, transformer, backend=LMDB, rand_skip=0):
+        super().__init__(batch_size, transformer)
+        self.reader = LMDBReader(path, backend)
+        self.path = self.reader.path
+        self._fmt = "record {!r} of " + repr(self.path)
+        if rand_skip:
+            skip = int(transformer.rng.integers(0, rand_skip))
+            self.reader.seek(skip % len(self.reader))
+
+    def _decode(self, key, value):
+        name = self._fmt.format(key)
+        return datum_to_array(parse_datum(value, name), name, self.transformer.color)
+
+    def first_shape(self):
+        """The C x h x w of the next record after the transformation."""
+        key, value = self.reader.peek()
+        image = self._decode(key, value)
+        return self.transformer.output_shape(image.shape, self._fmt.format(key))
+
+    def fill(self, batch):
+        n = self.batch_size
+        keys, arrays = [], []
+        labels = np.empty(n, np.float64)
+        reader = self.reader
+        for i in range(n):
+            key, value = reader.read()
+            name = self._fmt.format(key)
+            datum = parse_datum(value, name)
+            arrays.append(datum_to_array(datum, name, self.transformer.color))
+            labels[i] = datum.label
+            keys.append(key)
+        self._emit(batch, arrays, labels, _Names(self._fmt, keys))
+
+    def state(self):
+        return {"position": self.reader.position,
+                "rng": self.transformer.rng.bit_generator.state}
+
+    def set_state(self, state):
+        try:
+            position, rng_state = int(state["position"]), state["rng"]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"not a data layer state for {self.path!r}: {state!r}") from None
+        self.reader.seek(position)
+        self.transformer.rng.bit_generator.state = rng_state
+
+    def close(self):
+        self.reader.close()
+
+
+class ImageListSource(_BatchSource):
+    """Batches of image files listed as ``path label`` (Caffe's ImageData).
+
+    Images are read with ``cv2.imread`` (colour or gray) and resized bilinearly
+    to ``new_height x new_width`` when both are positive. With ``shuffle`` the
+    order is permuted at the start of every epoch, from a generator seeded by
+    ``(seed, epoch)``, so the state stays small.
+
+    Args:
+        listfile, root_folder: the list and the prefix joined (as strings, like
+            Caffe) to each listed path.
+        batch_size, transformer: as :class:`DatumSource`.
+        shuffle, new_height, new_width, is_color: from image_data_param.
+        rand_skip: start at a random line in [0, rand_skip).
+        seed: seed of the per-epoch shuffles.
+    """
+
+    def __init__(self, listfile, root_folder, batch_size, transformer, shuffle=False,
+                 new_height=0, new_width=0, is_color=True, rand_skip=0, seed=0):
+        super().__init__(batch_size, transformer)
+        self.listfile = listfile
+        self.lines = read_list_file(listfile)
+        if not self.lines:
+            raise DataError(f"list file {listfile!r} lists no images")
+        self.root_folder = root_folder
+        self.shuffle = bool(shuffle)
+        self.new_height, self.new_width = int(new_height), int(new_width)
+        self.is_color = bool(is_color)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.position = 0
+        self._order = self._make_order(0)
+        if rand_skip:
+            skip = int(transformer.rng.integers(0, rand_skip))
+            if skip >= len(self.lines):
+                raise DataError(
+                    f"rand_skip drew {skip} but {listfile!r} lists only "
+                    f"{len(self.lines)} images"
+                )
+            self.position = skip
+
+    def _make_order(self, epoch):
+        if not self.shuffle:
+            return None
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.lines))
+
+    def _index(self):
+        return self.position if self._order is None else int(self._order[self.position])
+
+    def _read(self, index):
+        name, _ = self.lines[index]
+        path = self.root_folder + name
+        img = read_image(path, self.new_height, self.new_width, self.is_color)
+        if img is None:
+            raise DataError(
+                f"cannot read image {path!r} (line {index + 1} of {self.listfile!r})"
+            )
+        return hwc_to_chw(img), path
+
+    def first_shape(self):
+        image, path = self._read(self._index())
+        return self.transformer.output_shape(image.shape, f"image {path!r}")
+
+    def fill(self, batch):
+        n = self.batch_size
+        arrays, paths = [], []
+        labels = np.empty(n, np.float64)
+        for i in range(n):
+            index = self._index()
+            image, path = self._read(index)
+            arrays.append(image)
+            paths.append(path)
+            labels[i] = self.lines[index][1]
+            self.position += 1
+            if self.position >= len(self.lines):
+                self.position = 0
+                self.epoch += 1
+                self._order = self._make_order(self.epoch)
+        self._emit(batch, arrays, labels, _Names("image {!r}", paths))
+
+    def state(self):
+        return {"position": self.position, "epoch": self.epoch, "seed": self.seed,
+                "rng": self.transformer.rng.bit_generator.state}
+
+    def set_state(self, state):
+        try:
+            position, epoch = int(state["position"]), int(state["epoch"])
+            seed, rng_state = int(state["seed"]), state["rng"]
+        except (KeyError, TypeError, ValueError):
+            raise DataError(
+                f"not an ImageData state for {self.listfile!r}: {state!r}"
+            ) from None
+        if not 0 <= position < len(self.lines):
+            raise DataError(
+                f"position {position} is out of range for {self.listfile!r} "
+                f"({len(self.lines)} images)"
+            )
+        self.position, self.epoch, self.seed = position, epoch, seed
+        self._order = self._make_order(epoch)
+        self.transformer.rng.bit_generator.state = rng_state
+
+    def close(self):
+        pass

@@ -1,0 +1,159 @@
+"""convert_imageset: images listed in a file -> an LMDB database of Datum.
+
+Caffe's ``tools/convert_imageset.cpp``, record for record:
+
+- the list file has ``path label`` lines (the label follows the last space);
+  each image is ``root + path`` (string concatenation, as Caffe);
+- keys are ``%08d_<path>`` with the line index (skipped images leave gaps);
+- raw records hold uint8 C x H x W pixels, BGR for colour, read with
+  ``cv2.imread`` (colour, or gray with ``gray=True``) and resized with
+  ``cv2.resize`` (bilinear) when both resize_height and resize_width are set;
+- encoded records (``encoded`` or an ``encode_type``) hold the original file's
+  bytes when nothing was resized and the file's extension is ``encode_type``
+  (or, with no encode_type, always), else the image re-encoded with
+  ``cv2.imencode``;
+- transactions are committed every 1000 records.
+
+The database is written to ``<db>.partial`` and renamed when complete.
+"""
+
+import logging
+import os
+import sys
+
+from caffepy.errors import DataError, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+
+def _match_ext(path, encoding):
+    """Caffe's matchExt: the file extension equals the encoding (jpeg ~ jpg)."""
+    ext = path.rsplit(".", 1)[-1].lower() if "." in path else path.lower()
+    encoding = encoding.lower()
+    return ext == encoding or (encoding == "jpg" and ext == "jpeg")
+
+
+def _guess_encoding(path):
+    if "." not in os.path.basename(path):
+        log.warning("cannot guess the encoding of %r (no extension)", path)
+        return ""
+    return path.rsplit(".", 1)[-1].lower()
+
+
+def _encode(path, img, is_color, height, width, encoding):
+    """Encoded record bytes (Caffe's ReadImageToDatum with an encoding)."""
+    import cv2
+
+    keep = (img.ndim == 3 and img.shape[2] == 3) == is_color
+    if keep and not height and not width and _match_ext(path, encoding):
+        with open(path, "rb") as f:
+            return f.read()
+    ok, buf = cv2.imencode("." + encoding, img)
+    if not ok:
+        raise DataError(f"cannot encode {path!r} as {encoding!r}")
+    return buf.tobytes()
+
+
+def convert_imageset(root, listfile, db_path, gray=False, shuffle=False,
+                     resize_height=0, resize_width=0, check_size=False, encoded=False,
+                     encode_type="", backend="lmdb", progress=True):
+    """Convert the images of a list file into an LMDB database of Datum.
+
+    Args:
+        root: folder prefix joined to each listed path (as a string: give the
+            trailing slash, e.g. "images/", as with Caffe).
+        listfile: ``path label`` lines.
+        db_path: the database folder to create (must not exist, or be empty).
+        gray: read images as gray (1 channel) instead of colour (3, BGR).
+        shuffle: shuffle the lines first (with caffepy's RNG,
+            ``caffepy.set_random_seed`` makes it repeatable).
+        resize_height, resize_width: resize to this size (both must be > 0).
+        check_size: require every record to have the first record's size.
+        encoded: store encoded image files instead of raw pixels.
+        encode_type: the encoding ("png", "jpg", ...); implies ``encoded``.
+        backend: "lmdb" (caffepy writes LMDB only).
+        progress: show a progress bar (only on a terminal).
+
+    Returns:
+        dict: ``db_path``, ``total`` (lines), ``written``, ``skipped`` (count) and
+        ``skipped_paths``.
+
+    Raises:
+        DataError: unreadable or empty list file, an existing non-empty database,
+            no readable image, or (with check_size) records of different sizes.
+        UnsupportedError: a backend other than lmdb.
+    """
+    from caffepy.data.datum import array_to_datum, encoded_datum, hwc_to_chw, read_image
+    from caffepy.data.db import LMDBWriter, db_is_nonempty
+    from caffepy.data.sources import read_list_file
+
+    if str(backend).lower() != "lmdb":
+        raise UnsupportedError(
+            f"backend {backend!r}: caffepy writes LMDB databases only; use backend lmdb"
+        )
+    db_path = os.fspath(db_path)
+    if db_is_nonempty(db_path):
+        raise DataError(
+            f"{db_path}: DB exists, refusing to overwrite; remove it or choose "
+            "another path"
+        )
+    lines = read_list_file(listfile)
+    if not lines:
+        raise DataError(f"list file {listfile!r} lists no images")
+    if shuffle:
+        from caffepy.rng import get_rng
+
+        lines = [lines[i] for i in get_rng().permutation(len(lines))]
+    is_color = not gray
+    height, width = max(0, int(resize_height)), max(0, int(resize_width))
+    if not (height > 0 and width > 0):
+        height = width = 0  # Caffe resizes only when both are given
+    if encode_type and not encoded:
+        log.info("encode_type %r given: storing encoded images", encode_type)
+    encoded = bool(encoded or encode_type)
+    root = os.fspath(root)
+
+    from tqdm import tqdm
+
+    show = bool(progress) and sys.stderr.isatty()
+    skipped, data_size = [], None
+    with LMDBWriter(db_path) as writer:
+        for line_id, (name, label) in enumerate(
+            tqdm(lines, desc="convert_imageset", unit="img", disable=not show)
+        ):
+            path = root + name
+            img = read_image(path, height, width, is_color)
+            if img is None:
+                log.warning("could not read image %r: skipped", path)
+                skipped.append(path)
+                continue
+            if encoded:
+                encoding = encode_type or _guess_encoding(name)
+                datum = encoded_datum(
+                    _encode(path, img, is_color, height, width, encoding), label
+                )
+            else:
+                datum = array_to_datum(hwc_to_chw(img), label)
+            if check_size:
+                # NOTE: compares decoded sizes, so it also works for encoded records
+                # (Caffe compares the encoded byte count with 0 there and fails).
+                if data_size is None:
+                    data_size = img.shape
+                elif img.shape != data_size:
+                    raise DataError(
+                        f"{path}: image is {img.shape}, but the first image was "
+                        f"{data_size} (check_size); resize the images to one size"
+                    )
+            writer.put(f"{line_id:08d}_{name}", datum.SerializeToString())
+        if writer.count == 0:
+            raise DataError(
+                f"none of the {len(lines)} images listed in {listfile!r} could be read "
+                f"(first: {skipped[0]!r}); is root {root!r} right?"
+            )
+    if skipped:
+        log.warning("%d of %d images could not be read and were skipped",
+                    len(skipped), len(lines))
+    return {
+        "db_path": db_path, "total": len(lines), "written": len(lines) - len(skipped),
+        "skipped": len(skipped), "skipped_paths": skipped,
+    }
