@@ -103,9 +103,10 @@ class TrainingMonitor:
 
             total = max(solver.param.max_iter - solver.iter, 0)
             self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, leave=False)
-        if hasattr(solver, "add_callback"):
-            solver.add_callback(self)
+        solver.add_callback(self)
+        solver.add_test_callback(self.on_test)
         self.last = {}
+        self.last_test = {}
 
     def __call__(self, iteration, loss, lr, **extra):
         record = {"iter": int(iteration), "loss": float(loss), "lr": float(lr),
@@ -120,6 +121,15 @@ class TrainingMonitor:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
 
+    def on_test(self, iteration, net_id, results):
+        self.last_test[net_id] = dict(results)
+        if self._metrics is not None:
+            record = {"iter": int(iteration), "test_net": net_id,
+                      "seconds": round(time.time() - self.start, 4)}
+            record.update({f"test/{k}": float(v) for k, v in results})
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -133,26 +143,16 @@ class TrainingMonitor:
         done = s.iter - self.first_iter
         msg = [f"Trained {done} iterations in {took:.1f} s "
                f"({done / took if took else 0:.1f} iter/s)."]
-        last_test = getattr(s, "last_test_results", None)
-        if last_test:
-            msg.append("Last test: " + ", ".join(
-                f"{k} = {v:.4g}" for k, v in _flatten_results(last_test)))
-        snaps = getattr(s, "last_snapshot", None)
-        if snaps:
-            msg.append("Model: " + snaps[0])
-            msg.append("Solver state: " + snaps[1])
+        for net_id, results in sorted(self.last_test.items()):
+            msg.append(f"Test net #{net_id}: " + ", ".join(
+                f"{k} = {v:.4g}" for k, v in results.items()))
+        model = s.snapshot_filename(".caffemodel")
+        if os.path.exists(model):
+            msg.append("Model: " + model)
+            msg.append("Solver state: " + s.snapshot_filename(".solverstate"))
         if self.metrics_path:
             msg.append("Metrics log: " + self.metrics_path)
         print("\n".join(msg), file=sys.stderr)
-
-
-def _flatten_results(results):
-    if isinstance(results, dict):
-        return list(results.items())
-    out = []
-    for net_results in results:
-        out.extend(net_results.items() if isinstance(net_results, dict) else [])
-    return out
 
 
 def _snapshot_prefix(solver):

@@ -110,7 +110,9 @@ def test_pycaffe_api_forward_backward_outputs():
     out = net.forward(data=np.random.randn(4, 6), label=np.array([0, 1, 2, 0]))
     assert out["loss"].shape == () and 0 <= float(out["acc"]) <= 1
     assert list(net.params) == ["ip1", "ip2"]
-    assert net.top_names["ip1"] == ["ip1"] and net.bottom_names["loss"] == ["ip2", "label"]
+    assert net.top_names["ip1"] == ["ip1"]
+    # as pycaffe: names after split insertion
+    assert net.bottom_names["loss"] == ["ip2_ip2_0_split_0", "label_in_1_split_0"]
 
 
 def test_param_sharing_sums_gradients():

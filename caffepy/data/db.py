@@ -13,6 +13,7 @@ Caffe's other backend, LevelDB, is not read: :func:`resolve_source` says how to
 convert it.
 """
 
+import contextlib
 import os
 import shutil
 import threading
@@ -191,10 +192,8 @@ class LMDBReader:
         self.close()
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def db_is_nonempty(path):
@@ -221,13 +220,13 @@ class LMDBWriter:
 
     def __init__(self, path, map_size=1 << 28, commit_every=1000):
         lmdb = _lmdb()
-        self.path = os.fspath(path)
+        self.path = os.path.normpath(os.fspath(path))
         if db_is_nonempty(self.path):
             raise DataError(
                 f"{self.path}: DB exists, refusing to overwrite; remove it or choose "
                 "another path"
             )
-        self.partial = self.path.rstrip("/") + ".partial"
+        self.partial = self.path + ".partial"
         if os.path.isdir(self.partial):  # left by a killed conversion: ours
             shutil.rmtree(self.partial)
         elif os.path.lexists(self.partial):

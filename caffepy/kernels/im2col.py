@@ -30,10 +30,8 @@ def _valid_range(pad, k_off, stride, size, out_size):
         hi = 0
     else:
         hi = last // stride + 1
-    if hi > out_size:
-        hi = out_size
-    if lo > hi:
-        lo = hi
+    hi = min(hi, out_size)
+    lo = min(lo, hi)
     return lo, hi
 
 
@@ -44,41 +42,43 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, col):
     Args:
         x: (N, C, H, W) input, C-contiguous.
         kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
-        col: (C*kh*kw, N, oh, ow) output, overwritten (padding reads as 0).
+        col: (C*kh*kw, N, oh, ow) output, C-contiguous, overwritten (padding
+            reads as 0).
     """
     n_img, chans, height, width = x.shape
     oh, ow = col.shape[2], col.shape[3]
-    kk = kh * kw
-    rows = chans * kk
-    for t in prange(rows * n_img):
-        r = t // n_img
-        n = t - r * n_img
-        c = r // kk
-        ki = (r - c * kk) // kw
-        kj = r - c * kk - ki * kw
-        oy_lo, oy_hi = _valid_range(ph, ki * dh, sh, height, oh)
-        ox_lo, ox_hi = _valid_range(pw, kj * dw, sw, width, ow)
-        dst = col[r, n]
-        src = x[n, c]
-        for oy in range(oy_lo):
-            for ox in range(ow):
-                dst[oy, ox] = 0
-        for oy in range(oy_hi, oh):
-            for ox in range(ow):
-                dst[oy, ox] = 0
-        x0 = kj * dw - pw
-        for oy in range(oy_lo, oy_hi):
-            iy = oy * sh - ph + ki * dh
-            for ox in range(ox_lo):
-                dst[oy, ox] = 0
-            if sw == 1:
-                for ox in range(ox_lo, ox_hi):
-                    dst[oy, ox] = src[iy, ox + x0]
-            else:
-                for ox in range(ox_lo, ox_hi):
-                    dst[oy, ox] = src[iy, ox * sw + x0]
-            for ox in range(ox_hi, ow):
-                dst[oy, ox] = 0
+    npos = oh * ow
+    # NOTE: flat indexing on 1-D views, and the valid output ranges hoisted out of
+    # the loops, keep the inner loops branch-free (contiguous copies for stride 1).
+    xf = x.reshape(x.size)
+    cf = col.reshape(col.size)
+    for t in prange(n_img * chans):
+        c = t // n_img
+        n = t - c * n_img
+        xbase = (n * chans + c) * height * width
+        for ki in range(kh):
+            oy_lo, oy_hi = _valid_range(ph, ki * dh, sh, height, oh)
+            for kj in range(kw):
+                ox_lo, ox_hi = _valid_range(pw, kj * dw, sw, width, ow)
+                base = (((c * kh + ki) * kw + kj) * n_img + n) * npos
+                for i in range(base, base + oy_lo * ow):
+                    cf[i] = 0
+                for i in range(base + oy_hi * ow, base + npos):
+                    cf[i] = 0
+                x0 = kj * dw - pw
+                for oy in range(oy_lo, oy_hi):
+                    ob = base + oy * ow
+                    ib = xbase + (oy * sh - ph + ki * dh) * width + x0
+                    for ox in range(ox_lo):
+                        cf[ob + ox] = 0
+                    if sw == 1:
+                        for ox in range(ox_lo, ox_hi):
+                            cf[ob + ox] = xf[ib + ox]
+                    else:
+                        for ox in range(ox_lo, ox_hi):
+                            cf[ob + ox] = xf[ib + ox * sw]
+                    for ox in range(ox_hi, ow):
+                        cf[ob + ox] = 0
 
 
 @pjit
@@ -157,4 +157,4 @@ def deconv_out_size(size, kernel, pad, stride, dilation):
     return stride * (size - 1) + extent - 2 * pad
 
 
-__all__ = ["im2col", "col2im", "swap01", "conv_out_size", "deconv_out_size"]
+__all__ = ["col2im", "conv_out_size", "deconv_out_size", "im2col", "swap01"]

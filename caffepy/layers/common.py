@@ -6,6 +6,7 @@ Every computation here is one or a few vectorised NumPy expressions over views o
 the blobs (no per-element Python loops), so no Numba kernel is needed.
 """
 
+import itertools
 import logging
 
 import numpy as np
@@ -146,7 +147,9 @@ class DummyDataLayer(Layer):
             fillers = [caffe_pb2.FillerParameter(type="constant", value=0.0)]
         legacy = len(p.num)
         if legacy and len(p.shape):
-            raise LayerError(self, "both shape and legacy num/channels/height/width given")
+            raise LayerError(
+                self, "both shape and legacy num/channels/height/width given"
+            )
         shapes = []
         if legacy:
             fields = ("num", "channels", "height", "width")
@@ -154,12 +157,16 @@ class DummyDataLayer(Layer):
                 k = len(getattr(p, f))
                 if k not in (1, n):
                     raise LayerError(
-                        self, f"has {k} '{f}' values for {n} tops; give one or one per top"
+                        self,
+                        f"has {k} '{f}' values for {n} tops; give one or one per top",
                     )
             for i in range(n):
-                shapes.append(tuple(
-                    int(getattr(p, f)[i if len(getattr(p, f)) > 1 else 0]) for f in fields
-                ))
+                shapes.append(
+                    tuple(
+                        int(getattr(p, f)[i if len(getattr(p, f)) > 1 else 0])
+                        for f in fields
+                    )
+                )
         else:
             if len(p.shape) not in (1, n):
                 raise LayerError(
@@ -240,7 +247,9 @@ class MemoryDataLayer(Layer):
         and unchanged while the net runs. Restarts at the first batch.
         """
         if not isinstance(data, np.ndarray) or not isinstance(labels, np.ndarray):
-            raise LayerError(self, "set_input_arrays needs numpy arrays for data and labels")
+            raise LayerError(
+                self, "set_input_arrays needs numpy arrays for data and labels"
+            )
         for name, arr in (("data", data), ("labels", labels)):
             if arr.dtype != np.float32:
                 raise LayerError(self, f"{name} array must be float32, got {arr.dtype}")
@@ -257,7 +266,8 @@ class MemoryDataLayer(Layer):
             labels = labels.reshape(-1)
         if labels.ndim != 1:
             raise LayerError(
-                self, f"labels array has shape {labels.shape}, expected (N,) or (N, 1, 1, 1)"
+                self,
+                f"labels array has shape {labels.shape}, expected (N,) or (N, 1, 1, 1)",
             )
         n = data.shape[0]
         if labels.shape[0] != n:
@@ -273,8 +283,11 @@ class MemoryDataLayer(Layer):
                 f"multiple of batch_size {self.batch_size}",
             )
         if self.layer_param.HasField("transform_param"):
-            log.warning("%s layer '%s' does not transform array data on "
-                        "set_input_arrays", self.type, self.name)
+            log.warning(
+                "%s layer '%s' does not transform array data on set_input_arrays",
+                self.type,
+                self.name,
+            )
         self._data = np.asarray(data, self.dtype)
         self._labels = np.asarray(labels, self.dtype)
         self._n = n
@@ -290,8 +303,8 @@ class MemoryDataLayer(Layer):
                 self, "has no data: call set_input_arrays(data, labels) before forward"
             )
         b, p = self.batch_size, self._pos
-        top[0].data[...] = self._data[p:p + b]
-        top[1].data[...] = self._labels[p:p + b]
+        top[0].data[...] = self._data[p : p + b]
+        top[1].data[...] = self._labels[p : p + b]
         self._pos = (p + b) % self._n
 
     def backward(self, top, propagate_down, bottom):
@@ -375,14 +388,18 @@ class ConcatLayer(Layer):
         total = 0
         for i, b in enumerate(bottom):
             s = b.shape
-            if len(s) != len(ref) or s[:axis] != ref[:axis] or s[axis + 1:] != ref[axis + 1:]:
+            if (
+                len(s) != len(ref)
+                or s[:axis] != ref[:axis]
+                or s[axis + 1 :] != ref[axis + 1 :]
+            ):
                 raise ShapeError(
                     self,
                     f"bottom[{i}] has shape {s} but bottom[0] has {ref}; all bottoms must "
                     f"have the same shape except along axis {axis}",
                 )
             total += s[axis]
-        top[0].reshape(ref[:axis] + (total,) + ref[axis + 1:])
+        top[0].reshape(ref[:axis] + (total,) + ref[axis + 1 :])
 
     def forward(self, bottom, top):
         if len(bottom) == 1:
@@ -427,7 +444,8 @@ class SliceLayer(Layer):
         for p in self.points:
             if p <= prev:
                 raise LayerError(
-                    self, f"slice_point values {self.points} must be positive and increasing"
+                    self,
+                    f"slice_point values {self.points} must be positive and increasing",
                 )
             prev = p
 
@@ -443,7 +461,7 @@ class SliceLayer(Layer):
                     f"{axis} of bottom shape {shape}",
                 )
             bounds = [0] + self.points + [dim]
-            sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+            sizes = [b - a for a, b in itertools.pairwise(bounds)]
         else:
             if dim % len(top):
                 raise ShapeError(
@@ -454,7 +472,7 @@ class SliceLayer(Layer):
             sizes = [dim // len(top)] * len(top)
         self.sizes = sizes
         for t, n in zip(top, sizes):
-            t.reshape(shape[:axis] + (n,) + shape[axis + 1:])
+            t.reshape(shape[:axis] + (n,) + shape[axis + 1 :])
 
     def _slices(self):
         lead = (slice(None),) * self.axis
@@ -491,7 +509,9 @@ class SplitLayer(Layer):
     def setup(self, bottom, top):
         for i, t in enumerate(top):
             if t is bottom[0]:
-                raise LayerError(self, f"top[{i}] is its bottom; Split cannot work in place")
+                raise LayerError(
+                    self, f"top[{i}] is its bottom; Split cannot work in place"
+                )
 
     def reshape(self, bottom, top):
         for t in top:
@@ -552,10 +572,11 @@ class FlattenLayer(_ViewLayer):
         end = canonical_axis(self, b, self.param.end_axis, "end_axis")
         if end < start:
             raise LayerError(
-                self, f"end_axis {self.param.end_axis} comes before axis {self.param.axis} "
-                f"for bottom shape {b.shape}"
+                self,
+                f"end_axis {self.param.end_axis} comes before axis {self.param.axis} "
+                f"for bottom shape {b.shape}",
             )
-        shape = b.shape[:start] + (b.count_range(start, end + 1),) + b.shape[end + 1:]
+        shape = b.shape[:start] + (b.count_range(start, end + 1),) + b.shape[end + 1 :]
         alias_top(top[0], b, shape)
 
 
@@ -583,10 +604,13 @@ class ReshapeLayer(_ViewLayer):
             raise LayerError(self, f"shape dim {bad[0]} is invalid; dims must be >= -1")
         if len(inferred) > 1:
             raise LayerError(
-                self, f"shape {self.dims} has {len(inferred)} dims of -1; at most one allowed"
+                self,
+                f"shape {self.dims} has {len(inferred)} dims of -1; at most one allowed",
             )
         self.inferred_axis = inferred[0] if inferred else None
-        self.constant_count = int(np.prod([d for d in self.dims if d > 0], dtype=np.int64))
+        self.constant_count = int(
+            np.prod([d for d in self.dims if d > 0], dtype=np.int64)
+        )
         if p.num_axes < -1:
             raise LayerError(self, f"num_axes {p.num_axes} is invalid; expected >= -1")
         self.axis_param, self.num_axes_param = int(p.axis), int(p.num_axes)
@@ -597,7 +621,8 @@ class ReshapeLayer(_ViewLayer):
         start = self.axis_param if self.axis_param >= 0 else n + self.axis_param + 1
         if not 0 <= start <= n:
             raise LayerError(
-                self, f"axis {self.axis_param} is out of range for bottom shape {b.shape}"
+                self,
+                f"axis {self.axis_param} is out of range for bottom shape {b.shape}",
             )
         end = n if self.num_axes_param == -1 else start + self.num_axes_param
         if end > n:
@@ -616,7 +641,9 @@ class ReshapeLayer(_ViewLayer):
                 )
             shape[start + i] = b.shape[start + i]
         if self.inferred_axis is not None:
-            explicit = self.constant_count * b.count_range(0, start) * b.count_range(end)
+            explicit = (
+                self.constant_count * b.count_range(0, start) * b.count_range(end)
+            )
             for i in self.copy_axes:
                 explicit *= b.shape[start + i]
             if explicit == 0 or b.count % explicit:
@@ -670,7 +697,8 @@ class CropLayer(Layer):
             )
         if ref.num_axes != n:
             raise ShapeError(
-                self, f"bottom shapes {x.shape} and {ref.shape} have different numbers of axes"
+                self,
+                f"bottom shapes {x.shape} and {ref.shape} have different numbers of axes",
             )
         shape, slices = [], []
         for i in range(n):
@@ -730,7 +758,9 @@ class TileLayer(Layer):
         b = bottom[0]
         self.axis = axis = canonical_axis(self, b, self._axis_param)
         self.outer, self.inner = b.count_range(0, axis), b.count_range(axis)
-        top[0].reshape(b.shape[:axis] + (b.shape[axis] * self.tiles,) + b.shape[axis + 1:])
+        top[0].reshape(
+            b.shape[:axis] + (b.shape[axis] * self.tiles,) + b.shape[axis + 1 :]
+        )
 
     def forward(self, bottom, top):
         y = top[0].data.reshape(self.outer, self.tiles, self.inner)
@@ -794,8 +824,9 @@ class EltwiseLayer(Layer):
             raise LayerError(self, "takes coefficients only for operation SUM")
         if coeff and len(coeff) != len(bottom):
             raise LayerError(
-                self, f"has {len(coeff)} coeff values for {len(bottom)} bottoms; give one per "
-                "bottom"
+                self,
+                f"has {len(coeff)} coeff values for {len(bottom)} bottoms; give one per "
+                "bottom",
             )
         self.coeff = coeff or [1.0] * len(bottom)
         self.stable_prod_grad = p.stable_prod_grad
@@ -806,8 +837,9 @@ class EltwiseLayer(Layer):
         for i, b in enumerate(bottom[1:], 1):
             if b.shape != ref:
                 raise ShapeError(
-                    self, f"bottom[{i}] has shape {b.shape} but bottom[0] has {ref}; "
-                    "Eltwise needs equal shapes"
+                    self,
+                    f"bottom[{i}] has shape {b.shape} but bottom[0] has {ref}; "
+                    "Eltwise needs equal shapes",
                 )
         top[0].reshape(ref)
 
@@ -826,7 +858,9 @@ class EltwiseLayer(Layer):
                 y *= b.data
         elif self.op == _MAX:
             a, b = bottom[0].data, bottom[1].data
-            mask = (a <= b).astype(np.int32)  # 0 only where bottom 0 is strictly greater
+            mask = (a <= b).astype(
+                np.int32
+            )  # 0 only where bottom 0 is strictly greater
             np.maximum(a, b, out=y)
             for k, blob in enumerate(bottom[2:], 2):
                 upd = blob.data > y
@@ -906,8 +940,9 @@ class ArgMaxLayer(Layer):
                 shape[1] = 2
         if self.top_k > dim:
             raise ShapeError(
-                self, f"top_k {self.top_k} exceeds the {dim} entries searched in bottom "
-                f"shape {b.shape}"
+                self,
+                f"top_k {self.top_k} exceeds the {dim} entries searched in bottom "
+                f"shape {b.shape}",
             )
         top[0].reshape(tuple(shape))
 

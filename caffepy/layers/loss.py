@@ -10,7 +10,7 @@ truncation toward zero). All computation is vectorised NumPy over
 
 import numpy as np
 
-from caffepy.errors import LayerError, ShapeError, UnsupportedError
+from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
 from caffepy.layer import Layer, LossLayer
 from caffepy.layers.common import canonical_axis, softmax3
 from caffepy.registry import register_layer
@@ -75,8 +75,8 @@ def read_labels(layer, label_blob, num_classes, ignore_label=None):
         raise LayerError(
             layer,
             f"label {value:g} is out of range: expected an integer in [0, "
-            f"{num_classes})" + ("" if ignore_label is None else
-                                  f" or the ignore_label {ignore_label}"),
+            f"{num_classes})"
+            + ("" if ignore_label is None else f" or the ignore_label {ignore_label}"),
         )
     return lab, valid
 
@@ -147,7 +147,9 @@ class SoftmaxWithLossLayer(LossLayer):
 
     def forward(self, bottom, top):
         g = (self.outer, self.C, self.inner)
-        p = softmax3(bottom[0].data.reshape(g), self._prob[: bottom[0].count].reshape(g))
+        p = softmax3(
+            bottom[0].data.reshape(g), self._prob[: bottom[0].count].reshape(g)
+        )
         lab, valid = read_labels(self, bottom[1], self.C, self.ignore_label)
         lab = lab.reshape(self.outer, 1, self.inner)
         p_label = np.take_along_axis(p, lab, axis=1)
@@ -203,8 +205,9 @@ class InfogainLossLayer(LossLayer):
     def setup(self, bottom, top):
         lp = self.layer_param.loss_param
         if lp.HasField("normalize"):
-            raise LayerError(self, "loss_param normalize is deprecated here; use "
-                             "normalization")
+            raise LayerError(
+                self, "loss_param normalize is deprecated here; use normalization"
+            )
         self.ignore_label = _ignore_label(self)
         self.mode = normalization_mode(self, VALID)
         ip = self.layer_param.infogain_loss_param
@@ -213,14 +216,15 @@ class InfogainLossLayer(LossLayer):
         if len(bottom) < 3:
             if not ip.source:
                 raise LayerError(
-                    self, "needs the infogain matrix: a third bottom or "
-                    "infogain_loss_param.source"
+                    self,
+                    "needs the infogain matrix: a third bottom or "
+                    "infogain_loss_param.source",
                 )
             from caffepy.io.blobproto import read_binaryproto
 
             try:
                 self._H = np.asarray(read_binaryproto(ip.source), self.dtype)
-            except Exception as err:  # DataError and the like: name the layer
+            except CaffepyError as err:  # a missing or malformed file: name the layer
                 raise LayerError(self, str(err)) from None
         self._prob = np.zeros(0, self.dtype)
 
@@ -250,7 +254,9 @@ class InfogainLossLayer(LossLayer):
 
     def forward(self, bottom, top):
         g = (self.outer, self.C, self.inner)
-        p = softmax3(bottom[0].data.reshape(g), self._prob[: bottom[0].count].reshape(g))
+        p = softmax3(
+            bottom[0].data.reshape(g), self._prob[: bottom[0].count].reshape(g)
+        )
         lab, valid = read_labels(self, bottom[1], self.C, self.ignore_label)
         lab = lab.reshape(self.outer, self.inner)
         H = self._matrix(bottom)
@@ -306,8 +312,9 @@ class MultinomialLogisticLossLayer(LossLayer):
         self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
         if bottom[1].count != self.num:
             raise ShapeError(
-                self, f"needs one label per item: probabilities {bottom[0].shape}, labels "
-                f"{bottom[1].shape}"
+                self,
+                f"needs one label per item: probabilities {bottom[0].shape}, labels "
+                f"{bottom[1].shape}",
             )
         self.dim = bottom[0].count // max(self.num, 1)
 
@@ -315,7 +322,9 @@ class MultinomialLogisticLossLayer(LossLayer):
         p = bottom[0].data.reshape(self.num, self.dim)
         lab, _ = read_labels(self, bottom[1], self.dim)
         self._lab = lab.reshape(-1)
-        pl = np.maximum(p[np.arange(self.num), self._lab], self.dtype.type(LOG_THRESHOLD))
+        pl = np.maximum(
+            p[np.arange(self.num), self._lab], self.dtype.type(LOG_THRESHOLD)
+        )
         self._pl = pl
         top[0].data[...] = -np.log(pl).sum() / self.num
 
@@ -356,8 +365,9 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
         super().reshape(bottom, top)
         if bottom[0].count != bottom[1].count:
             raise ShapeError(
-                self, f"scores {bottom[0].shape} and targets {bottom[1].shape} must have "
-                "the same count"
+                self,
+                f"scores {bottom[0].shape} and targets {bottom[1].shape} must have "
+                "the same count",
             )
         self.outer = bottom[0].shape[0] if bottom[0].num_axes else 1
         self.inner = bottom[0].count // max(self.outer, 1)
@@ -412,8 +422,9 @@ class EuclideanLossLayer(LossLayer):
         super().reshape(bottom, top)
         if bottom[0].count != bottom[1].count:
             raise ShapeError(
-                self, f"bottoms must have the same count: {bottom[0].shape} vs "
-                f"{bottom[1].shape}"
+                self,
+                f"bottoms must have the same count: {bottom[0].shape} vs "
+                f"{bottom[1].shape}",
             )
         self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
 
@@ -426,8 +437,11 @@ class EuclideanLossLayer(LossLayer):
         alpha = _loss_weight(top) / self.num
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
-                np.multiply(self._d, self.dtype.type(sign * alpha),
-                            out=bottom[i].diff.reshape(-1))
+                np.multiply(
+                    self._d,
+                    self.dtype.type(sign * alpha),
+                    out=bottom[i].diff.reshape(-1),
+                )
 
 
 _L1, _L2 = 1, 2
@@ -456,8 +470,9 @@ class HingeLossLayer(LossLayer):
         self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
         if bottom[1].count != self.num:
             raise ShapeError(
-                self, f"needs one label per item: scores {bottom[0].shape}, labels "
-                f"{bottom[1].shape}"
+                self,
+                f"needs one label per item: scores {bottom[0].shape}, labels "
+                f"{bottom[1].shape}",
             )
         self.dim = bottom[0].count // max(self.num, 1)
 
@@ -519,14 +534,16 @@ class ContrastiveLossLayer(LossLayer):
         super().reshape(bottom, top)
         if bottom[0].shape != bottom[1].shape:
             raise ShapeError(
-                self, f"the two inputs must have the same shape: {bottom[0].shape} vs "
-                f"{bottom[1].shape}"
+                self,
+                f"the two inputs must have the same shape: {bottom[0].shape} vs "
+                f"{bottom[1].shape}",
             )
         self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
         if bottom[2].count != self.num:
             raise ShapeError(
-                self, f"needs one similarity label per pair: inputs {bottom[0].shape}, "
-                f"labels {bottom[2].shape}"
+                self,
+                f"needs one similarity label per pair: inputs {bottom[0].shape}, "
+                f"labels {bottom[2].shape}",
             )
 
     def forward(self, bottom, top):
@@ -599,8 +616,9 @@ class AccuracyLayer(Layer):
         )
         if self.top_k > self.C:
             raise LayerError(
-                self, f"top_k {self.top_k} exceeds the {self.C} classes of scores "
-                f"{bottom[0].shape}"
+                self,
+                f"top_k {self.top_k} exceeds the {self.C} classes of scores "
+                f"{bottom[0].shape}",
             )
         top[0].reshape(())
         if len(top) > 1:

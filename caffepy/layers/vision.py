@@ -90,6 +90,7 @@ class _BaseConvolution(Layer):
     equal_num_bottom_top = True
     #: Deconvolution: the bottom is the conv output, the top the conv input.
     reverse = False
+    _cols_of = None
 
     # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
@@ -114,9 +115,11 @@ class _BaseConvolution(Layer):
         self.stride = self._geometry(p, "stride", "stride", _CONV_DEFAULT_STRIDE)
         self.pad = self._geometry(p, "pad", "pad", _CONV_DEFAULT_PAD)
         self.dilation = self._geometry(p, "dilation", None, _CONV_DEFAULT_DILATION)
-        for what, values, low in (("kernel size", self.kernel, 1),
-                                  ("stride", self.stride, 1),
-                                  ("dilation", self.dilation, 1)):
+        for what, values, low in (
+            ("kernel size", self.kernel, 1),
+            ("stride", self.stride, 1),
+            ("dilation", self.dilation, 1),
+        ):
             if any(v < low for v in values):
                 raise LayerError(self, f"{what} must be >= 1, got {list(values)}")
         # 1-D (and 0-D) convolution runs as 2-D with leading kernel-1 axes.
@@ -130,18 +133,26 @@ class _BaseConvolution(Layer):
         self.channels = bottom[0].shape[self.axis]
         if self.channels % self.group:
             raise LayerError(
-                self, f"input channels ({self.channels}) must be a multiple of group "
-                f"({self.group})"
+                self,
+                f"input channels ({self.channels}) must be a multiple of group "
+                f"({self.group})",
             )
         if self.num_output % self.group:
             raise LayerError(
-                self, f"num_output ({self.num_output}) must be a multiple of group "
-                f"({self.group})"
+                self,
+                f"num_output ({self.num_output}) must be a multiple of group "
+                f"({self.group})",
             )
         if self.reverse:
-            self.conv_out_channels, self.conv_in_channels = self.channels, self.num_output
+            self.conv_out_channels, self.conv_in_channels = (
+                self.channels,
+                self.num_output,
+            )
         else:
-            self.conv_out_channels, self.conv_in_channels = self.num_output, self.channels
+            self.conv_out_channels, self.conv_in_channels = (
+                self.num_output,
+                self.channels,
+            )
         self.bias_term = bool(p.bias_term)
         wshape = (self.conv_out_channels, self.conv_in_channels // self.group)
         wshape += self.kernel
@@ -160,8 +171,9 @@ class _BaseConvolution(Layer):
         if short is not None and (p.HasField(short + "_h") or p.HasField(short + "_w")):
             if ns != 2:
                 raise LayerError(
-                    self, f"{short}_h/{short}_w can only be used for 2-D convolution, "
-                    f"got {ns} spatial axes"
+                    self,
+                    f"{short}_h/{short}_w can only be used for 2-D convolution, "
+                    f"got {ns} spatial axes",
                 )
             if values:
                 raise LayerError(
@@ -176,8 +188,9 @@ class _BaseConvolution(Layer):
             return (default,) * ns
         if len(values) not in (1, ns):
             raise LayerError(
-                self, f"{repeated} must be given once or once per spatial axis ({ns}), "
-                f"got {len(values)} values {values}"
+                self,
+                f"{repeated} must be given once or once per spatial axis ({ns}), "
+                f"got {len(values)} values {values}",
             )
         return tuple(int(values[0 if len(values) == 1 else i]) for i in range(ns))
 
@@ -187,33 +200,38 @@ class _BaseConvolution(Layer):
         axis, ns = self.axis, self.num_spatial
         if first.num_axes != axis + 1 + ns:
             raise ShapeError(
-                self, f"bottom has {first.num_axes} axes ({first.shape}); the layer "
-                f"was set up for {axis + 1 + ns}"
+                self,
+                f"bottom has {first.num_axes} axes ({first.shape}); the layer "
+                f"was set up for {axis + 1 + ns}",
             )
         if first.shape[axis] != self.channels:
             raise ShapeError(
-                self, f"bottom has {first.shape[axis]} channels ({first.shape}); the "
-                f"weights expect {self.channels}"
+                self,
+                f"bottom has {first.shape[axis]} channels ({first.shape}); the "
+                f"weights expect {self.channels}",
             )
         for i, b in enumerate(bottom[1:], 1):
             if b.shape != first.shape:
                 raise ShapeError(
-                    self, f"all bottoms must have one shape: bottom[0] {first.shape} vs "
-                    f"bottom[{i}] {b.shape}"
+                    self,
+                    f"all bottoms must have one shape: bottom[0] {first.shape} vs "
+                    f"bottom[{i}] {b.shape}",
                 )
-        in_sp = (1,) * (2 - ns) + tuple(first.shape[axis + 1:])
+        in_sp = (1,) * (2 - ns) + tuple(first.shape[axis + 1 :])
         size = _ic.deconv_out_size if self.reverse else _ic.conv_out_size
         out_sp = tuple(
-            size(in_sp[i], self.k2[i], self.p2[i], self.s2[i], self.d2[i]) for i in (0, 1)
+            size(in_sp[i], self.k2[i], self.p2[i], self.s2[i], self.d2[i])
+            for i in (0, 1)
         )
         if min(out_sp) <= 0:
             raise ShapeError(
-                self, f"bottom {first.shape} is too small for kernel {list(self.kernel)}"
+                self,
+                f"bottom {first.shape} is too small for kernel {list(self.kernel)}"
                 f", pad {list(self.pad)}, stride {list(self.stride)}, dilation "
-                f"{list(self.dilation)}: output size {out_sp[2 - ns:]}"
+                f"{list(self.dilation)}: output size {out_sp[2 - ns :]}",
             )
         self.num = first.count_range(0, axis)
-        top_shape = first.shape[:axis] + (self.num_output,) + out_sp[2 - ns:]
+        top_shape = first.shape[:axis] + (self.num_output,) + out_sp[2 - ns :]
         for t in top:
             t.reshape(top_shape)
         if self.reverse:
@@ -256,8 +274,11 @@ class _BaseConvolution(Layer):
         if self.is_1x1:
             # NOTE: a 1x1/stride-1/pad-0 column matrix is the input with N and C
             # swapped: a plain transpose, no patch gathering.
-            _ic.swap01(x4.reshape(self.num, self.conv_in_channels, -1), self._no_bias,
-                       col.reshape(self.conv_in_channels, self.num, -1))
+            _ic.swap01(
+                x4.reshape(self.num, self.conv_in_channels, -1),
+                self._no_bias,
+                col.reshape(self.conv_in_channels, self.num, -1),
+            )
         else:
             (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
             _ic.im2col(x4, kh, kw, ph, pw, sh, sw, dh, dw, col)
@@ -267,8 +288,11 @@ class _BaseConvolution(Layer):
         """Sum the column buffer back into a conv-input array (overwritten)."""
         x4 = self._conv_in4(conv_in)
         if self.is_1x1:
-            _ic.swap01(col.reshape(self.conv_in_channels, self.num, -1), self._no_bias,
-                       x4.reshape(self.num, self.conv_in_channels, -1))
+            _ic.swap01(
+                col.reshape(self.conv_in_channels, self.num, -1),
+                self._no_bias,
+                x4.reshape(self.num, self.conv_in_channels, -1),
+            )
         else:
             (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
             _ic.col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, x4)
@@ -277,20 +301,24 @@ class _BaseConvolution(Layer):
         """conv_out (N, C_out, ...) = W @ col (+ bias), via the (C_out, N, P) buffer."""
         res = self._gemm_out()
         np.matmul(self._weights3(weights), self._grouped(col), out=self._grouped(res))
-        _ic.swap01(res, self._no_bias if bias is None else bias, self._conv_out3(conv_out))
+        _ic.swap01(
+            res, self._no_bias if bias is None else bias, self._conv_out3(conv_out)
+        )
 
     def _backward_gemm(self, conv_out_t, weights, col):
         """col = W^T @ conv_out_t, with conv_out_t in (C_out, N, P) layout."""
         w3 = self._weights3(weights)
-        np.matmul(w3.transpose(0, 2, 1), self._grouped(conv_out_t),
-                  out=self._grouped(col))
+        np.matmul(
+            w3.transpose(0, 2, 1), self._grouped(conv_out_t), out=self._grouped(col)
+        )
 
     def _weight_gemm(self, col, conv_out_t, weight_diff):
         """weight_diff += conv_out_t @ col^T (both in their GEMM layouts)."""
         w3 = self._weights3(weight_diff)
         tmp = self._scratch.get("wgrad", w3.shape)
-        np.matmul(self._grouped(conv_out_t), self._grouped(col).transpose(0, 2, 1),
-                  out=tmp)
+        np.matmul(
+            self._grouped(conv_out_t), self._grouped(col).transpose(0, 2, 1), out=tmp
+        )
         w3 += tmp
 
     def _transposed(self, conv_out):
@@ -298,7 +326,6 @@ class _BaseConvolution(Layer):
         res = self._gemm_out()
         _ic.swap01(self._conv_out3(conv_out), self._no_bias, res)
         return res
-
 
 
 @register_layer("Convolution")
@@ -332,6 +359,11 @@ class ConvolutionLayer(_BaseConvolution):
         for b, t in zip(bottom, top):
             col = self._im2col(b.data)
             self._forward_gemm(col, w, bias, t.data)
+        # NOTE: with one bottom, backward reuses these columns for the weight
+        # gradient instead of unfolding the bottom again (as Caffe does). That is
+        # exact as long as the bottom's data is not changed between forward and
+        # backward, which a Net guarantees (it splits a blob used twice).
+        self._cols_of = bottom[0] if len(bottom) == 1 else None
 
     def backward(self, top, propagate_down, bottom):
         w_blob = self.blobs[0]
@@ -345,10 +377,14 @@ class ConvolutionLayer(_BaseConvolution):
             if want_b:
                 self.blobs[1].diff += dy_t.reshape(self.num_output, -1).sum(axis=1)
             if want_w:
-                col = self._im2col(b.data)
+                if self._cols_of is b:
+                    col = self._col()
+                else:
+                    col = self._im2col(b.data)
                 self._weight_gemm(col, dy_t, w_blob.diff)
             if want_x:
                 col = self._col()
+                self._cols_of = None
                 self._backward_gemm(dy_t, w_blob.data, col)
                 self._col2im(col, b.diff)
 
@@ -446,24 +482,33 @@ class PoolingLayer(Layer):
             raise LayerError(self, f"unknown pool method {self.pool}")
         if len(top) > 1 and self.pool != P.MAX:
             raise LayerError(
-                self, f"only MAX pooling has a second (argmax mask) top; got "
-                f"{len(top)} tops with pool {P.PoolMethod.Name(self.pool)}"
+                self,
+                f"only MAX pooling has a second (argmax mask) top; got "
+                f"{len(top)} tops with pool {P.PoolMethod.Name(self.pool)}",
             )
         has = p.HasField
         self.global_pooling = p.global_pooling
         if self.global_pooling:
             if has("kernel_size") or has("kernel_h") or has("kernel_w"):
                 raise LayerError(
-                    self, "global_pooling takes the kernel from the bottom; do not give "
-                    "kernel_size or kernel_h/kernel_w"
+                    self,
+                    "global_pooling takes the kernel from the bottom; do not give "
+                    "kernel_size or kernel_h/kernel_w",
                 )
         else:
-            if has("kernel_size") == (has("kernel_h") or has("kernel_w")):
+            square, rect = has("kernel_size"), has("kernel_h") or has("kernel_w")
+            if square and rect:
                 raise LayerError(
-                    self, "give the kernel as kernel_size OR kernel_h and kernel_w "
-                    "(exactly one form)"
+                    self,
+                    "give the kernel as kernel_size OR kernel_h and kernel_w, not both",
                 )
-            if not has("kernel_size") and not (has("kernel_h") and has("kernel_w")):
+            if not square and not rect:
+                raise LayerError(
+                    self,
+                    "needs kernel_size (or kernel_h and kernel_w, or "
+                    "global_pooling: true)",
+                )
+            if rect and not (has("kernel_h") and has("kernel_w")):
                 raise LayerError(
                     self, "a non-square kernel needs both kernel_h and kernel_w"
                 )
@@ -474,7 +519,9 @@ class PoolingLayer(Layer):
                     self, f"give {short} OR {short}_h and {short}_w, not both"
                 )
             if pair[0] != pair[1]:
-                raise LayerError(self, f"{short}_h and {short}_w must be given together")
+                raise LayerError(
+                    self, f"{short}_h and {short}_w must be given together"
+                )
         if has("kernel_size"):
             self.kernel = (p.kernel_size, p.kernel_size)
         else:
@@ -490,8 +537,9 @@ class PoolingLayer(Layer):
         if self.global_pooling:
             if self.pad != (0, 0) or self.stride != (1, 1):
                 raise LayerError(
-                    self, f"global_pooling needs pad 0 and stride 1, got pad "
-                    f"{list(self.pad)} and stride {list(self.stride)}"
+                    self,
+                    f"global_pooling needs pad 0 and stride 1, got pad "
+                    f"{list(self.pad)} and stride {list(self.stride)}",
                 )
         elif min(self.kernel) <= 0:
             raise LayerError(self, f"kernel size must be > 0, got {list(self.kernel)}")
@@ -501,8 +549,9 @@ class PoolingLayer(Layer):
             self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]
         ):
             raise LayerError(
-                self, f"pad {list(self.pad)} must be smaller than the kernel "
-                f"{list(self.kernel)}"
+                self,
+                f"pad {list(self.pad)} must be smaller than the kernel "
+                f"{list(self.kernel)}",
             )
         self.ceil_mode = p.round_mode == P.CEIL
         self.is_max = self.pool == P.MAX
@@ -534,8 +583,9 @@ class PoolingLayer(Layer):
                 out_w -= 1
         if out_h <= 0 or out_w <= 0:
             raise ShapeError(
-                self, f"bottom {x.shape} is smaller than the kernel {list(self.kernel)}"
-                f" with pad {list(self.pad)}"
+                self,
+                f"bottom {x.shape} is smaller than the kernel {list(self.kernel)}"
+                f" with pad {list(self.pad)}",
             )
         shape = (n, c, out_h, out_w)
         for t in top:
@@ -618,8 +668,9 @@ class InnerProductLayer(Layer):
         k = x.count_range(self.axis)
         if k != self.K:
             raise ShapeError(
-                self, f"bottom {x.shape} flattens to K={k} from axis {self.axis}, but "
-                f"the weights expect K={self.K}"
+                self,
+                f"bottom {x.shape} flattens to K={k} from axis {self.axis}, but "
+                f"the weights expect K={self.K}",
             )
         self.M = x.count_range(0, self.axis)
         top[0].reshape(x.shape[: self.axis] + (self.num_output,))
@@ -706,8 +757,9 @@ class EmbedLayer(Layer):
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise LayerError(
-                self, f"bottom[0] holds {flat[k]!r} at flat position {k}; indices must "
-                f"be integers in [0, input_dim={self.input_dim})"
+                self,
+                f"bottom[0] holds {float(flat[k])!r} at flat position {k}; indices must "
+                f"be integers in [0, input_dim={self.input_dim})",
             )
         return index
 
@@ -723,8 +775,9 @@ class EmbedLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down and propagate_down[0]:
             raise LayerError(
-                self, "cannot back-propagate to its index input (bottom[0]); "
-                "propagate_down must be false for it"
+                self,
+                "cannot back-propagate to its index input (bottom[0]); "
+                "propagate_down must be false for it",
             )
         dy = top[0].diff.reshape(-1, self.num_output)
         if _wants_param(self, 0):

@@ -5,7 +5,7 @@
     solver.step(1); solver.snapshot(); solver.restore("x_iter_3.solverstate")
 """
 
-from caffepy.solvers.base import Solver, read_solver_param
+from caffepy.solvers.base import Solver
 from caffepy.solvers.sgd import (
     AdaDeltaSolver,
     AdaGradSolver,
@@ -23,10 +23,7 @@ def get_solver(param_or_path, **kwargs):
     Raises:
         SolverError: an unknown type (naming the close ones), or a bad parameter.
     """
-    from caffepy.registry import solver_class
-
-    param, _ = read_solver_param(param_or_path)
-    return solver_class(param.type)(param_or_path, **kwargs)
+    return Solver(param_or_path, **kwargs)
 
 
 __all__ = [

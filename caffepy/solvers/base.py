@@ -153,18 +153,27 @@ class Solver:
     checks_betas = False
 
     def __new__(cls, param_or_path=None, *args, **kwargs):
+        obj_cls = cls
+        preread = None
         if cls is Solver and param_or_path is not None:
             # Solver(path) builds the rule the file's `type` names.
             from caffepy.registry import solver_class
 
-            param, _ = read_solver_param(param_or_path)
-            return super().__new__(solver_class(param.type))
-        return super().__new__(cls)
+            preread = (param_or_path, read_solver_param(param_or_path))
+            obj_cls = solver_class(preread[1][0].type)
+        obj = super().__new__(obj_cls)
+        obj._preread = preread
+        return obj
 
     def __init__(self, param_or_path, dtype=np.float32):
         if type(self) is Solver:
             raise SolverError("Solver is abstract; use caffepy.get_solver(...)")
-        param, self.source = read_solver_param(param_or_path)
+        preread = getattr(self, "_preread", None)
+        if preread is not None and preread[0] is param_or_path:
+            param, self.source = preread[1]  # parsed once, in __new__
+        else:
+            param, self.source = read_solver_param(param_or_path)
+        self._preread = None
         if param.type != self.type_name:
             log.warning("the solver file asks for type %r; building a %s solver as "
                         "requested", param.type, self.type_name)
@@ -227,7 +236,12 @@ class Solver:
                         f"{name} solver: {field} must lie in [0, 1); got "
                         f"{getattr(p, field):g}"
                     )
-        if p.snapshot and p.snapshot_prefix:
+        if p.snapshot and not p.snapshot_prefix:
+            raise SolverError(
+                f"snapshot is set ({p.snapshot}) but snapshot_prefix is not; set "
+                "snapshot_prefix (the path snapshots start with)"
+            )
+        if p.snapshot:
             folder = os.path.dirname(os.path.abspath(p.snapshot_prefix))
             if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
                 raise SolverError(
@@ -668,7 +682,7 @@ class Solver:
         if self.history_sets > 1:
             names = [f"{nm} (history set {k // n + 1})" for k, nm in enumerate(names)]
         arrays = state_io.history_arrays(state, shapes, names, self.dtype,
-                                         self.type_name)
+                                         self.type_name, self.history_sets)
         if state.HasField("learned_net") and state.learned_net:
             self.net.copy_from(state_io.resolve_learned_net(state.learned_net, path))
         self.iter = state.iter

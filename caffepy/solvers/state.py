@@ -104,7 +104,8 @@ def write_solverstate(path, state):
     atomic_write_bytes(path, state.SerializeToString())
 
 
-def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD"):
+def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD",
+                   sets=1):
     """The history blobs of ``state`` as arrays, checked against the solver.
 
     Args:
@@ -113,17 +114,18 @@ def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD"):
         names: a label for each history blob (e.g. ``"ip1/0"``), for errors.
         dtype: the arrays' dtype.
         solver_type: for the error message.
+        sets: history blobs per learnable parameter (2 for AdaDelta and Adam).
 
     Raises:
         SolverError: wrong number of blobs, or a blob whose shape does not fit.
     """
     if len(state.history) != len(shapes):
+        per = ("one per learnable parameter" if sets == 1 else
+               f"{sets} per learnable parameter")
         raise SolverError(
             f"the solver state holds {len(state.history)} history blobs but a "
-            f"{solver_type} solver on this net expects {len(shapes)} "
-            f"({len(names)} learnable parameters"
-            f"{' x 2' if len(shapes) == 2 * len(set(names)) else ''}); the state "
-            "was written for another net or another solver type"
+            f"{solver_type} solver on this net expects {len(shapes)} ({per}); the "
+            "state was written for another net or another solver type"
         )
     arrays = []
     for proto, shape, name in zip(state.history, shapes, names):

@@ -5,6 +5,7 @@ parameters, then a resume from Caffe's own iteration-3 snapshot."""
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,28 @@ def test_resume_from_caffe_snapshot(case, monkeypatch, golden):
     for layer, i, key in _keys(arrays, "resume_param_iter"):
         np.testing.assert_allclose(solver.net.params[layer][i].data, arrays[key][-1],
                                    **PARAM_TOL)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_snapshot_matches_caffe_files(case, monkeypatch, golden, tmp_path):
+    """Restoring Caffe's iteration-3 snapshot and writing our own gives the same
+    SolverState and the same weights in the .caffemodel as Caffe wrote."""
+    from caffepy.proto import caffe_pb2
+
+    _case(case, monkeypatch, golden)  # chdir into solvers/
+    solver = get_solver(f"{case}.prototxt")
+    solver.restore(f"{case}_iter_3.solverstate")
+    solver.param.snapshot_prefix = str(tmp_path / case)
+    model, state_file = solver.snapshot()
+    ours = caffe_pb2.SolverState.FromString(Path(state_file).read_bytes())
+    theirs = caffe_pb2.SolverState.FromString(
+        Path(f"{case}_iter_3.solverstate").read_bytes())
+    assert ours.learned_net == model
+    ours.learned_net = theirs.learned_net
+    assert ours == theirs
+    net = caffe_pb2.NetParameter.FromString(Path(model).read_bytes())
+    ref = caffe_pb2.NetParameter.FromString(
+        Path(f"{case}_iter_3.caffemodel").read_bytes())
+    ours_blobs = {lp.name: list(lp.blobs) for lp in net.layer if lp.blobs}
+    ref_blobs = {lp.name: list(lp.blobs) for lp in ref.layer if lp.blobs}
+    assert ours_blobs == ref_blobs
