@@ -51,6 +51,7 @@ class Blob:
             )
         if count > self._data_buf.size:
             self._data_buf = np.zeros(count, self.dtype)
+        if self._diff_buf is not None and count > self._diff_buf.size:
             self._diff_buf = None
         self._shape, self._count = shape, count
         self._data = self._data_buf[:count].reshape(shape)

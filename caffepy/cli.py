@@ -108,12 +108,13 @@ def _install_signals(solver, sigint_effect, sighup_effect):
 
 def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
                   stage, threads, net_edit=None, progress=True):
-    from caffepy.io.prototxt import read_net, read_solver
+    from caffepy.io.prototxt import read_net
     from caffepy.solvers import get_solver
+    from caffepy.solvers.base import read_solver_param
     from caffepy.training import TrainingMonitor, weights_report
 
     _threads(threads)
-    param = read_solver(solver_path)
+    param, _ = read_solver_param(solver_path)
     if level:
         param.train_state.level = level
     if stage:
@@ -131,7 +132,7 @@ def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, 
         net_edit(net_param)
         param.net_param.CopyFrom(net_param)
         param.ClearField("train_net_param")
-    solver = get_solver(param, source=solver_path)
+    solver = get_solver(param)
     if weights:
         for w in _split_csv(weights):
             report = solver.net.copy_from(w)

@@ -462,6 +462,13 @@ class Net:
         ins.update(diffs or [])
         return {n: self.blobs[n].diff for n in ins}
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe: feed arrays to the net's first layer, which must be MemoryData."""
+        first = self.layers[0] if self.layers else None
+        if first is None or first.type != "MemoryData":
+            raise NetError("set_input_arrays needs a MemoryData layer as the first layer")
+        first.set_input_arrays(data, labels)
+
     def reshape(self):
         for li, layer in enumerate(self.layers):
             layer.reshape(self.bottom_vecs[li], self.top_vecs[li])

@@ -32,7 +32,9 @@ def _lmdb():
     try:
         import lmdb
     except ImportError:  # pragma: no cover - a dependency of caffepy
-        raise DataError("reading databases needs the lmdb package: pip install lmdb") from None
+        raise DataError(
+            "reading databases needs the lmdb package: pip install lmdb"
+        ) from None
     return lmdb
 
 

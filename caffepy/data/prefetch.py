@@ -115,7 +115,9 @@ class Prefetcher:
             except queue.Empty:
                 if not self._thread.is_alive() and self._full.empty():
                     self._thread = None
-                    raise DataError(f"{self.name}: the prefetch thread stopped") from None
+                    raise DataError(
+                        f"{self.name}: the prefetch thread stopped"
+                    ) from None
         if isinstance(item, _Failure):
             self.stop()
             raise item.exc

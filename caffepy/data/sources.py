@@ -147,7 +147,9 @@ class DatumSource(_BatchSource):
         try:
             position, rng_state = int(state["position"]), state["rng"]
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"not a data layer state for {self.path!r}: {state!r}") from None
+            raise DataError(
+                f"not a data layer state for {self.path!r}: {state!r}"
+            ) from None
         self.reader.seek(position)
         self.transformer.rng.bit_generator.state = rng_state
 

@@ -58,7 +58,9 @@ class DataTransformer:
         if param.force_color and param.force_gray:
             self._param_error("cannot set both force_color and force_gray", owner)
         #: How to decode encoded records: True colour, False gray, None native.
-        self.color = True if param.force_color else (False if param.force_gray else None)
+        self.color = None
+        if param.force_color or param.force_gray:
+            self.color = bool(param.force_color)
         self.mean = None
         if self.mean_file:
             if self.mean_values.size:
@@ -117,10 +119,11 @@ class DataTransformer:
         """The C x H x W mean array (in the output dtype) for images of ``shape``."""
         if self.mean is not None:
             if self.mean.shape != tuple(shape):
+                have = "x".join(map(str, self.mean.shape))
                 raise DataError(
-                    f"mean file {self.mean_file!r} is {'x'.join(map(str, self.mean.shape))}"
-                    f" but {name} is {'x'.join(map(str, shape))}; the mean must have "
-                    "the uncropped image's shape"
+                    f"mean file {self.mean_file!r} is {have} but {name} is "
+                    f"{'x'.join(map(str, shape))}; the mean must have the uncropped "
+                    "image's shape"
                 )
             return self.mean
         mean = self._mean_cache.get(shape)
@@ -241,6 +244,6 @@ class DataTransformer:
         ])
         out = self._check_out(out, (n, c0, k, k))
         zeros = np.zeros(n, np.int64)
-        transform_batch(crops, zeros, zeros, mirror, self._mean_for((c0, k, k), name(0)),
-                        self.scale, out)
+        mean = self._mean_for((c0, k, k), name(0))
+        transform_batch(crops, zeros, zeros, mirror, mean, self.scale, out)
         return out

@@ -66,10 +66,12 @@ class _PrefetchingDataLayer(Layer):
             self.source, self.layer_param.data_param.prefetch, self.dtype,
             name=f"caffepy-data-{self.name}",
         )
-        self._finalizer = weakref.finalize(self, _shutdown, self._prefetcher, self.source)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._prefetcher, self.source
+        )
 
     def reshape(self, bottom, top):
-        """Tops take each batch's shape in forward (set from the first record at setup)."""
+        """Tops take each batch's shape in forward (the first record's at setup)."""
 
     def forward(self, bottom, top):
         if not self._finalizer.alive:
@@ -174,7 +176,9 @@ class ImageDataLayer(_PrefetchingDataLayer):
 
         ip = self.layer_param.image_data_param
         if not ip.source:
-            raise LayerError(self, "image_data_param.source is empty; give the list file")
+            raise LayerError(
+                self, "image_data_param.source is empty; give the list file"
+            )
         if (ip.new_height > 0) != (ip.new_width > 0):
             raise LayerError(
                 self,

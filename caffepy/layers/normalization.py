@@ -67,7 +67,7 @@ def _geometry(layer, bottom, param, axis, what):
 
 
 def _channel_sums(layer, a3, b3, use_b):
-    """Sums of ``a3 * b3`` (or ``a3``) over axes 0 and 2, into a reused float64 buffer."""
+    """Sums of ``a3 * b3`` (or ``a3``) over axes 0 and 2 (a reused float64 buffer)."""
     from caffepy.kernels.normalization import channel_reduce
 
     dim = a3.shape[1]
@@ -195,8 +195,9 @@ class BatchNormLayer(Layer):
             return
         if self._xnorm is None or self._xnorm.shape != x3.shape:
             self._xnorm = np.empty_like(x3)
-        K.bn_forward_train(x3, self.eps, y3, self._xnorm, self._mean, self._var,
-                           self._std)
+        K.bn_forward_train(
+            x3, self.eps, y3, self._xnorm, self._mean, self._var, self._std
+        )
         maf = self.moving_average_fraction
         stats = [b.data for b in self.blobs]
         stats[2] *= maf
@@ -340,7 +341,11 @@ class ScaleLayer(Layer):
         if propagate_down[0]:
             s = _as1d(scale.data)
             channel_affine(
-                top[0].diff.reshape(self.geom), s, s, True, False,
+                top[0].diff.reshape(self.geom),
+                s,
+                s,
+                True,
+                False,
                 bottom[0].diff.reshape(self.geom),
             )
 
@@ -377,8 +382,9 @@ class BiasLayer(Layer):
         return bottom[1] if len(bottom) > 1 else self.blobs[0]
 
     def reshape(self, bottom, top):
-        self.geom = _geometry(self, bottom[0], self._bias_blob(bottom), self.axis,
-                              "bias")
+        self.geom = _geometry(
+            self, bottom[0], self._bias_blob(bottom), self.axis, "bias"
+        )
         if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
 
@@ -387,7 +393,11 @@ class BiasLayer(Layer):
 
         b = _as1d(self._bias_blob(bottom).data)
         channel_affine(
-            bottom[0].data.reshape(self.geom), b, b, False, True,
+            bottom[0].data.reshape(self.geom),
+            b,
+            b,
+            False,
+            True,
             top[0].data.reshape(self.geom),
         )
 
@@ -470,8 +480,9 @@ class LRNLayer(Layer):
         if self.within:
             K.lrn_within_forward(x3, self.size, self.alpha, self.beta, s3, y3)
         else:
-            K.lrn_across_forward(x3, self.size, self.alpha / self.size, self.k,
-                                 self.beta, s3, y3)
+            K.lrn_across_forward(
+                x3, self.size, self.alpha / self.size, self.k, self.beta, s3, y3
+            )
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -479,8 +490,13 @@ class LRNLayer(Layer):
         from caffepy.kernels import normalization as K
 
         x = self._x_copy.array if top[0] is bottom[0] else bottom[0].data
-        args = (self._view(x), self._view(top[0].data), self._view(self._scale),
-                self._view(top[0].diff), self.size)
+        args = (
+            self._view(x),
+            self._view(top[0].data),
+            self._view(self._scale),
+            self._view(top[0].diff),
+            self.size,
+        )
         dx = self._view(bottom[0].diff)
         if self.within:
             K.lrn_within_backward(*args, self.alpha, self.beta, dx)

@@ -315,11 +315,13 @@ class _BaseConvolution(Layer):
     def _weight_gemm(self, col, conv_out_t, weight_diff):
         """weight_diff += conv_out_t @ col^T (both in their GEMM layouts)."""
         w3 = self._weights3(weight_diff)
-        tmp = self._scratch.get("wgrad", w3.shape)
+        # NOTE: computing the transposed gradient (col @ dy^T) is measurably faster
+        # with OpenBLAS than dy @ col^T for these long-K shapes.
+        tmp = self._scratch.get("wgrad", (w3.shape[0], w3.shape[2], w3.shape[1]))
         np.matmul(
-            self._grouped(conv_out_t), self._grouped(col).transpose(0, 2, 1), out=tmp
+            self._grouped(col), self._grouped(conv_out_t).transpose(0, 2, 1), out=tmp
         )
-        w3 += tmp
+        w3 += tmp.transpose(0, 2, 1)
 
     def _transposed(self, conv_out):
         """A conv-output array (N, C_out, ...) in (C_out, N, P) layout (buffer)."""

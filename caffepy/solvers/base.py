@@ -241,8 +241,14 @@ class Solver:
                 f"snapshot is set ({p.snapshot}) but snapshot_prefix is not; set "
                 "snapshot_prefix (the path snapshots start with)"
             )
-        if p.snapshot:
+        if p.snapshot or p.snapshot_after_train:
             folder = os.path.dirname(os.path.abspath(p.snapshot_prefix))
+            # NOTE: unlike Caffe (which fails at the first snapshot, hours in),
+            # create the folder now, and refuse an unwritable one before training.
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError:
+                pass
             if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
                 raise SolverError(
                     f"cannot write to snapshot prefix {p.snapshot_prefix!r}: make sure "

@@ -80,6 +80,12 @@ class GradientChecker:
 
         Raises GradientCheckError naming the blob and element on a mismatch.
         """
+        for blob in list(bottom) + list(top):
+            if blob.dtype != layer.dtype:
+                raise GradientCheckError(
+                    f"{layer.type} layer '{layer.name}' computes in {layer.dtype} but "
+                    f"a bottom/top blob is {blob.dtype}: give every blob the layer's dtype"
+                )
         if setup:
             _rng.set_random_seed(self.seed)
             layer.SetUp(bottom, top)

@@ -56,7 +56,11 @@ def compute_image_mean(db_path, out_path=None):
             total += image
             count += 1
     mean = (total / count).astype(np.float32)[None]
-    channel_means = [float(m) for m in mean[0].reshape(mean.shape[1], -1).mean(axis=1)]
+    # NOTE: Caffe sums each plane sequentially in a float and divides by H*W;
+    # cumsum is sequential, so the printed means match Caffe's digit for digit.
+    planes = mean[0].reshape(mean.shape[1], -1)
+    dim = np.float32(planes.shape[1])
+    channel_means = [float(np.cumsum(p, dtype=np.float32)[-1] / dim) for p in planes]
     if out_path is not None:
         from caffepy.io.blobproto import write_binaryproto
 

@@ -42,7 +42,8 @@ def encoded_db(path, sizes, seed=0, channels=3):
         ok, buf = cv2.imencode(".png", img)
         assert ok
         images.append(img)
-        records.append((f"{i:08d}", encoded_datum(buf.tobytes(), i).SerializeToString()))
+        value = encoded_datum(buf.tobytes(), i).SerializeToString()
+        records.append((f"{i:08d}", value))
     return write_lmdb(path, records), images
 
 

@@ -31,7 +31,8 @@ def test_data_net_batches(golden, monkeypatch, case):
             net.forward()
             np.testing.assert_allclose(net.blobs["data"].data, ref["batch/data"][k],
                                        rtol=0, atol=1e-6, err_msg=f"batch {k}")
-            np.testing.assert_array_equal(net.blobs["label"].data, ref["batch/label"][k])
+            np.testing.assert_array_equal(net.blobs["label"].data,
+                                          ref["batch/label"][k])
     finally:
         for layer in net.data_layers:
             layer.close()

@@ -212,10 +212,9 @@ def test_bad_record_fails_in_forward_naming_the_key(tmp_path, build):
     from caffepy.proto import caffe_pb2
 
     bad = caffe_pb2.Datum(channels=1, height=2, width=2, data=b"abc")
-    records = [
-        ("00000000_ok", array_to_datum(np.zeros((1, 2, 2), np.uint8)).SerializeToString()),
-        ("00000001_bad", bad.SerializeToString()),
-    ]
+    good = array_to_datum(np.zeros((1, 2, 2), np.uint8))
+    records = [("00000000_ok", good.SerializeToString()),
+               ("00000001_bad", bad.SerializeToString())]
     path = write_lmdb(tmp_path / "db", records)
     layer, top = build(layer_text(path, 1))
     layer.Forward([], top)

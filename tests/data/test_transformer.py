@@ -90,8 +90,9 @@ def test_mirror_statistics():
 def test_different_sizes_with_crop(images):
     a = images[0]
     b = np.random.default_rng(5).integers(0, 256, (3, 9, 8), dtype=np.uint8)
-    out = make("crop_size: 5 mean_value: 1 mean_value: 2 mean_value: 3").transform([a, b])
-    mean = np.array([1, 2, 3], np.float32)[:, None, None] * np.ones((1, 9, 8), np.float32)
+    tr = make("crop_size: 5 mean_value: 1 mean_value: 2 mean_value: 3")
+    out = tr.transform([a, b])
+    mean = np.broadcast_to(np.array([1, 2, 3], np.float32)[:, None, None], (3, 9, 8))
     np.testing.assert_array_equal(out[0], caffe_transform(a, 5, 1, 0, False, mean,
                                                           1.0, np.float32))
     np.testing.assert_array_equal(out[1], caffe_transform(b, 5, 2, 1, False, mean,
@@ -113,7 +114,7 @@ def test_errors(tmp_path, images):
     write_binaryproto(tmp_path / "m.binaryproto", np.zeros((1, 3, 5, 5), np.float32))
     with pytest.raises(DataError, match="m.binaryproto.*3x5x5.*record 'k0' is 3x7x6"):
         make(f'mean_file: "{tmp_path}/m.binaryproto"').transform(images, names=names)
-    with pytest.raises(DataError, match="record 'k1' is 3x9x8 but record 'k0' is 3x7x6"):
+    with pytest.raises(DataError, match="'k1' is 3x9x8 but record 'k0' is 3x7x6"):
         make("").transform([images[0], np.zeros((3, 9, 8), np.uint8)], names=names)
     with pytest.raises(DataError, match="record 'k1' has 1 channel.*force_color"):
         make("crop_size: 2").transform([images[0], np.zeros((1, 9, 8), np.uint8)],

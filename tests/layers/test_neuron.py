@@ -20,8 +20,11 @@ SHAPES = [(2, 3, 4, 5), (4, 6)]
 
 
 def _tol(dtype):
-    return dict(rtol=2e-6, atol=2e-7) if dtype == np.float32 else dict(rtol=1e-12,
-                                                                       atol=1e-14)
+    return (
+        {"rtol": 2e-6, "atol": 2e-7}
+        if dtype == np.float32
+        else {"rtol": 1e-12, "atol": 1e-14}
+    )
 
 
 def _build(text, bottom, top, phase=TEST, dtype=np.float64):
@@ -46,46 +49,109 @@ def f32(v):
 # (prototxt, torch oracle, input range, kinks)
 ELTWISE = {
     "relu": ('type: "ReLU"', F.relu, (-1, 1), [0.0]),
-    "leaky": ('type: "ReLU" relu_param { negative_slope: 0.1 }',
-              lambda x: F.leaky_relu(x, f32(0.1)), (-1, 1), [0.0]),
-    "relu_negslope": ('type: "ReLU" relu_param { negative_slope: -0.5 }',
-                      lambda x: torch.where(x > 0, x, -0.5 * x), (-1, 1), [0.0]),
-    "elu": ('type: "ELU" elu_param { alpha: 0.7 }', lambda x: F.elu(x, f32(0.7)),
-            (-2, 2), [0.0]),
+    "leaky": (
+        'type: "ReLU" relu_param { negative_slope: 0.1 }',
+        lambda x: F.leaky_relu(x, f32(0.1)),
+        (-1, 1),
+        [0.0],
+    ),
+    "relu_negslope": (
+        'type: "ReLU" relu_param { negative_slope: -0.5 }',
+        lambda x: torch.where(x > 0, x, -0.5 * x),
+        (-1, 1),
+        [0.0],
+    ),
+    "elu": (
+        'type: "ELU" elu_param { alpha: 0.7 }',
+        lambda x: F.elu(x, f32(0.7)),
+        (-2, 2),
+        [0.0],
+    ),
     "elu_default": ('type: "ELU"', F.elu, (-2, 2), [0.0]),
     "sigmoid": ('type: "Sigmoid"', torch.sigmoid, (-4, 4), []),
     "tanh": ('type: "TanH"', torch.tanh, (-3, 3), []),
     "absval": ('type: "AbsVal"', torch.abs, (-1, 1), [0.0]),
     "bnll": ('type: "BNLL"', lambda x: F.softplus(x, threshold=100), (-10, 10), []),
-    "power_sq": ('type: "Power" power_param { power: 2 scale: 0.5 shift: 1 }',
-                 lambda x: (1 + 0.5 * x) ** 2, (-1, 1), []),
-    "power_sqrt": ('type: "Power" power_param { power: 0.5 scale: 2 shift: 3 }',
-                   lambda x: (3 + 2 * x) ** 0.5, (-0.95, 0.95), []),
-    "power_neg": ('type: "Power" power_param { power: -1.5 shift: 2 }',
-                  lambda x: (2 + x) ** -1.5, (-1, 1), []),
-    "power_lin": ('type: "Power" power_param { power: 1 scale: -1.5 shift: 0.2 }',
-                  lambda x: f32(0.2) - 1.5 * x, (-1, 1), []),
-    "power_cube": ('type: "Power" power_param { power: 3 scale: 0.7 }',
-                   lambda x: (f32(0.7) * x) ** 3, (-1, 1), []),
-    "power_const": ('type: "Power" power_param { power: 3 scale: 0 shift: 2 }',
-                    lambda x: torch.full_like(x, 8.0), (-1, 1), []),
-    "power_zero": ('type: "Power" power_param { power: 0 scale: 2 }',
-                   lambda x: torch.ones_like(x), (-1, 1), []),
-    "exp": ('type: "Exp" exp_param { base: 2 scale: 0.5 shift: -0.3 }',
-            lambda x: 2.0 ** (f32(-0.3) + 0.5 * x), (-2, 2), []),
+    "power_sq": (
+        'type: "Power" power_param { power: 2 scale: 0.5 shift: 1 }',
+        lambda x: (1 + 0.5 * x) ** 2,
+        (-1, 1),
+        [],
+    ),
+    "power_sqrt": (
+        'type: "Power" power_param { power: 0.5 scale: 2 shift: 3 }',
+        lambda x: (3 + 2 * x) ** 0.5,
+        (-0.95, 0.95),
+        [],
+    ),
+    "power_neg": (
+        'type: "Power" power_param { power: -1.5 shift: 2 }',
+        lambda x: (2 + x) ** -1.5,
+        (-1, 1),
+        [],
+    ),
+    "power_lin": (
+        'type: "Power" power_param { power: 1 scale: -1.5 shift: 0.2 }',
+        lambda x: f32(0.2) - 1.5 * x,
+        (-1, 1),
+        [],
+    ),
+    "power_cube": (
+        'type: "Power" power_param { power: 3 scale: 0.7 }',
+        lambda x: (f32(0.7) * x) ** 3,
+        (-1, 1),
+        [],
+    ),
+    "power_const": (
+        'type: "Power" power_param { power: 3 scale: 0 shift: 2 }',
+        lambda x: torch.full_like(x, 8.0),
+        (-1, 1),
+        [],
+    ),
+    "power_zero": (
+        'type: "Power" power_param { power: 0 scale: 2 }',
+        lambda x: torch.ones_like(x),
+        (-1, 1),
+        [],
+    ),
+    "exp": (
+        'type: "Exp" exp_param { base: 2 scale: 0.5 shift: -0.3 }',
+        lambda x: 2.0 ** (f32(-0.3) + 0.5 * x),
+        (-2, 2),
+        [],
+    ),
     "exp_default": ('type: "Exp"', torch.exp, (-2, 2), []),
-    "exp_shift": ('type: "Exp" exp_param { scale: -1 shift: 0.5 }',
-                  lambda x: torch.exp(0.5 - x), (-2, 2), []),
-    "log": ('type: "Log" log_param { base: 10 scale: 2 shift: 3 }',
-            lambda x: torch.log10(3 + 2 * x), (-1, 1), []),
+    "exp_shift": (
+        'type: "Exp" exp_param { scale: -1 shift: 0.5 }',
+        lambda x: torch.exp(0.5 - x),
+        (-2, 2),
+        [],
+    ),
+    "log": (
+        'type: "Log" log_param { base: 10 scale: 2 shift: 3 }',
+        lambda x: torch.log10(3 + 2 * x),
+        (-1, 1),
+        [],
+    ),
     "log_default": ('type: "Log"', torch.log, (0.1, 3), []),
-    "log2": ('type: "Log" log_param { base: 2 scale: 0.5 }',
-             lambda x: torch.log2(0.5 * x), (0.1, 3), []),
-    "clip": ('type: "Clip" clip_param { min: -0.4 max: 0.6 }',
-             lambda x: torch.clamp(x, f32(-0.4), f32(0.6)), (-1, 1),
-             [-0.4, 0.6]),
-    "swish": ('type: "Swish" swish_param { beta: 1.5 }',
-              lambda x: x * torch.sigmoid(1.5 * x), (-3, 3), []),
+    "log2": (
+        'type: "Log" log_param { base: 2 scale: 0.5 }',
+        lambda x: torch.log2(0.5 * x),
+        (0.1, 3),
+        [],
+    ),
+    "clip": (
+        'type: "Clip" clip_param { min: -0.4 max: 0.6 }',
+        lambda x: torch.clamp(x, f32(-0.4), f32(0.6)),
+        (-1, 1),
+        [-0.4, 0.6],
+    ),
+    "swish": (
+        'type: "Swish" swish_param { beta: 1.5 }',
+        lambda x: x * torch.sigmoid(1.5 * x),
+        (-3, 3),
+        [],
+    ),
     "swish_default": ('type: "Swish"', F.silu, (-3, 3), []),
 }
 
@@ -183,8 +249,12 @@ def test_threshold_forward_and_no_backward():
     for dtype in DTYPES:
         bottom, top = [Blob(x.shape, dtype)], [Blob((), dtype)]
         bottom[0].data[...] = x
-        layer = _build('type: "Threshold" threshold_param { threshold: 0.3 }', bottom,
-                       top, dtype=dtype)
+        layer = _build(
+            'type: "Threshold" threshold_param { threshold: 0.3 }',
+            bottom,
+            top,
+            dtype=dtype,
+        )
         layer.Forward(bottom, top)
         want = (torch.from_numpy(x.astype(dtype)) > 0.3).numpy().astype(dtype)
         np.testing.assert_array_equal(top[0].data, want)
@@ -203,21 +273,30 @@ def test_bnll_is_stable_for_large_inputs():
     bottom[0].data[...] = [-800.0, -60.0, 60.0, 800.0]
     layer = _build('type: "BNLL"', bottom, top)
     layer.Forward(bottom, top)
-    np.testing.assert_allclose(top[0].data, [0.0, np.exp(-60.0), 60.0, 800.0],
-                               rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(
+        top[0].data, [0.0, np.exp(-60.0), 60.0, 800.0], rtol=1e-12, atol=1e-300
+    )
     top[0].diff[...] = 1.0
     layer.Backward(top, [True], bottom)
     assert np.all(np.isfinite(bottom[0].diff))
-    np.testing.assert_allclose(bottom[0].diff, [0.0, np.exp(-60.0), 1.0, 1.0],
-                               atol=1e-300, rtol=1e-12)
+    np.testing.assert_allclose(
+        bottom[0].diff, [0.0, np.exp(-60.0), 1.0, 1.0], atol=1e-300, rtol=1e-12
+    )
 
 
 # -- PReLU -----------------------------------------------------------------------
 PRELU = {
-    "channel": ('type: "PReLU" prelu_param { filler { type: "uniform" min: -0.3 '
-                'max: 0.6 } }', (3,)),
-    "shared": ('type: "PReLU" prelu_param { channel_shared: true filler { type: '
-               '"uniform" min: 0.1 max: 0.5 } }', ()),
+    "channel": (
+        ('type: "PReLU" prelu_param { filler { type: "uniform" min: -0.3 max: 0.6 } }'),
+        (3,),
+    ),
+    "shared": (
+        (
+            'type: "PReLU" prelu_param { channel_shared: true filler { type: '
+            '"uniform" min: 0.1 max: 0.5 } }'
+        ),
+        (),
+    ),
 }
 
 
@@ -234,7 +313,8 @@ def test_prelu_forward_matches_torch(mode, shape, dtype):
     w = torch.from_numpy(layer.blobs[0].data.astype(np.float64)).reshape(-1)
     np.testing.assert_allclose(top[0].data, F.prelu(x, w).numpy(), **_tol(dtype))
     np.testing.assert_allclose(
-        top[0].data, naive.prelu_layer(bottom[0].data, layer.blobs[0].data),
+        top[0].data,
+        naive.prelu_layer(bottom[0].data, layer.blobs[0].data),
         **_tol(dtype),
     )
 
@@ -270,8 +350,14 @@ def test_prelu_slope_gradient_accumulates_and_in_place(mode):
         for _ in range(2):  # twice: the slope gradient must accumulate
             top[0].diff[...] = dy
             layer.Backward(top, [True], bottom)
-        out.append((y, bottom[0].diff.copy(), layer.blobs[0].diff.copy(),
-                    layer.blobs[0].data.copy()))
+        out.append(
+            (
+                y,
+                bottom[0].diff.copy(),
+                layer.blobs[0].diff.copy(),
+                layer.blobs[0].data.copy(),
+            )
+        )
     (y0, dx0, ds0, a), (y1, dx1, ds1, _) = out
     np.testing.assert_array_equal(y0, y1)
     np.testing.assert_array_equal(dx0, dx1)
@@ -305,8 +391,13 @@ def test_prelu_errors():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout_test_phase_is_identity(dtype):
     bottom, top = make_blobs((2, 3, 4, 5), dtype=dtype), [Blob((), dtype)]
-    layer = _build('type: "Dropout" dropout_param { dropout_ratio: 0.3 }', bottom,
-                   top, phase=TEST, dtype=dtype)
+    layer = _build(
+        'type: "Dropout" dropout_param { dropout_ratio: 0.3 }',
+        bottom,
+        top,
+        phase=TEST,
+        dtype=dtype,
+    )
     layer.Forward(bottom, top)
     np.testing.assert_array_equal(top[0].data, bottom[0].data)
     top[0].diff[...] = 3.0
@@ -353,9 +444,12 @@ def test_dropout_matches_caffe_train_phase_stats(golden):
     sigma = np.sqrt(ratio * (1 - ratio) / n)
     assert abs(np.mean(y == 0) - stats["zero_fraction"]) < 7 * sigma
     kept = y[y != 0]
-    assert stats["kept_scale_min"] <= kept.min() <= kept.max() <= stats["kept_scale_max"]
-    np.testing.assert_allclose(kept, stats["expected_scale_1_over_1_minus_ratio"],
-                               rtol=1e-7)
+    assert (
+        stats["kept_scale_min"] <= kept.min() <= kept.max() <= stats["kept_scale_max"]
+    )
+    np.testing.assert_allclose(
+        kept, stats["expected_scale_1_over_1_minus_ratio"], rtol=1e-7
+    )
     assert stats["backward_equals_top_diff_times_mask_times_scale"]
 
 
@@ -384,8 +478,9 @@ def test_dropout_mask_comes_from_caffepy_rng_and_in_place():
 
 def test_dropout_gradient_train():
     bottom, top = make_blobs((2, 3, 2, 3)), [Blob((), np.float64)]
-    layer = layer_from_text('type: "Dropout" dropout_param { dropout_ratio: 0.4 }',
-                            TRAIN, np.float64)
+    layer = layer_from_text(
+        'type: "Dropout" dropout_param { dropout_ratio: 0.4 }', TRAIN, np.float64
+    )
     GradientChecker(1e-4, 1e-5).check_gradient(layer, bottom, top)
 
 
@@ -406,16 +501,22 @@ def test_dropout_scale_train_false():
 
 
 # -- parameter errors ------------------------------------------------------------
-@pytest.mark.parametrize("text, match", [
-    ('type: "Dropout" dropout_param { dropout_ratio: 1.0 }', "dropout_ratio.*got 1"),
-    ('type: "Dropout" dropout_param { dropout_ratio: -0.1 }', "dropout_ratio"),
-    ('type: "Exp" exp_param { base: -2 }', "base must be strictly positive.*-2"),
-    ('type: "Exp" exp_param { base: 0 }', "base must be strictly positive"),
-    ('type: "Log" log_param { base: 0 }', "base must be strictly positive"),
-    ('type: "Log" log_param { base: 1 }', "base 1"),
-    ('type: "Clip" clip_param { min: 1 max: 0 }', r"min \(1.0\) must be <= max"),
-    ('type: "Clip" clip_param { min: 1 }', "missing max"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            'type: "Dropout" dropout_param { dropout_ratio: 1.0 }',
+            "dropout_ratio.*got 1",
+        ),
+        ('type: "Dropout" dropout_param { dropout_ratio: -0.1 }', "dropout_ratio"),
+        ('type: "Exp" exp_param { base: -2 }', "base must be strictly positive.*-2"),
+        ('type: "Exp" exp_param { base: 0 }', "base must be strictly positive"),
+        ('type: "Log" log_param { base: 0 }', "base must be strictly positive"),
+        ('type: "Log" log_param { base: 1 }', "base 1"),
+        ('type: "Clip" clip_param { min: 1 max: 0 }', r"min \(1.0\) must be <= max"),
+        ('type: "Clip" clip_param { min: 1 }', "missing max"),
+    ],
+)
 def test_parameter_errors(text, match):
     with pytest.raises(LayerError, match=match):
         _build(text, make_blobs((2, 3)), [Blob((), np.float64)])
@@ -423,5 +524,8 @@ def test_parameter_errors(text, match):
 
 def test_error_names_layer():
     with pytest.raises(LayerError, match="Dropout layer 'drop'"):
-        _build('name: "drop" type: "Dropout" dropout_param { dropout_ratio: 2 }',
-               make_blobs((2, 3)), [Blob((), np.float64)])
+        _build(
+            'name: "drop" type: "Dropout" dropout_param { dropout_ratio: 2 }',
+            make_blobs((2, 3)),
+            [Blob((), np.float64)],
+        )

@@ -59,7 +59,8 @@ def test_reproduces_the_golden_databases(golden, tmp_path, monkeypatch):
 def make_images(folder):
     gen = np.random.default_rng(0)
     folder.mkdir()
-    specs = {"a.png": (7, 9, 3), "b.png": (5, 6), "c.jpg": (8, 8, 3), "d e.png": (6, 4, 3)}
+    specs = {"a.png": (7, 9, 3), "b.png": (5, 6), "c.jpg": (8, 8, 3),
+             "d e.png": (6, 4, 3)}
     for name, shape in specs.items():
         cv2.imwrite(str(folder / name), gen.integers(0, 256, shape, np.uint8))
     (folder / "list.txt").write_text("a.png 3\nb.png 1\n\nc.jpg 0\nd e.png 7\n")
@@ -114,8 +115,8 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
     folder, _ = make_images(tmp_path / "imgs")
     (folder / "b.png").write_bytes(b"not a png")
     with caplog.at_level(logging.WARNING):
-        stats = convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "db",
-                                 progress=False)
+        stats = convert_imageset(str(folder) + "/", folder / "list.txt",
+                                 tmp_path / "db", progress=False)
     assert (stats["written"], stats["skipped"]) == (3, 1)
     assert stats["skipped_paths"] == [str(folder) + "/b.png"]
     assert "b.png" in caplog.text

@@ -54,7 +54,8 @@ def test_writes_both_databases(idx_dir, tmp_path):
     folder, sets = idx_dir
     out = tmp_path / "out"
     result = fm.make_fashion_mnist_lmdbs(out, source_dir=str(folder), download=False)
-    assert result["created"] and (result["train_count"], result["test_count"]) == (30, 12)
+    assert result["created"]
+    assert (result["train_count"], result["test_count"]) == (30, 12)
     for split in ("train", "test"):
         images, labels = sets[split]
         records = read_db(result[split])
@@ -92,8 +93,8 @@ def test_failed_download_says_what_to_install(tmp_path, monkeypatch):
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match="download of http.*train-images-idx3-ubyte.gz "
-                                        "failed.*apt-get install dataset-fashion-mnist"):
+    with pytest.raises(DataError, match="download of http.*train-images-idx3-ubyte.gz"
+                                        " failed.*apt-get install dataset-fashion"):
         fm.make_fashion_mnist_lmdbs(tmp_path / "out", source_dir=str(tmp_path))
 
 
