@@ -390,8 +390,9 @@ def diagnose():
 @click.option("--layers", type=int, default=10, show_default=True)
 @click.option("--width", type=int, default=500, show_default=True)
 @click.option("--batch", type=int, default=1000, show_default=True)
-@click.option("--nonlinearity", type=click.Choice(["tanh", "relu", "sigmoid"]),
-              default="tanh", show_default=True)
+@click.option("--nonlinearity", "nonlinearities", multiple=True,
+              type=click.Choice(["tanh", "relu", "sigmoid"]),
+              help="tanh (default), relu or sigmoid; repeat to compare them.")
 @click.option("--filler", "fillers", multiple=True,
               help="xavier, msra, gaussian:STD or FillerParameter text such as "
                    "\"type: 'gaussian' std: 0.01\"; repeat to compare side by side.")
@@ -399,20 +400,129 @@ def diagnose():
               help="BatchNorm + Scale before each nonlinearity.")
 @click.option("--out", type=click.Path(dir_okay=False), default="",
               help="Save a figure: per-layer histograms and mean/std curves.")
-def diagnose_init(layers, width, batch, nonlinearity, fillers, batchnorm, out):
+def diagnose_init(layers, width, batch, nonlinearities, fillers, batchnorm, out):
     """Activation statistics of a deep fully connected net, layer by layer."""
     from caffepy.diagnose import format_table, init_experiment, plot_init
 
     results = []
-    for filler in fillers or ("gaussian",):
-        res = init_experiment(layers, width, nonlinearity, filler, batchnorm, batch,
-                              keep_values=bool(out))
-        results.append(res)
-        click.echo(format_table(res))
-        click.echo("")
+    for nonlinearity in nonlinearities or ("tanh",):
+        for filler in fillers or ("gaussian",):
+            res = init_experiment(layers, width, nonlinearity, filler, batchnorm,
+                                  batch, keep_values=bool(out))
+            results.append(res)
+            click.echo(format_table(res))
+            click.echo("")
     if out:
         plot_init(results, out)
         click.echo(f"Wrote {out}")
+
+
+@diagnose.command("activations")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The net prototxt (Data layers need their database).")
+@click.option("--weights", default="", help="Weights to load (.caffemodel).")
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
+              show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True,
+              help="Learning rate for the update/weight ratios (base_lr).")
+@click.option("--level", type=int, default=0)
+@click.option("--stage", default="")
+def diagnose_activations(model, weights, phase, lr, level, stage):
+    """One forward and backward of a net: activation and gradient statistics per
+    blob and parameter, and which layers vanish, explode, saturate or die.
+
+    Input layers get unit-gaussian data, and random valid classes where a loss or
+    accuracy layer reads them as labels."""
+    import caffepy
+    from caffepy.diagnose import activation_report, format_activation_report
+
+    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
+                      stages=_split_csv(stage), weights=weights or None)
+    try:
+        click.echo(format_activation_report(activation_report(net, base_lr=lr)))
+    finally:
+        for layer in net.data_layers:
+            if hasattr(layer, "close"):
+                layer.close()
+
+
+@diagnose.command("overfit")
+@click.option("--solver", "solver_path", required=True,
+              type=click.Path(exists=True, dir_okay=False), help="The solver prototxt.")
+@click.option("--samples", type=int, default=32, show_default=True,
+              help="How many of the train data's first records to overfit.")
+@click.option("--max-iter", type=int, default=0,
+              help="Give up after this many iterations (default: the solver's "
+                   "max_iter, at most 1000).")
+@click.option("--lr", type=float, default=None, help="Override the solver's base_lr.")
+@click.option("--every", type=int, default=10, show_default=True,
+              help="Print loss and accuracy every this many iterations.")
+@click.option("--threads", type=int, default=0)
+def diagnose_overfit(solver_path, samples, max_iter, lr, every, threads):
+    """Overfit a tiny subset: train on the first --samples records with weight
+    decay and dropout off until training accuracy is 100%.
+
+    Exits non-zero when it never gets there: a net that cannot memorise 32
+    examples usually has a bug (labels, learning rate, a broken layer)."""
+    from caffepy.diagnose import overfit, overfit_message
+
+    if samples < 1:
+        raise click.BadParameter(f"must be at least 1, got {samples}",
+                                 param_hint="--samples")
+    _threads(threads)
+
+    def progress(it, loss, acc):
+        click.echo(f"iteration {it}: loss {loss:.4g}, accuracy on the subset {acc:.1%}")
+
+    result = overfit(solver_path, samples, max_iter or None, lr, max(every, 1), progress)
+    message = overfit_message(result)
+    if result.reached is None:
+        raise click.ClickException(message)
+    click.echo(message)
+
+
+@cli.command("draw_net")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--rankdir", type=click.Choice(["LR", "TB", "RL", "BT"]), default="LR",
+              show_default=True, help="Direction of the graph: left-right or top-bottom.")
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST", "ALL"]), default="TRAIN",
+              show_default=True, help="Which phase's layers to draw (ALL: every layer).")
+@click.option("--input-shape", default="",
+              help="C,H,W (or N,C,H,W) of data layers whose database is not here, "
+                   "to show blob shapes.")
+@click.option("--engine", type=click.Choice(["auto", "dot", "matplotlib"]),
+              default="auto", show_default=True,
+              help="Graphviz's dot when installed, else matplotlib.")
+def draw_net_cmd(model, output, rankdir, phase, input_shape, engine):
+    """Draw a net (.png, .svg, .pdf or .dot): layers with their key parameters,
+    blobs with their shapes."""
+    from caffepy.tools.draw_net import draw_net
+    from caffepy.tools.summary import parse_shape
+
+    used, notes = draw_net(model, output, rankdir=rankdir, phase=phase,
+                           input_shape=parse_shape(input_shape),
+                           engine=None if engine == "auto" else engine)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"Wrote {output} (drawn with {used})")
+
+
+@cli.command("summary")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The net prototxt.")
+@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
+              show_default=True)
+@click.option("--input-shape", default="",
+              help="C,H,W (or N,C,H,W) of data layers whose database is not here.")
+def summary_cmd(model, phase, input_shape):
+    """Per layer: output shape, parameters, FLOPs and activation memory, with
+    totals; checks a Data layer's database against the net. No data needed."""
+    import caffepy
+    from caffepy.tools.summary import format_summary, parse_shape, summarize
+
+    click.echo(format_summary(summarize(model, getattr(caffepy, phase),
+                                        parse_shape(input_shape))))
 
 
 # -- format upgrades -----------------------------------------------------------------

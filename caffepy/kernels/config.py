@@ -9,7 +9,12 @@
 
 import os
 
-import numba
+# NOTE: OpenMP workers that spin-wait fight OpenBLAS's threads for the two cores:
+# a 5 µs parallel kernel right after a GEMM then takes milliseconds. Passive
+# waiting (set before the OpenMP runtime starts) keeps both pools polite.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 
 numba.config.THREADING_LAYER = os.environ.get("CAFFEPY_THREADING_LAYER", "omp")
 

@@ -653,6 +653,7 @@ class InnerProductLayer(Layer):
         self.transpose = bool(p.transpose)
         n, k = self.num_output, self.K
         wshape = (k, n) if self.transpose else (n, k)
+        self._wgrad = None
         shapes = [wshape] + ([(n,)] if self.bias_term else [])
         if self.blobs:
             _check_param_shapes(self, shapes)
@@ -692,10 +693,14 @@ class InnerProductLayer(Layer):
         dy = top[0].diff.reshape(self.M, self.num_output)
         if _wants_param(self, 0):
             x = bottom[0].data.reshape(self.M, self.K)
+            w_diff = self.blobs[0].diff
+            if self._wgrad is None or self._wgrad.shape != w_diff.shape:
+                self._wgrad = np.empty_like(w_diff)
             if self.transpose:
-                self.blobs[0].diff += x.T @ dy
+                np.matmul(x.T, dy, out=self._wgrad)
             else:
-                self.blobs[0].diff += dy.T @ x
+                np.matmul(dy.T, x, out=self._wgrad)
+            w_diff += self._wgrad
         if self.bias_term and _wants_param(self, 1):
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
