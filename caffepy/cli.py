@@ -425,21 +425,25 @@ def diagnose_init(layers, width, batch, nonlinearities, fillers, batchnorm, out)
               show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True,
               help="Learning rate for the update/weight ratios (base_lr).")
+@click.option("--seed", type=int, default=1701, show_default=True,
+              help="Random seed for the fillers and the filled inputs.")
 @click.option("--level", type=int, default=0)
 @click.option("--stage", default="")
-def diagnose_activations(model, weights, phase, lr, level, stage):
+def diagnose_activations(model, weights, phase, lr, seed, level, stage):
     """One forward and backward of a net: activation and gradient statistics per
     blob and parameter, and which layers vanish, explode, saturate or die.
 
     Input layers get unit-gaussian data, and random valid classes where a loss or
     accuracy layer reads them as labels."""
     import caffepy
+    from caffepy import rng
     from caffepy.diagnose import activation_report, format_activation_report
 
+    rng.set_random_seed(seed)
     net = caffepy.Net(model, getattr(caffepy, phase), level=level,
                       stages=_split_csv(stage), weights=weights or None)
     try:
-        click.echo(format_activation_report(activation_report(net, base_lr=lr)))
+        click.echo(format_activation_report(activation_report(net, lr, seed)))
     finally:
         for layer in net.data_layers:
             if hasattr(layer, "close"):
@@ -457,8 +461,10 @@ def diagnose_activations(model, weights, phase, lr, level, stage):
 @click.option("--lr", type=float, default=None, help="Override the solver's base_lr.")
 @click.option("--every", type=int, default=10, show_default=True,
               help="Print loss and accuracy every this many iterations.")
+@click.option("--seed", type=int, default=1701, show_default=True,
+              help="Random seed, unless the solver sets random_seed.")
 @click.option("--threads", type=int, default=0)
-def diagnose_overfit(solver_path, samples, max_iter, lr, every, threads):
+def diagnose_overfit(solver_path, samples, max_iter, lr, every, seed, threads):
     """Overfit a tiny subset: train on the first --samples records with weight
     decay and dropout off until training accuracy is 100%.
 
@@ -474,7 +480,8 @@ def diagnose_overfit(solver_path, samples, max_iter, lr, every, threads):
     def progress(it, loss, acc):
         click.echo(f"iteration {it}: loss {loss:.4g}, accuracy on the subset {acc:.1%}")
 
-    result = overfit(solver_path, samples, max_iter or None, lr, max(every, 1), progress)
+    result = overfit(solver_path, samples, max_iter or None, lr, max(every, 1), progress,
+                     seed)
     message = overfit_message(result)
     if result.reached is None:
         raise click.ClickException(message)

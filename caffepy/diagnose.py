@@ -1,4 +1,4 @@
-"""Make the training lore visible: how initialisation shapes activations.
+"""Make the training lore visible: initialisation, activations, the overfit check.
 
 ``init_experiment`` builds the seed notes' experiment with caffepy's own layers
 and fillers: a deep fully connected net (InnerProduct -> [BatchNorm -> Scale] ->
@@ -11,6 +11,15 @@ activation statistics. What it shows, with 10 layers of 500 tanh units:
 - msra (He): the spread stays steady for ReLU;
 - with BatchNorm before each nonlinearity, pre-activations stay near unit std whatever
   the filler.
+
+``activation_report`` runs one forward and backward of a user's net and reports,
+per blob and parameter, the statistics behind those lessons (spread, saturation,
+dead ReLUs, gradient norms, update/weight ratios), then says in words which
+layers vanish, explode, saturate or die.
+
+``overfit`` is the check to run before any long training: with regularisation
+off, a correct net memorises a few dozen examples in a few dozen iterations; one
+that cannot has a bug.
 """
 
 import logging
@@ -68,8 +77,8 @@ def init_net_text(layers=10, width=500, nonlinearity="tanh", filler="gaussian",
     ftext = filler_text(filler)
     parts = [
         'name: "init_experiment"',
-        'layer { name: "input" type: "Input" top: "a0" '
-        f"input_param {{ shape {{ dim: {batch} dim: {width} }} }} }}",
+        ('layer { name: "input" type: "Input" top: "a0" '
+         f"input_param {{ shape {{ dim: {batch} dim: {width} }} }} }}"),
     ]
     for i in range(1, layers + 1):
         parts.append(
@@ -163,13 +172,27 @@ def format_table(result):
     return "\n".join(lines)
 
 
-def plot_init(results, out_path, dpi=110):
+def _hist_range(res):
+    """The x range of a run's histograms: the nonlinearity's, or for ReLU the
+    spread of layer 1's active units."""
+    if res.nonlinearity == "tanh":
+        return -1.0, 1.0
+    if res.nonlinearity == "sigmoid":
+        return 0.0, 1.0
+    first = res.layers[0].values
+    active = first[first > 0] if first is not None else np.zeros(0)
+    hi = float(np.percentile(active, 99.5)) if active.size else 1.0
+    return 0.0, hi if hi > 0 else 1.0
+
+
+def plot_init(results, out_path, dpi=100):
     """Per-layer activation histograms (one row per run) and mean/std curves.
 
     Several runs (fillers, nonlinearities, with or without BatchNorm) are drawn
     side by side: one row of histograms each, and one curve each in the bottom
     mean/std plots. ReLU histograms leave out the zeros (their share is the
-    "dead" column of the table) so the spread of the active units stays visible.
+    "dead" column of the table) and keep layer 1's x range along the row, so a
+    shrinking spread piles up at 0 and an exploding one at the right edge.
     """
     import matplotlib
 
@@ -185,20 +208,20 @@ def plot_init(results, out_path, dpi=110):
                           left=0.13, right=0.99, top=0.95, bottom=0.07,
                           hspace=0.45, wspace=0.12)
     for row, res in enumerate(results):
+        lo, hi = _hist_range(res)
         for col in range(nl):
             ax = fig.add_subplot(gs[row, col])
             if col < len(res.layers) and res.layers[col].values is not None:
                 vals = res.layers[col].values
-                if res.nonlinearity == "tanh":
-                    lo, hi = -1, 1
-                elif res.nonlinearity == "sigmoid":
-                    lo, hi = 0, 1
-                else:
+                if res.nonlinearity == "relu":
                     vals = vals[vals > 0]
-                    lo, hi = 0, float(vals.max()) if vals.size else 1.0
-                    hi = hi if hi > 0 else 1.0
-                ax.hist(vals, bins=40, range=(lo, hi), color=f"C{row}")
-                ax.set_xlim(lo, hi)
+                # NOTE: one x range per row (layer 1's for ReLU), values beyond it
+                # piled on the edge bins, so shrinking or growing spreads show.
+                ax.hist(np.clip(vals, lo, hi), bins=40, range=(lo, hi),
+                        color=f"C{row}")
+            ax.set_xlim(lo, hi)
+            ax.set_xticks([lo, hi] if res.nonlinearity == "relu" else [lo, 0, hi])
+            ax.set_xticklabels([f"{t:.2g}" for t in ax.get_xticks()])
             ax.set_yticks([])
             ax.tick_params(labelsize=5, pad=1)
             if row == 0:
@@ -214,9 +237,10 @@ def plot_init(results, out_path, dpi=110):
                      label=res.label, ms=3)
         ax_std.plot(xs, [max(s.std, 1e-30) for s in res.layers], "o-",
                     color=f"C{i}", ms=3)
-    ax_mean.set_title("activation mean per layer", fontsize=8)
     ax_std.set_title("activation std per layer (log scale)", fontsize=8)
     ax_std.set_yscale("log")
+    ax_mean.set_yscale("symlog", linthresh=1e-2)
+    ax_mean.set_title("activation mean per layer (symlog scale)", fontsize=8)
     ax_mean.legend(fontsize=6, ncol=2 if rows > 4 else 1)
     for ax in (ax_mean, ax_std):
         ax.tick_params(labelsize=7)
@@ -365,7 +389,10 @@ def activation_report(net, base_lr=0.01, seed=1701):
             "; labels with random classes for " + ", ".join(
                 f"'{k}' (0..{v - 1})" for k, v in labels.items()) if labels else ""))
     net.clear_param_diffs()
-    loss = float(net.forward_backward())
+    # NOTE: a net being diagnosed may overflow on purpose; its NaN/inf are
+    # reported as findings rather than warned about.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        loss = float(net.forward_backward())
     has_loss = any(any(layer.loss_weights) for layer in net.layers)
     if not has_loss:
         notes.append("the net has no loss in this phase, so no gradient flows "
@@ -438,7 +465,10 @@ def findings_for(blobs, params, inputs=()):
         if b.grad_norm is not None and not np.isfinite(b.grad_norm):
             out.append(f"{where}: gradients are not finite in '{b.name}'")
     for p in params:
-        if not np.isfinite(p.grad_norm):
+        if p.norm == 0 and p.name.endswith("/0") and len(p.shape) > 1:
+            out.append(f"param {p.name}: all weights are zero (no weight_filler in the "
+                       "prototxt, and no --weights given?)")
+        elif not np.isfinite(p.grad_norm):
             out.append(f"param {p.name}: gradient is not finite")
         elif p.ratio is not None and p.ratio > RATIO_HIGH:
             out.append(f"param {p.name}: update/weight ratio {p.ratio:.2g} is large "
@@ -469,8 +499,9 @@ def format_activation_report(rep):
     from caffepy.layer import TRAIN
 
     phase = "TRAIN" if rep.phase == TRAIN else "TEST"
-    lines = [f"{rep.net or 'net'} ({phase}): one forward and backward, loss "
-             f"{rep.loss:.4g}", ""]
+    title = (f"{rep.net or 'net'} ({phase}): one forward and backward, loss "
+             f"{rep.loss:.4g}")
+    lines = [title, ""]
     rows = []
     for b in rep.blobs:
         sat = (f"{b.saturated:.0%} sat" if b.saturated is not None else
@@ -566,7 +597,7 @@ def read_samples(lp, samples):
     return arrays
 
 
-def overfit_setup(solver_path, samples=32, lr=None):
+def overfit_setup(solver_path, samples=32, lr=None, seed=1701):
     """(solver, {input name: array}, (scores, labels, axis, ignore), samples) for
     training on the first ``samples`` records with regularisation off."""
     from caffepy.io.prototxt import read_solver
@@ -632,6 +663,8 @@ def overfit_setup(solver_path, samples=32, lr=None):
     new_sp.iter_size = 1
     if lr is not None:
         new_sp.base_lr = float(lr)
+    if new_sp.random_seed < 0:  # reproducible unless the solver sets its own seed
+        new_sp.random_seed = int(seed)
     quiet = logging.getLogger("caffepy")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # the solver logs its whole parameter at INFO
@@ -658,7 +691,7 @@ def subset_accuracy(scores, labels, axis=1, ignore=None):
 
 
 def overfit(solver_path, samples=32, max_iter=None, lr=None, every=10,
-            progress=None):
+            progress=None, seed=1701):
     """Train on the first ``samples`` records with weight decay and dropout off,
     until training accuracy on them is 100% or ``max_iter`` iterations (default:
     the solver's max_iter, at most 1000; the lr policy keeps the solver's own).
@@ -669,9 +702,10 @@ def overfit(solver_path, samples=32, max_iter=None, lr=None, every=10,
     Args:
         progress: optional ``fn(iter, loss, accuracy)`` called every ``every``
             iterations and at the end.
+        seed: the random seed (fillers) when the solver sets no random_seed.
     """
     solver, inputs, (scores_name, labels_name, axis, ignore), n = overfit_setup(
-        solver_path, samples, lr)
+        solver_path, samples, lr, seed)
     net = solver.net
     limit = int(max_iter) if max_iter else min(int(solver.param.max_iter) or 1000, 1000)
     result = OverfitResult(samples=n)

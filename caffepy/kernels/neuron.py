@@ -100,15 +100,15 @@ def prelu_backward(x, dy, slope, want_dx, want_dslope, dx, dslope):
 
 
 @pjit
-def masked_scale(a, u, keep, scale, out):
-    """out = a * scale where u < keep, else 0 (Dropout forward and backward).
+def masked_scale(a, bits, threshold, scale, out):
+    """out = a * scale where bits < threshold, else 0 (Dropout forward and backward).
 
     Args:
         a: flat input (data in forward, top gradient in backward).
-        u: flat uniform [0, 1) draws: the dropout mask is ``u < keep``.
-        keep: probability of keeping a unit (1 - dropout_ratio).
+        bits: flat uniform random uint32: a unit is kept when ``bits < threshold``.
+        threshold: keep probability times 2^32 (an int up to 2^32).
         scale: factor applied to kept units.
         out: flat output (may be ``a``), overwritten.
     """
     for i in prange(a.size):
-        out[i] = a[i] * scale if u[i] < keep else a[i] * 0
+        out[i] = a[i] * scale if bits[i] < threshold else a[i] * 0

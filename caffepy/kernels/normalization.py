@@ -15,83 +15,124 @@ import numpy as np
 from caffepy.kernels.config import njit, pjit, prange
 
 
-# NOTE: without fastmath LLVM keeps a float reduction in program order, one add
-# after another; eight independent partial sums break that dependency chain so the
-# loop runs at memory speed. The rounding differs from a sequential sum only in
-# the last bits of a float64 accumulator.
-@njit
-def _row_sum(a):
-    """Sum of a 1-D array (float64 accumulators)."""
-    size = a.size
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    i = 0
-    while i + 8 <= size:
-        s0 += a[i]
-        s1 += a[i + 1]
-        s2 += a[i + 2]
-        s3 += a[i + 3]
-        s4 += a[i + 4]
-        s5 += a[i + 5]
-        s6 += a[i + 6]
-        s7 += a[i + 7]
-        i += 8
-    while i < size:
-        s0 += a[i]
-        i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+# NOTE: without fastmath LLVM keeps a float reduction in program order, one
+# dependent add after another. These row sums add eight elements as a balanced
+# tree in the data's dtype (independent, so they vectorise) and accumulate the
+# eight-element partial sums in float64: the rounding error stays a few ulps of
+# the dtype whatever the row length. Rows shorter than _ROW use plain loops (a
+# slice per element would cost more than the sum).
+_ROW = 8
 
 
 @njit
-def _row_sq_dev(a, mu):
-    """Sum of (a - mu)^2 over a 1-D array, the difference in a's dtype."""
+def _row_moments(a, shift):
+    """(sum(a - shift), sum((a - shift)^2)) over a 1-D array."""
     size = a.size
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s = 0.0
+    q = 0.0
     i = 0
     while i + 8 <= size:
-        d0 = a[i] - mu
-        d1 = a[i + 1] - mu
-        d2 = a[i + 2] - mu
-        d3 = a[i + 3] - mu
-        d4 = a[i + 4] - mu
-        d5 = a[i + 5] - mu
-        d6 = a[i + 6] - mu
-        d7 = a[i + 7] - mu
-        s0 += d0 * d0
-        s1 += d1 * d1
-        s2 += d2 * d2
-        s3 += d3 * d3
-        s4 += d4 * d4
-        s5 += d5 * d5
-        s6 += d6 * d6
-        s7 += d7 * d7
+        d0 = a[i] - shift
+        d1 = a[i + 1] - shift
+        d2 = a[i + 2] - shift
+        d3 = a[i + 3] - shift
+        d4 = a[i + 4] - shift
+        d5 = a[i + 5] - shift
+        d6 = a[i + 6] - shift
+        d7 = a[i + 7] - shift
+        s += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+        q += ((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)) + (
+            (d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7)
+        )
         i += 8
     while i < size:
-        d0 = a[i] - mu
-        s0 += d0 * d0
+        d0 = a[i] - shift
+        s += d0
+        q += d0 * d0
         i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    return s, q
 
 
 @njit
-def _row_dot(a, b):
-    """Sum of a * b over 1-D arrays (products in their dtype, float64 sums)."""
+def _row_sum_dot(a, b):
+    """(sum(a), sum(a * b)) over 1-D arrays."""
     size = a.size
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s = 0.0
+    q = 0.0
     i = 0
     while i + 8 <= size:
-        s0 += a[i] * b[i]
-        s1 += a[i + 1] * b[i + 1]
-        s2 += a[i + 2] * b[i + 2]
-        s3 += a[i + 3] * b[i + 3]
-        s4 += a[i + 4] * b[i + 4]
-        s5 += a[i + 5] * b[i + 5]
-        s6 += a[i + 6] * b[i + 6]
-        s7 += a[i + 7] * b[i + 7]
+        a0, a1, a2, a3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+        a4, a5, a6, a7 = a[i + 4], a[i + 5], a[i + 6], a[i + 7]
+        s += ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+        q += ((a0 * b[i] + a1 * b[i + 1]) + (a2 * b[i + 2] + a3 * b[i + 3])) + (
+            (a4 * b[i + 4] + a5 * b[i + 5]) + (a6 * b[i + 6] + a7 * b[i + 7])
+        )
         i += 8
     while i < size:
-        s0 += a[i] * b[i]
+        s += a[i]
+        q += a[i] * b[i]
         i += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    return s, q
+
+
+# NOTE: the element loops write a separate row first and copy it after: when the
+# output aliases the input (in-place layers) LLVM's overlap check would otherwise
+# fall back to a scalar loop.
+@njit
+def _row_normalize(x, mu, sd, y, xnorm):
+    """xnorm = (x - mu) / sd, then y = xnorm, over 1-D rows (y may be x)."""
+    for i in range(x.size):
+        xnorm[i] = (x[i] - mu) / sd
+    for i in range(x.size):
+        y[i] = xnorm[i]
+
+
+@njit
+def _row_bn_grad(dy, xnorm, a, b, sd, tmp, dx):
+    """dx = (dy - a - b * xnorm) / sd over 1-D rows (dx may be dy; tmp a scratch)."""
+    for i in range(dy.size):
+        tmp[i] = (dy[i] - a - b * xnorm[i]) / sd
+    for i in range(dy.size):
+        dx[i] = tmp[i]
+
+
+@njit
+def _channel_moments(x, c, shift):
+    """_row_moments over x[:, c, :] of an (N, C, S) array."""
+    num, _, inner = x.shape
+    s = 0.0
+    q = 0.0
+    if inner >= _ROW:
+        for n in range(num):
+            s1, q1 = _row_moments(x[n, c], shift)
+            s += s1
+            q += q1
+    else:
+        for n in range(num):
+            for i in range(inner):
+                d = x[n, c, i] - shift
+                s += d
+                q += d * d
+    return s, q
+
+
+@njit
+def _channel_sum_dot(a, b, c):
+    """_row_sum_dot over a[:, c, :] and b[:, c, :] of (N, C, S) arrays."""
+    num, _, inner = a.shape
+    s = 0.0
+    q = 0.0
+    if inner >= _ROW:
+        for n in range(num):
+            s1, q1 = _row_sum_dot(a[n, c], b[n, c])
+            s += s1
+            q += q1
+    else:
+        for n in range(num):
+            for i in range(inner):
+                s += a[n, c, i]
+                q += a[n, c, i] * b[n, c, i]
+    return s, q
 
 
 @pjit
@@ -111,22 +152,31 @@ def bn_forward_train(x, eps, y, xnorm, mean, var, std):
     num, chans, inner = x.shape
     m = num * inner
     for c in prange(chans):
-        acc = 0.0
-        for n in range(num):
-            acc += _row_sum(x[n, c])
-        mean[c] = acc / m
-        mu = mean[c]
-        acc = 0.0
-        for n in range(num):
-            acc += _row_sq_dev(x[n, c], mu)
-        var[c] = acc / m
+        if m == 0:
+            mean[c] = 0.0
+            var[c] = 0.0
+            std[c] = math.sqrt(eps)
+            continue
+        # NOTE: one pass for both moments, of x minus one of its own values, so
+        # E[d^2] - E[d]^2 does not cancel catastrophically (float64 sums).
+        shift = x[0, c, 0]
+        s, q = _channel_moments(x, c, shift)
+        dm = s / m
+        mean[c] = shift + dm
+        v = q / m - dm * dm
+        var[c] = v if v > 0.0 else 0.0
         std[c] = math.sqrt(var[c] + eps)
+        mu = mean[c]
         sd = std[c]
-        for n in range(num):
-            for s in range(inner):
-                v = (x[n, c, s] - mu) / sd
-                y[n, c, s] = v
-                xnorm[n, c, s] = v
+        if inner >= _ROW:
+            for n in range(num):
+                _row_normalize(x[n, c], mu, sd, y[n, c], xnorm[n, c])
+        else:
+            for n in range(num):
+                for i in range(inner):
+                    v = (x[n, c, i] - mu) / sd
+                    y[n, c, i] = v
+                    xnorm[n, c, i] = v
 
 
 @pjit
@@ -144,17 +194,53 @@ def bn_backward_train(dy, xnorm, std, dx):
     num, chans, inner = dy.shape
     m = num * inner
     for c in prange(chans):
-        sum_dy = 0.0
-        sum_dyx = 0.0
-        for n in range(num):
-            sum_dy += _row_sum(dy[n, c])
-            sum_dyx += _row_dot(dy[n, c], xnorm[n, c])
-        a = sum_dy / m
-        b = sum_dyx / m
+        sum_dy, sum_dyx = _channel_sum_dot(dy, xnorm, c)
+        # in the data's dtype, so the element loop does not widen to float64
+        a = dx.dtype.type(sum_dy / m)
+        b = dx.dtype.type(sum_dyx / m)
         sd = std[c]
-        for n in range(num):
-            for s in range(inner):
-                dx[n, c, s] = (dy[n, c, s] - a - b * xnorm[n, c, s]) / sd
+        if inner >= _ROW:
+            tmp = np.empty(inner, dx.dtype)
+            for n in range(num):
+                _row_bn_grad(dy[n, c], xnorm[n, c], a, b, sd, tmp, dx[n, c])
+        else:
+            for n in range(num):
+                for i in range(inner):
+                    dx[n, c, i] = (dy[n, c, i] - a - b * xnorm[n, c, i]) / sd
+
+
+@njit
+def _affine_row(x, a, b, use_scale, use_bias, y):
+    """y = x * a + b over a 1-D row (scalars a, b)."""
+    if use_scale and use_bias:
+        for i in range(x.size):
+            y[i] = x[i] * a + b
+    elif use_scale:
+        for i in range(x.size):
+            y[i] = x[i] * a
+    elif use_bias:
+        for i in range(x.size):
+            y[i] = x[i] + b
+    else:
+        for i in range(x.size):
+            y[i] = x[i]
+
+
+@njit
+def _affine_cols(x, scale, bias, use_scale, use_bias, y):
+    """y = x * scale + bias elementwise over 1-D rows of length dim."""
+    if use_scale and use_bias:
+        for d in range(x.size):
+            y[d] = x[d] * scale[d] + bias[d]
+    elif use_scale:
+        for d in range(x.size):
+            y[d] = x[d] * scale[d]
+    elif use_bias:
+        for d in range(x.size):
+            y[d] = x[d] + bias[d]
+    else:
+        for d in range(x.size):
+            y[d] = x[d]
 
 
 @pjit
@@ -164,52 +250,72 @@ def channel_affine(x, scale, bias, use_scale, use_bias, y):
     Args:
         x: (O, D, I) input.
         scale, bias: (D,) factors and offsets (either may be a dummy of the same
-            dtype when unused).
+            length and dtype when unused).
         use_scale, use_bias: which of them to apply.
         y: (O, D, I) output (may be ``x``), overwritten.
     """
     outer, dim, inner = x.shape
-    for t in prange(outer * dim):
-        o = t // dim
-        d = t - o * dim
-        if use_scale and use_bias:
-            a = scale[d]
-            b = bias[d]
-            for i in range(inner):
-                y[o, d, i] = x[o, d, i] * a + b
-        elif use_scale:
-            a = scale[d]
-            for i in range(inner):
-                y[o, d, i] = x[o, d, i] * a
-        elif use_bias:
-            b = bias[d]
-            for i in range(inner):
-                y[o, d, i] = x[o, d, i] + b
-        else:
-            for i in range(inner):
-                y[o, d, i] = x[o, d, i]
+    if inner == 1:
+        # e.g. (N, C) after InnerProduct: rows over d are the contiguous ones
+        x2 = x.reshape((outer, dim))
+        y2 = y.reshape((outer, dim))
+        for o in prange(outer):
+            _affine_cols(x2[o], scale, bias, use_scale, use_bias, y2[o])
+    else:
+        for t in prange(outer * dim):
+            o = t // dim
+            d = t - o * dim
+            _affine_row(x[o, d], scale[d], bias[d], use_scale, use_bias, y[o, d])
 
 
 @pjit
-def channel_reduce(a, b, use_b, out):
-    """``out[d] = sum over o, i of a * b`` (or of ``a`` alone) on (O, D, I) arrays.
+def channel_reduce(a, b, out_sum, out_dot):
+    """Sums over o, i of (O, D, I) arrays: ``out_sum[d] = sum a``,
+    ``out_dot[d] = sum a * b`` (the bias and scale gradients in one pass).
 
     Args:
-        a: (O, D, I) array.
-        b: (O, D, I) array, multiplied in when ``use_b``.
-        use_b: whether to sum products rather than ``a``.
-        out: (D,) float64 output, overwritten.
+        a, b: (O, D, I) arrays.
+        out_sum, out_dot: (D,) float64 outputs, overwritten.
     """
     outer, dim, inner = a.shape
-    for d in prange(dim):
-        acc = 0.0
-        if use_b:
+    if inner == 1:
+        # e.g. (N, C) after InnerProduct: sum down the columns, blocks of columns
+        # per task so the inner loop runs along contiguous rows
+        a2 = a.reshape((outer, dim))
+        b2 = b.reshape((outer, dim))
+        for blk in prange((dim + 63) // 64):
+            lo = blk * 64
+            width = min(64, dim - lo)
+            acc_s = np.zeros(64)
+            acc_q = np.zeros(64)
             for o in range(outer):
-                acc += _row_dot(a[o, d], b[o, d])
-        else:
-            for o in range(outer):
-                acc += _row_sum(a[o, d])
-        out[d] = acc
+                ra = a2[o, lo : lo + width]
+                rb = b2[o, lo : lo + width]
+                for j in range(width):
+                    acc_s[j] += ra[j]
+                    acc_q[j] += ra[j] * rb[j]
+            for j in range(width):
+                out_sum[lo + j] = acc_s[j]
+                out_dot[lo + j] = acc_q[j]
+    else:
+        for d in prange(dim):
+            s, q = _channel_sum_dot(a, b, d)
+            out_sum[d] = s
+            out_dot[d] = q
+
+
+@njit
+def _neg_pow(s, beta):
+    """s ** -beta, with sqrt-based fast paths for the usual betas (0.75: AlexNet,
+    CaffeNet, CIFAR-10 full; 0.5; 1) -- pow costs ten times a sqrt."""
+    if beta == 0.75:
+        r = math.sqrt(s)
+        return 1.0 / (r * math.sqrt(r))
+    if beta == 0.5:
+        return 1.0 / math.sqrt(s)
+    if beta == 1.0:
+        return 1.0 / s
+    return s**-beta
 
 
 @pjit
@@ -238,7 +344,7 @@ def lrn_across_forward(x, size, alpha_over_n, k, beta, scale, y):
                     acc[s] += v * v
             for s in range(inner):
                 scale[n, c, s] = k + alpha_over_n * acc[s]
-                y[n, c, s] = x[n, c, s] * scale[n, c, s] ** -beta
+                y[n, c, s] = x[n, c, s] * _neg_pow(scale[n, c, s], beta)
 
 
 @pjit
@@ -270,7 +376,8 @@ def lrn_across_backward(x, y, scale, dy, size, coeff, beta, dx):
                     acc[s] += ratio[cc, s]
             for s in range(inner):
                 dx[n, c, s] = (
-                    dy[n, c, s] * scale[n, c, s] ** -beta - coeff * x[n, c, s] * acc[s]
+                    dy[n, c, s] * _neg_pow(scale[n, c, s], beta)
+                    - coeff * x[n, c, s] * acc[s]
                 )
 
 
@@ -322,7 +429,7 @@ def lrn_within_forward(x, size, alpha, beta, scale, y):
         for h in range(height):
             for w in range(width):
                 scale[p, h, w] = 1.0 + alpha * (box[h, w] / area)
-                y[p, h, w] = x[p, h, w] * scale[p, h, w] ** -beta
+                y[p, h, w] = x[p, h, w] * _neg_pow(scale[p, h, w], beta)
 
 
 @pjit
@@ -352,6 +459,6 @@ def lrn_within_backward(x, y, scale, dy, size, alpha, beta, dx):
         for h in range(height):
             for w in range(width):
                 dx[p, h, w] = (
-                    dy[p, h, w] * scale[p, h, w] ** -beta
+                    dy[p, h, w] * _neg_pow(scale[p, h, w], beta)
                     - coeff * x[p, h, w] * box[h, w]
                 )

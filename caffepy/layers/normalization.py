@@ -66,20 +66,21 @@ def _geometry(layer, bottom, param, axis, what):
     )
 
 
-def _channel_sums(layer, a3, b3, use_b):
-    """Sums of ``a3 * b3`` (or ``a3``) over axes 0 and 2 (a reused float64 buffer)."""
+def _channel_sums(layer, a3, b3):
+    """(sum of a3, sum of a3 * b3) over axes 0 and 2, in reused float64 buffers."""
     from caffepy.kernels.normalization import channel_reduce
 
     dim = a3.shape[1]
-    red = getattr(layer, "_red", None)
-    if red is None or red.size != dim:
-        red = layer._red = np.empty(dim, np.float64)
+    bufs = getattr(layer, "_sums", None)
+    if bufs is None or bufs[0].size != dim:
+        bufs = layer._sums = (np.empty(dim, np.float64), np.empty(dim, np.float64))
     if dim == 1:
-        # NOTE: one prange task would run serially anyway; BLAS dot is faster.
-        red[0] = np.vdot(a3, b3) if use_b else a3.sum(dtype=np.float64)
+        # NOTE: one prange task would run serially anyway; NumPy's SIMD is faster.
+        bufs[0][0] = a3.sum(dtype=np.float64)
+        bufs[1][0] = np.vdot(a3, b3)
     else:
-        channel_reduce(a3, b3, use_b, red)
-    return red
+        channel_reduce(a3, b3, bufs[0], bufs[1])
+    return bufs
 
 
 class _InPlaceCopy:
@@ -320,24 +321,28 @@ class ScaleLayer(Layer):
         from caffepy.kernels.normalization import channel_affine
 
         # Parameter gradients first: in place, dx overwrites dy.
-        if self.bias_id is not None and _want_param(self, self.bias_id):
-            dyb = top[0].diff.reshape(self.bias_geom)
-            red = _channel_sums(self, dyb, dyb, False)
-            bias = self.blobs[self.bias_id]
-            bias.diff += red.reshape(bias.shape)
+        dy3 = top[0].diff.reshape(self.geom)
+        want_bias = self.bias_id is not None and _want_param(self, self.bias_id)
         scale_is_param = len(bottom) == 1
         scale = self._scale_blob(bottom)
         if (scale_is_param and _want_param(self, 0)) or (
             not scale_is_param and propagate_down[1]
         ):
             x = self._x_copy.array if top[0] is bottom[0] else bottom[0].data
-            red = _channel_sums(
-                self, top[0].diff.reshape(self.geom), x.reshape(self.geom), True
-            )
+            sum_dy, sum_dyx = _channel_sums(self, dy3, x.reshape(self.geom))
             if scale_is_param:
-                scale.diff += red.reshape(scale.shape)
+                scale.diff += sum_dyx.reshape(scale.shape)
             else:
-                scale.diff[...] = red.reshape(scale.shape)
+                scale.diff[...] = sum_dyx.reshape(scale.shape)
+            if want_bias and self.bias_geom == self.geom:
+                bias = self.blobs[self.bias_id]
+                bias.diff += sum_dy.reshape(bias.shape)
+                want_bias = False
+        if want_bias:
+            dyb = top[0].diff.reshape(self.bias_geom)
+            sum_dy, _ = _channel_sums(self, dyb, dyb)
+            bias = self.blobs[self.bias_id]
+            bias.diff += sum_dy.reshape(bias.shape)
         if propagate_down[0]:
             s = _as1d(scale.data)
             channel_affine(
@@ -408,11 +413,11 @@ class BiasLayer(Layer):
             not bias_is_param and propagate_down[1]
         ):
             dy3 = top[0].diff.reshape(self.geom)
-            red = _channel_sums(self, dy3, dy3, False)
+            sum_dy, _ = _channel_sums(self, dy3, dy3)
             if bias_is_param:
-                bias.diff += red.reshape(bias.shape)
+                bias.diff += sum_dy.reshape(bias.shape)
             else:
-                bias.diff[...] = red.reshape(bias.shape)
+                bias.diff[...] = sum_dy.reshape(bias.shape)
         if propagate_down[0] and top[0] is not bottom[0]:
             np.copyto(bottom[0].diff, top[0].diff)
 

@@ -208,9 +208,9 @@ def _dot_escape(text):
 
 def to_dot(graph, rankdir="LR"):
     """The graph as Graphviz DOT text."""
-    lines = [f'digraph "{_dot_escape(graph.name)}" {{',
-             f'  graph [rankdir={rankdir}, fontname="Helvetica", nodesep=0.25, '
-             f'ranksep=0.3, label="{_dot_escape(graph.name)}", labelloc=t];',
+    graph_attrs = (f'  graph [rankdir={rankdir}, fontname="Helvetica", nodesep=0.25, '
+                   f'ranksep=0.3, label="{_dot_escape(graph.name)}", labelloc=t];')
+    lines = [f'digraph "{_dot_escape(graph.name)}" {{', graph_attrs,
              '  node [fontname="Helvetica", fontsize=10, style=filled];',
              '  edge [color="#555555", arrowsize=0.6];']
     for n in graph.nodes:
@@ -288,7 +288,7 @@ def dot_available():
 def _render_dot(dot_text, out, fmt):
     try:
         proc = subprocess.run(["dot", f"-T{fmt}", "-o", out], input=dot_text,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise CaffepyError(f"running Graphviz's dot failed: {err}") from None
     if proc.returncode != 0:

@@ -32,8 +32,8 @@ LABEL_RECORDS = 10000
 
 _PLUMBING = {"Input", "Split", "Concat", "Slice", "Flatten", "Reshape", "Silence",
              "Crop", "Tile", "MemoryData", "DummyData", "ArgMax"} | set(DATA_TYPES)
-_ELEMENT_OPS = {"BatchNorm": 2, "MVN": 3, "Softmax": 3, "SoftmaxWithLoss": 4,
-                "LRN": None, "Eltwise": None, "Scale": None}
+#: Rough operations per element of layers that are not one per element.
+_ELEMENT_OPS = {"BatchNorm": 2, "MVN": 3, "Softmax": 3, "SoftmaxWithLoss": 4}
 
 
 def parse_shape(text):

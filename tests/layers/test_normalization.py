@@ -163,6 +163,31 @@ def test_batchnorm_global_stats_forward(shape, dtype):
     np.testing.assert_array_equal(layer.blobs[2].data, [3.0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_statistics_of_offset_data_are_accurate(dtype):
+    # a large mean next to a unit variance: a naive E[x^2] - E[x]^2 in the data's
+    # precision would lose the variance
+    shape = (16, 2, 9, 13)
+    x = 1000.0 + np.random.default_rng(5).standard_normal(shape)
+    bottom, top = [_blob(shape, dtype, x)], [_blob((), dtype)]
+    layer = _build(
+        'type: "BatchNorm" batch_norm_param { moving_average_fraction: 0 }',
+        bottom,
+        top,
+        TRAIN,
+        dtype,
+    )
+    layer.Forward(bottom, top)
+    x = bottom[0].data.astype(np.float64)
+    m = x.size // 2
+    np.testing.assert_allclose(layer.blobs[0].data, x.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(
+        layer.blobs[1].data, x.var(axis=(0, 2, 3)) * m / (m - 1), rtol=1e-5
+    )
+    want, _, _ = naive.batch_norm_layer(x, f32(1e-5))
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-4, atol=1e-4)
+
+
 def test_batchnorm_zero_normaliser_means_zero_statistics():
     bottom, top = make_blobs((2, 3, 2)), [_blob()]
     layer = _build(
@@ -197,7 +222,7 @@ def test_batchnorm_explicit_use_global_stats_overrides_phase():
     np.testing.assert_array_equal(layer.blobs[2].data, [1.0])  # 0 * maf + 1
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 2, 2), (5, 3)])
+@pytest.mark.parametrize("shape", [(3, 2, 2, 2), (5, 3), (2, 2, 3, 4)])
 def test_batchnorm_train_gradient(shape):
     bottom, top = make_blobs(shape), [_blob()]
     layer = layer_from_text('type: "BatchNorm"', TRAIN, np.float64)
@@ -314,6 +339,13 @@ SCALE = {
         'type: "Scale" scale_param { axis: 1 }',
         [(2, 3, 4, 5), (3, 4)],
         [],
+        1,
+    ),
+    "wide_ip": (
+        'type: "Scale" scale_param { bias_term: true filler { type: "gaussian" } '
+        'bias_filler { type: "gaussian" } }',
+        [(3, 70)],
+        [(70,), (70,)],
         1,
     ),
     "ip_output": (
