@@ -14,7 +14,6 @@ import numpy as np
 
 from caffepy.kernels.config import njit, pjit, prange
 
-
 # NOTE: without fastmath LLVM keeps a float reduction in program order, one
 # dependent add after another. These row sums add eight elements as a balanced
 # tree in the data's dtype (independent, so they vectorise) and accumulate the

@@ -74,12 +74,7 @@ def _channel_sums(layer, a3, b3):
     bufs = getattr(layer, "_sums", None)
     if bufs is None or bufs[0].size != dim:
         bufs = layer._sums = (np.empty(dim, np.float64), np.empty(dim, np.float64))
-    if dim == 1:
-        # NOTE: one prange task would run serially anyway; NumPy's SIMD is faster.
-        bufs[0][0] = a3.sum(dtype=np.float64)
-        bufs[1][0] = np.vdot(a3, b3)
-    else:
-        channel_reduce(a3, b3, bufs[0], bufs[1])
+    channel_reduce(a3, b3, bufs[0], bufs[1])
     return bufs
 
 

@@ -598,9 +598,14 @@ LRN = {
     ),
     "default": ('type: "LRN"', (2, 6, 3, 3), {}),
     "size1": (
-        'type: "LRN" lrn_param { local_size: 1 alpha: 2 }',
+        'type: "LRN" lrn_param { local_size: 1 alpha: 2 beta: 0.5 }',
         (2, 3, 2, 2),
-        {"local_size": 1, "alpha": 2.0},
+        {"local_size": 1, "alpha": 2.0, "beta": 0.5},
+    ),
+    "beta1": (
+        'type: "LRN" lrn_param { local_size: 3 alpha: 0.5 beta: 1 k: 1.5 }',
+        (2, 4, 2, 3),
+        {"local_size": 3, "alpha": 0.5, "beta": 1.0, "k": 1.5},
     ),
 }
 

@@ -1,0 +1,208 @@
+"""Recipes that build the binary inputs of the bad-input catalogue at test time.
+
+A case's ``case.json`` lists recipe steps as ``[name, path, {keyword arguments}]``;
+:func:`build` runs them in the case's (copied) folder, in order, so a later step
+can read what an earlier one wrote (a caffemodel made from a net built on an
+LMDB, a truncated copy of a caffemodel, ...). Everything is tiny: 1 x 8 x 8
+images, a few dozen records.
+"""
+
+import os
+
+import numpy as np
+
+
+def _datum_bytes(image, label):
+    from caffepy.data.datum import array_to_datum
+
+    return array_to_datum(image, label).SerializeToString()
+
+
+def _images(n, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, *shape)) * 255).astype(np.uint8)
+
+
+def lmdb(path, n=40, shape=(1, 8, 8), labels=4, bad=None, bad_at=0, sizes=None):
+    """An LMDB of ``n`` Datum records (labels cycle through ``range(labels)``).
+
+    Args:
+        bad: what to break in record ``bad_at``: ``"size"`` (data shorter than
+            channels*height*width), ``"not_datum"`` (random bytes), ``"absurd"``
+            (declares 10^12 values), ``"encoded"`` (undecodable encoded image),
+            ``"label"`` (label 7, outside range(labels)).
+        sizes: {first record index: (C, H, W)}: records from that index on have
+            this shape (a database whose image size changes part-way).
+    """
+    from caffepy.data.db import LMDBWriter
+    from caffepy.proto import caffe_pb2
+
+    shapes = [tuple(shape)] * n
+    for start, s in sorted((sizes or {}).items()):
+        for i in range(int(start), n):
+            shapes[i] = tuple(s)
+    with LMDBWriter(path) as writer:
+        for i in range(n):
+            image = _images(1, shapes[i], seed=i)[0]
+            value = _datum_bytes(image, i % labels)
+            if bad is not None and i == bad_at:
+                datum = caffe_pb2.Datum()
+                datum.ParseFromString(value)
+                if bad == "size":
+                    datum.data = datum.data[:-5]
+                elif bad == "absurd":
+                    datum.channels, datum.height, datum.width = 10000, 10000, 10000
+                elif bad == "encoded":
+                    datum.encoded = True
+                    datum.data = b"\x89PNG\r\n\x1a\n" + b"garbage" * 8
+                elif bad == "label":
+                    datum.label = 7
+                value = datum.SerializeToString()
+                if bad == "not_datum":
+                    value = b"\xff\xfe not a datum \x00\x01" * 3
+            writer.put(f"{i:08d}", value)
+
+
+def empty_lmdb(path):
+    """An LMDB database with no records."""
+    import lmdb as _lmdb
+
+    env = _lmdb.open(path, map_size=1 << 20, subdir=True)
+    env.close()
+
+
+def corrupt_lmdb(path, mode="garbage"):
+    """An LMDB folder whose data.mdb is garbage (``"garbage"``) or a valid
+    database cut short (``"truncate"``)."""
+    if mode == "garbage":
+        os.makedirs(path, exist_ok=True)
+        rng = np.random.default_rng(5)
+        with open(os.path.join(path, "data.mdb"), "wb") as f:
+            f.write(rng.integers(0, 256, 3 * 4096, np.uint8).tobytes())
+        return
+    lmdb(path, n=40)
+    data = os.path.join(path, "data.mdb")
+    with open(data, "r+b") as f:
+        f.truncate(4096 + 100)
+
+
+def partial_lmdb(path):
+    """A database still being written: only ``<path>.partial`` exists."""
+    lmdb(path + ".partial", n=10)
+
+
+def leveldb(path):
+    """A folder that looks like a LevelDB database."""
+    os.makedirs(path, exist_ok=True)
+    for name, text in (("CURRENT", "MANIFEST-000002\n"), ("MANIFEST-000002", "x"),
+                       ("000003.log", "")):
+        with open(os.path.join(path, name), "w") as f:
+            f.write(text)
+
+
+def caffemodel(path, net, truncate=None, phase="TEST"):
+    """The weights of the net prototxt ``net`` (filled by its fillers), optionally
+    truncated to ``truncate`` of their bytes."""
+    import caffepy
+
+    model = caffepy.Net(net, getattr(caffepy, phase))
+    model.save(path)
+    if truncate is not None:
+        with open(path, "r+b") as f:
+            f.truncate(int(os.path.getsize(path) * float(truncate)))
+
+
+def absurd_caffemodel(path, layer="ip1"):
+    """A caffemodel whose layer ``layer`` declares a 10^12-element weight blob."""
+    from caffepy.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter(name="absurd")
+    lp = net.layer.add(name=layer, type="InnerProduct")
+    blob = lp.blobs.add()
+    blob.shape.dim.extend([1000000, 1000000])
+    blob.data.extend([0.0] * 4)
+    with open(path, "wb") as f:
+        f.write(net.SerializeToString())
+
+
+def solverstate(path, solver, truncate=None):
+    """A snapshot of the solver prototxt ``solver`` at iteration 0 (its
+    ``.caffemodel`` beside it), saved as ``path``."""
+    import caffepy
+
+    s = caffepy.get_solver(solver)
+    model, state = s.snapshot()
+    for net in [s.net, *s.test_nets]:
+        for layer in net.data_layers:
+            layer.close()
+    os.replace(state, path)
+    if os.path.exists(state + ".caffepy.json"):
+        os.replace(state + ".caffepy.json", path + ".caffepy.json")
+    if truncate is not None:
+        with open(path, "r+b") as f:
+            f.truncate(int(os.path.getsize(path) * float(truncate)))
+
+
+def mean(path, shape=(1, 1, 8, 8), absurd=False):
+    """A mean file (BlobProto, legacy 4-D fields) of ``shape``."""
+    from caffepy.io.blobproto import write_binaryproto
+    from caffepy.proto import caffe_pb2
+
+    if absurd:
+        proto = caffe_pb2.BlobProto(num=1, channels=100000, height=100000, width=100)
+        with open(path, "wb") as f:
+            f.write(proto.SerializeToString())
+        return
+    write_binaryproto(path, np.full(shape, 100.0, np.float32))
+
+
+def garbage(path, size=200, seed=3, text=None):
+    """A file of random bytes (or of ``text``)."""
+    with open(path, "wb") as f:
+        if text is not None:
+            f.write(text.encode("utf-8"))
+        else:
+            f.write(np.random.default_rng(seed).integers(0, 256, size, np.uint8)
+                    .tobytes())
+
+
+def copy(path, source, truncate=None):
+    """A copy of ``source`` (optionally cut to ``truncate`` of its bytes)."""
+    with open(source, "rb") as f:
+        data = f.read()
+    if truncate is not None:
+        data = data[: int(len(data) * float(truncate))]
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def image(path, shape=(8, 8), corrupt=False):
+    """A PNG image (or a file named like one that holds no image)."""
+    if corrupt:
+        garbage(path, text="this is not a PNG image\n")
+        return
+    import cv2
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    cv2.imwrite(path, _images(1, shape)[0])
+
+
+RECIPES = {
+    "lmdb": lmdb, "empty_lmdb": empty_lmdb, "corrupt_lmdb": corrupt_lmdb,
+    "partial_lmdb": partial_lmdb, "leveldb": leveldb, "caffemodel": caffemodel,
+    "absurd_caffemodel": absurd_caffemodel, "solverstate": solverstate,
+    "mean": mean, "garbage": garbage, "copy": copy, "image": image,
+}
+
+
+def build(folder, steps):
+    """Run the recipe ``steps`` ([name, path, kwargs]) inside ``folder``."""
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        for step in steps:
+            name, path = step[0], step[1]
+            kwargs = step[2] if len(step) > 2 else {}
+            RECIPES[name](path, **kwargs)
+    finally:
+        os.chdir(here)
