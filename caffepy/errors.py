@@ -12,6 +12,21 @@ import difflib
 class CaffepyError(Exception):
     """Base class of every error caffepy raises on purpose."""
 
+    def in_layer(self, layer, where="", note=""):
+        """Say which layer the error happened in, once: prefix the message with the
+        layer's type and name (and ``where``, e.g. " (net.prototxt:12)"), append
+        ``note``. The exception keeps its type; returns ``self`` to re-raise.
+        """
+        if getattr(self, "_in_layer", False):
+            return self
+        self._in_layer = True
+        msg = str(self)
+        head = f"{getattr(layer, 'type', '?')} layer '{getattr(layer, 'name', '?')}'"
+        if msg.startswith(head + ": "):
+            msg = msg[len(head) + 2:]
+        self.args = (f"{head}{where}: {msg}{note}",)
+        return self
+
 
 class PrototxtError(CaffepyError, ValueError):
     """A prototxt (or binary proto) file that cannot be parsed or upgraded."""

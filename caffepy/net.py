@@ -13,13 +13,14 @@ layers at the bottom of a net therefore cost no backward work.
 
 import copy
 import logging
+import math
 import os
 from collections import OrderedDict
 
 import numpy as np
 
 from caffepy.blob import Blob
-from caffepy.errors import CaffepyError, LayerError, NetError, WeightsError
+from caffepy.errors import CaffepyError, DataError, NetError, ShapeError, WeightsError
 from caffepy.io.blobproto import array_from_proto, proto_from_array, proto_shape
 from caffepy.layer import TEST, TRAIN
 from caffepy.registry import layer_class
@@ -74,11 +75,16 @@ def _split_blob_name(blob, layer, top_idx, split_idx):
     return f"{blob}_{layer}_{top_idx}_split_{split_idx}"
 
 
-def insert_splits(param):
+def _label(layer):
+    return f"layer '{layer.name}' ({layer.type})"
+
+
+def insert_splits(param, label=_label):
     """Caffe's InsertSplits: a Split layer for every blob read by several layers.
 
     The gradients of the split's tops are summed into the original blob, so a
-    blob used twice gets the sum of both paths.
+    blob used twice gets the sum of both paths. ``label(layer_param)`` names a
+    layer in errors (the Net adds its file and line).
     """
     last_top = {}  # blob name -> (layer index, top index)
     source_of = {}  # (layer, bottom index) -> (layer, top index)
@@ -88,8 +94,8 @@ def insert_splits(param):
         for j, name in enumerate(layer.bottom):
             if name not in last_top:
                 raise NetError(
-                    f"layer '{layer.name}' ({layer.type}): unknown bottom blob '{name}' "
-                    f"(bottom[{j}]); no earlier layer produces it"
+                    f"{label(layer)}: unknown bottom blob '{name}' (bottom[{j}]); no "
+                    "earlier layer produces it"
                 )
             src = last_top[name]
             source_of[(i, j)] = src
@@ -165,13 +171,13 @@ class Net:
     """
 
     def __init__(self, network_file=None, phase=None, level=0, stages=None,
-                 weights=None, *, param=None, dtype=np.float32):
+                 weights=None, *, param=None, dtype=np.float32, source=None):
         if isinstance(phase, (str, os.PathLike)) and (
             isinstance(level, int) and level in (TRAIN, TEST) and weights is None
         ):
             # pycaffe's Net(file, weights, phase)
             weights, phase, level = phase, level, 0
-        self.source = None
+        self.source = None if source is None else os.fspath(source)
         self._text = None
         if param is None:
             if network_file is None:
@@ -186,7 +192,9 @@ class Net:
 
             if net_needs_upgrade(param):
                 param = copy.deepcopy(param)
-                upgrade_net(param, source="<NetParameter>")
+                upgrade_net(param, source=self.source or "<NetParameter>")
+        if not len(param.layer):
+            raise NetError(f"{self.source or 'the net'}: the net has no layers")
         self.dtype = np.dtype(dtype)
         state = copy.deepcopy(param.state)
         if phase is not None:
@@ -199,17 +207,35 @@ class Net:
         self.name = param.name
         self.param = param
         filtered = filter_net(param, state)
+        if not len(filtered.layer):
+            raise NetError(
+                f"{self.source or 'the net'}: no layer of the net is in phase "
+                f"{_PHASE_NAMES.get(state.phase, state.phase)} (level {state.level}, "
+                f"stages {list(state.stage)}); check the include/exclude rules"
+            )
         # to_proto writes the layers as the user wrote them (no split renaming)
         self._user_layers = {lp.name: lp for lp in filtered.layer}
-        self._build(insert_splits(filtered))
+        self._build(insert_splits(filtered, self._label))
         if weights is not None:
             for w in ([weights] if isinstance(weights, (str, os.PathLike)) else weights):
                 self.copy_from(w)
 
     # -- construction ------------------------------------------------------------
+    def _label(self, lp):
+        """"layer 'name' (Type, file:line)" for error messages."""
+        loc = self._where(lp.name)[2:-1]
+        return f"layer '{lp.name}' ({lp.type}{', ' + loc if loc else ''})"
+
     def _where(self, layer_name):
+        """" (file:line)" of a layer for error messages ("" when unknown)."""
         from caffepy.io.prototxt import layer_location
 
+        if self._text is None and self.source and os.path.isfile(self.source):
+            try:
+                with open(self.source, encoding="utf-8") as f:
+                    self._text = f.read()
+            except (OSError, UnicodeDecodeError):
+                self._text = ""
         line = layer_location(self._text, layer_name)
         if self.source and line:
             return f" ({self.source}:{line})"
@@ -230,11 +256,13 @@ class Net:
         need_blob = {}  # blob name -> needs backward
         self.bottom_need_backward, self.layer_need_backward = [], []
         self.layer_param = []
+        self._producer = {}  # blob name -> (name the user wrote, layer name, type)
         available = set()
         for li, lp in enumerate(param.layer):
             if lp.name in self.layer_dict:
                 raise NetError(f"two layers are named '{lp.name}'{self._where(lp.name)}")
-            cls = layer_class(lp.type, f"layer '{lp.name}'{self._where(lp.name)}")
+            loc = self._where(lp.name)[2:-1]
+            cls = layer_class(lp.type, f"layer '{lp.name}'" + (f" at {loc}" if loc else ""))
             layer = cls(lp, self.phase, self.dtype)
             if lp.type == "Split" and lp.name.endswith("_split"):
                 self._split_layers.add(li)
@@ -242,15 +270,14 @@ class Net:
             for j, bname in enumerate(lp.bottom):
                 if bname not in available:
                     raise NetError(
-                        f"layer '{lp.name}' ({lp.type}){self._where(lp.name)}: unknown "
-                        f"bottom blob '{bname}' (bottom[{j}])"
+                        f"{self._label(lp)}: unknown bottom blob '{bname}' (bottom[{j}])"
                     )
                 bottoms.append(self.blobs[bname])
                 need = need_blob.get(bname, False)
                 if len(lp.propagate_down) > 0:
                     if len(lp.propagate_down) != len(lp.bottom):
                         raise NetError(
-                            f"layer '{lp.name}': propagate_down has "
+                            f"{self._label(lp)}: propagate_down has "
                             f"{len(lp.propagate_down)} values for {len(lp.bottom)} bottoms"
                         )
                     need = bool(lp.propagate_down[j])
@@ -265,8 +292,8 @@ class Net:
                 else:
                     if tname in available:
                         raise NetError(
-                            f"layer '{lp.name}'{self._where(lp.name)}: top blob '{tname}' "
-                            "is produced by more than one layer"
+                            f"{self._label(lp)}: top blob '{tname}' is produced by more "
+                            "than one layer"
                         )
                     blob = Blob((), self.dtype)
                     self.blobs[tname] = blob
@@ -277,9 +304,13 @@ class Net:
             try:
                 layer.SetUp(bottoms, tops)
             except CaffepyError as err:
-                if isinstance(err, LayerError):
-                    raise
-                raise LayerError(layer, str(err)) from None
+                self._add_context(err, layer, lp)
+                raise
+            for tname in lp.top:
+                if li in self._split_layers:
+                    self._producer[tname] = self._producer.get(lp.bottom[0])
+                else:
+                    self._producer[tname] = (tname, lp.name, lp.type)
             self._append_params(li, layer, lp, owners)
             need = any(bneed) or any(layer.param_propagate_down)
             for tname in lp.top:
@@ -300,6 +331,19 @@ class Net:
         )
         self._log_summary()
 
+    def _add_context(self, err, layer, lp):
+        """Name the layer and its place in the file in ``err``; for a shape error,
+        also the layers that produced its bottoms (whose shapes disagree)."""
+        note = ""
+        if isinstance(err, ShapeError) and lp.bottom:
+            parts = []
+            for j, bname in enumerate(lp.bottom):
+                user, lname, ltype = self._producer.get(bname) or (bname, "?", "?")
+                parts.append(f"bottom[{j}] '{user}' comes from layer '{lname}' "
+                             f"({ltype})")
+            note = "; " + ", ".join(parts)
+        return err.in_layer(layer, self._where(lp.name), note)
+
     def _append_params(self, li, layer, lp, owners):
         fixed = lp.type == "BatchNorm"  # its blobs are statistics, never learned
         for j, blob in enumerate(layer.blobs):
@@ -314,18 +358,18 @@ class Net:
                 mode = spec.share_mode  # STRICT = 0, PERMISSIVE = 1
                 if mode == 0 and owner.shape != blob.shape:
                     raise NetError(
-                        f"layer '{lp.name}': cannot share param '{name}' owned by layer "
+                        f"{self._label(lp)}: cannot share param '{name}' owned by layer "
                         f"'{self.layers[oli].name}': shape {blob.shape} vs owner's "
                         f"{owner.shape} (use share_mode: PERMISSIVE to compare counts)"
                     )
                 if mode == 1 and owner.count != blob.count:
                     raise NetError(
-                        f"layer '{lp.name}': cannot share param '{name}': count "
+                        f"{self._label(lp)}: cannot share param '{name}': count "
                         f"{blob.count} vs owner's {owner.count}"
                     )
                 if spec.HasField("lr_mult") and spec.lr_mult != o_lr:
                     raise NetError(
-                        f"layer '{lp.name}': shared param '{name}' has lr_mult "
+                        f"{self._label(lp)}: shared param '{name}' has lr_mult "
                         f"{spec.lr_mult} but its owner has {o_lr}"
                     )
                 if owner.shape == blob.shape:
@@ -401,17 +445,27 @@ class Net:
     def forward_from_to(self, start=0, end=None):
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
-        for li in range(start, end + 1):
-            loss += self.layers[li].Forward(self.bottom_vecs[li], self.top_vecs[li])
+        li = start
+        try:
+            for li in range(start, end + 1):
+                loss += self.layers[li].Forward(self.bottom_vecs[li], self.top_vecs[li])
+        except CaffepyError as err:
+            self._add_context(err, self.layers[li], self.layer_param[li])
+            raise
         return loss
 
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
-        for li in range(start, end - 1, -1):
-            if self.layer_need_backward[li]:
-                self.layers[li].Backward(
-                    self.top_vecs[li], self.bottom_need_backward[li], self.bottom_vecs[li]
-                )
+        li = start
+        try:
+            for li in range(start, end - 1, -1):
+                if self.layer_need_backward[li]:
+                    self.layers[li].Backward(self.top_vecs[li],
+                                             self.bottom_need_backward[li],
+                                             self.bottom_vecs[li])
+        except CaffepyError as err:
+            self._add_context(err, self.layers[li], self.layer_param[li])
+            raise
 
     def forward_prefilled(self):
         """Forward through every layer; return the total weighted loss."""
@@ -531,11 +585,18 @@ class Net:
                 if not _shapes_match(bp, shape, blob.shape):
                     raise WeightsError(
                         f"{source}: cannot copy param {j} of layer '{src.name}': shape "
-                        f"mismatch, source {shape} ({int(np.prod(shape))}) vs target "
+                        f"mismatch, source {shape} ({math.prod(shape)}) vs target "
                         f"{blob.shape} ({blob.count}); to learn this layer's parameters "
                         "from scratch rather than copying them, rename the layer"
                     )
-                blob.data[...] = array_from_proto(bp).reshape(blob.shape)
+                try:
+                    values = array_from_proto(bp)
+                except DataError as err:
+                    raise WeightsError(
+                        f"{source}: param {j} of layer '{src.name}': {err}; the file "
+                        "is truncated or corrupt"
+                    ) from None
+                blob.data[...] = values.reshape(blob.shape)
             copied.append(src.name)
         self.last_copy = {"copied": copied, "ignored": ignored}
         return self.last_copy

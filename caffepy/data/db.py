@@ -55,6 +55,12 @@ def resolve_source(path, backend=LMDB, what="data source"):
             a folder that is no database.
     """
     path = os.fspath(path)
+    if not os.path.exists(path) and os.path.exists(path + ".partial"):
+        raise DataError(
+            f"{what} {path!r} is still being written (found {path}.partial): wait "
+            "for the conversion to finish, or remove the .partial folder if it was "
+            "killed and convert again"
+        )
     if not os.path.exists(path):
         where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
         raise DataError(f"{what} {path!r} does not exist{where}")
@@ -87,16 +93,54 @@ def _acquire_env(path):
     with _ENVS_LOCK:
         entry = _ENVS.get(key)
         if entry is None:
+            subdir = os.path.isdir(path)
             try:
                 env = lmdb.open(
                     path, readonly=True, lock=False, readahead=True,
-                    subdir=os.path.isdir(path), max_readers=512,
+                    subdir=subdir, max_readers=512,
                 )
+            except (lmdb.InvalidError, lmdb.CorruptedError,
+                    lmdb.VersionMismatchError) as err:
+                raise DataError(
+                    f"LMDB database {path!r} is corrupt or not an LMDB database "
+                    f"({_lmdb_reason(err)})"
+                ) from None
             except lmdb.Error as err:
-                raise DataError(f"cannot open LMDB database {path!r}: {err}") from None
+                raise DataError(
+                    f"cannot open LMDB database {path!r}: {_lmdb_reason(err)}"
+                ) from None
+            try:
+                _check_complete(env, os.path.join(path, "data.mdb") if subdir
+                                else path, path)
+            except BaseException:
+                env.close()
+                raise
             entry = _ENVS[key] = [env, 0]
         entry[1] += 1
         return key, entry[0]
+
+
+def _lmdb_reason(err):
+    """The useful part of an lmdb error ("MDB_INVALID: File is not an LMDB file")."""
+    text = str(err)
+    return text.split(": ", 1)[1] if text.count(": ") >= 2 else text
+
+
+def _check_complete(env, data_file, path):
+    """Refuse a database whose data file is shorter than its pages say (a copy or
+    download cut short): LMDB maps the file, and reading a page past its end
+    would kill the process with SIGBUS instead of raising an error."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(data_file)
+    if size < needed:
+        raise DataError(
+            f"LMDB database {path!r} is truncated: {data_file} holds {size} bytes "
+            f"but its pages need {needed}; copy or convert it again"
+        )
+
+
+def _corrupt(path, err):
+    return DataError(f"LMDB database {path!r} is corrupt: {_lmdb_reason(err)}")
 
 
 def _release_env(key):
@@ -129,13 +173,19 @@ class LMDBReader:
     def __init__(self, path, backend=LMDB):
         self.path = resolve_source(path, backend)
         self._key, env = _acquire_env(self.path)
+        lmdb = _lmdb()
         try:
-            self._txn = env.begin(buffers=False)
-            self._len = self._txn.stat()["entries"]
-            if self._len == 0:
-                raise DataError(f"LMDB database {self.path!r} is empty (no records)")
-            self._cursor = self._txn.cursor()
-            self._cursor.first()
+            try:
+                self._txn = env.begin(buffers=False)
+                self._len = self._txn.stat()["entries"]
+                if self._len == 0:
+                    raise DataError(
+                        f"LMDB database {self.path!r} is empty (no records)"
+                    )
+                self._cursor = self._txn.cursor()
+                self._cursor.first()
+            except lmdb.Error as err:
+                raise _corrupt(self.path, err) from None
         except BaseException:
             self._txn = None
             _release_env(self._key)
@@ -147,15 +197,22 @@ class LMDBReader:
 
     def peek(self):
         """(key, value) at the position, without advancing."""
-        return self._cursor.key().decode("utf-8", "replace"), self._cursor.value()
+        try:
+            return (self._cursor.key().decode("utf-8", "replace"),
+                    self._cursor.value())
+        except _lmdb().Error as err:
+            raise _corrupt(self.path, err) from None
 
     def read(self):
         """(key, value) at the position; then advance (wrapping around)."""
         item = self.peek()
         self.position += 1
-        if not self._cursor.next():
-            self._cursor.first()
-            self.position = 0
+        try:
+            if not self._cursor.next():
+                self._cursor.first()
+                self.position = 0
+        except _lmdb().Error as err:
+            raise _corrupt(self.path, err) from None
         return item
 
     def seek(self, position):
@@ -167,12 +224,15 @@ class LMDBReader:
                 f"({self._len} records)"
             )
         cursor = self._cursor
-        if position < self.position:
-            cursor.first()
-            self.position = 0
-        while self.position < position:
-            cursor.next()
-            self.position += 1
+        try:
+            if position < self.position:
+                cursor.first()
+                self.position = 0
+            while self.position < position:
+                cursor.next()
+                self.position += 1
+        except _lmdb().Error as err:
+            raise _corrupt(self.path, err) from None
 
     def items(self):
         """Every (key, value) from the first record to the last (moves the cursor)."""

@@ -123,7 +123,7 @@ class DatumSource(_BatchSource):
         """The C x h x w of the next record after the transformation."""
         key, value = self.reader.peek()
         image = self._decode(key, value)
-        return self.transformer.output_shape(image.shape, self._fmt.format(key))
+        return self.transformer.check_image(image.shape, self._fmt.format(key))
 
     def fill(self, batch):
         n = self.batch_size
@@ -218,7 +218,7 @@ class ImageListSource(_BatchSource):
 
     def first_shape(self):
         image, path = self._read(self._index())
-        return self.transformer.output_shape(image.shape, f"image {path!r}")
+        return self.transformer.check_image(image.shape, f"image {path!r}")
 
     def fill(self, batch):
         n = self.batch_size

@@ -115,6 +115,19 @@ class DataTransformer:
             )
         return (c, k, k)
 
+    def check_image(self, shape, name="image"):
+        """The output shape of an image of ``shape``, after checking that the
+        crop and the mean fit it (a data layer calls this at setup, on its
+        first record, so a misfit is reported before training starts).
+
+        Raises:
+            DataError: crop_size larger than the image, a mean file of another
+                shape, a mean_value count that is neither 1 nor C.
+        """
+        out = self.output_shape(shape, name)
+        self._mean_for(tuple(shape), name)
+        return out
+
     def _mean_for(self, shape, name):
         """The C x H x W mean array (in the output dtype) for images of ``shape``."""
         if self.mean is not None:
@@ -133,7 +146,9 @@ class DataTransformer:
             if values.size not in (0, 1, c):
                 raise DataError(
                     f"transform_param has {values.size} mean_value but {name} has {c} "
-                    f"channels; give 1 mean_value or {c}"
+                    f"channel{'s' if c != 1 else ''}; give 1 mean_value (for all "
+                    "channels)"
+                    + (f" or {c} (one per channel)" if c > 1 else "")
                 )
             mean = np.zeros(shape, self.dtype)
             if values.size == 1:

@@ -165,11 +165,18 @@ def write_binary(path, message):
 
 
 def layer_location(text, layer_name):
-    """1-based line of the layer whose ``name:`` is ``layer_name`` in ``text``, or None."""
+    """1-based line of the layer whose ``name:`` is ``layer_name`` in ``text``, or None.
+
+    Only a ``name:`` inside a block counts (the net's own top-level ``name:`` may
+    be the same word).
+    """
     if not text:
         return None
     pat = re.compile(r'\bname\s*:\s*["\']' + re.escape(layer_name) + r'["\']')
-    m = pat.search(text)
-    if not m:
-        return None
-    return text.count("\n", 0, m.start()) + 1
+    for m in pat.finditer(text):
+        # NOTE: counting braces ignores those in strings and comments; good enough
+        # to tell a layer's name from the net's.
+        before = text[: m.start()]
+        if before.count("{") > before.count("}"):
+            return before.count("\n") + 1
+    return None

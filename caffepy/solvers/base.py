@@ -241,7 +241,7 @@ class Solver:
                 f"snapshot is set ({p.snapshot}) but snapshot_prefix is not; set "
                 "snapshot_prefix (the path snapshots start with)"
             )
-        if p.snapshot or p.snapshot_after_train:
+        if p.snapshot_prefix and (p.snapshot or p.snapshot_after_train):
             folder = os.path.dirname(os.path.abspath(p.snapshot_prefix))
             # NOTE: unlike Caffe (which fails at the first snapshot, hours in),
             # create the folder now, and refuse an unwritable one before training.
@@ -255,7 +255,7 @@ class Solver:
                     f"the folder {folder} exists and is writable"
                 )
 
-    def _build_net(self, net_param, phase, state_override, where):
+    def _build_net(self, net_param, phase, state_override, where, source=None):
         from caffepy.net import Net
 
         pb2 = _pb2()
@@ -269,7 +269,7 @@ class Solver:
         net_param.state.CopyFrom(state)
         log.info("Creating %s net specified by %s",
                  "training" if phase == TRAIN else "test", where)
-        net = Net(param=net_param, phase=state.phase, dtype=self.dtype)
+        net = Net(param=net_param, phase=state.phase, dtype=self.dtype, source=source)
         for entry in self.param.weights:
             for w in entry.split(","):
                 if w:
@@ -287,14 +287,16 @@ class Solver:
                 + (f" ({', '.join(fields)})" if fields else "")
             )
         field = fields[0]
+        source = None
         if field.endswith("_param"):
             net_param = _pb2().NetParameter()
             net_param.CopyFrom(getattr(p, field))
             where = field
         else:
-            net_param = _read_net_param(getattr(p, field), field)
-            where = f"{field} file: {getattr(p, field)}"
-        return self._build_net(net_param, TRAIN, p.train_state, where)
+            source = getattr(p, field)
+            net_param = _read_net_param(source, field)
+            where = f"{field} file: {source}"
+        return self._build_net(net_param, TRAIN, p.train_state, where, source)
 
     def _init_test_nets(self):
         p = self.param
@@ -319,22 +321,23 @@ class Solver:
                 f"test_iter is set ({n_nets} test net(s)) but test_interval is not; "
                 "set test_interval > 0 (iterations between tests)"
             )
-        sources = [(tp, "test_net_param") for tp in p.test_net_param]
-        sources += [(_read_net_param(f, "test_net"), f"test_net file: {f}")
+        sources = [(tp, "test_net_param", None) for tp in p.test_net_param]
+        sources += [(_read_net_param(f, "test_net"), f"test_net file: {f}", f)
                     for f in p.test_net]
         for _ in range(n_nets - len(sources)):
             if p.HasField("net_param"):
                 tp = _pb2().NetParameter()
                 tp.CopyFrom(p.net_param)
-                sources.append((tp, "net_param"))
+                sources.append((tp, "net_param", None))
             else:
-                sources.append((_read_net_param(p.net, "net"), f"net file: {p.net}"))
+                sources.append((_read_net_param(p.net, "net"), f"net file: {p.net}",
+                                p.net))
         nets = []
-        for i, (tp, where) in enumerate(sources):
+        for i, (tp, where, source) in enumerate(sources):
             copy_ = _pb2().NetParameter()
             copy_.CopyFrom(tp)
             override = p.test_state[i] if len(p.test_state) else None
-            net = self._build_net(copy_, TEST, override, f"{where} (#{i})")
+            net = self._build_net(copy_, TEST, override, f"{where} (#{i})", source)
             net.share_weights(self.net)
             nets.append(net)
         return nets

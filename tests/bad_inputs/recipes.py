@@ -113,7 +113,8 @@ def caffemodel(path, net, truncate=None, phase="TEST"):
 
 
 def absurd_caffemodel(path, layer="ip1"):
-    """A caffemodel whose layer ``layer`` declares a 10^12-element weight blob."""
+    """A caffemodel whose layer ``layer`` declares a 10^12-element weight blob
+    (holding 4 values) and a bias."""
     from caffepy.proto import caffe_pb2
 
     net = caffe_pb2.NetParameter(name="absurd")
@@ -121,6 +122,7 @@ def absurd_caffemodel(path, layer="ip1"):
     blob = lp.blobs.add()
     blob.shape.dim.extend([1000000, 1000000])
     blob.data.extend([0.0] * 4)
+    lp.blobs.add().data.extend([0.0] * 16)
     with open(path, "wb") as f:
         f.write(net.SerializeToString())
 
@@ -166,6 +168,11 @@ def garbage(path, size=200, seed=3, text=None):
                     .tobytes())
 
 
+def remove(path):
+    """Delete a file an earlier step wrote."""
+    os.unlink(path)
+
+
 def copy(path, source, truncate=None):
     """A copy of ``source`` (optionally cut to ``truncate`` of its bytes)."""
     with open(source, "rb") as f:
@@ -178,12 +185,12 @@ def copy(path, source, truncate=None):
 
 def image(path, shape=(8, 8), corrupt=False):
     """A PNG image (or a file named like one that holds no image)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if corrupt:
         garbage(path, text="this is not a PNG image\n")
         return
     import cv2
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     cv2.imwrite(path, _images(1, shape)[0])
 
 
@@ -191,7 +198,7 @@ RECIPES = {
     "lmdb": lmdb, "empty_lmdb": empty_lmdb, "corrupt_lmdb": corrupt_lmdb,
     "partial_lmdb": partial_lmdb, "leveldb": leveldb, "caffemodel": caffemodel,
     "absurd_caffemodel": absurd_caffemodel, "solverstate": solverstate,
-    "mean": mean, "garbage": garbage, "copy": copy, "image": image,
+    "mean": mean, "garbage": garbage, "copy": copy, "remove": remove, "image": image,
 }
 
 

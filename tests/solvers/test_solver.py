@@ -65,7 +65,7 @@ def test_legacy_solver_type_enum():
     (SGD + "test_iter: 2", "test_iter is set .* but test_interval is not"),
     (SGD + "iter_size: 0", "iter_size must be >= 1"),
     (SGD + "snapshot: 10", "snapshot is set .* but snapshot_prefix is not"),
-    (SGD + 'snapshot: 10 snapshot_prefix: "/nonexistent/dir/p"',
+    (SGD + 'snapshot: 10 snapshot_prefix: "/proc/nonexistent/p"',
      "cannot write to snapshot prefix"),
     (SGD + "average_loss: 0", "average_loss must be >= 1"),
     (SGD + "test_iter: 1 test_interval: 5 test_state { stage: 'a' } "
