@@ -5,11 +5,17 @@
     solver = caffepy.get_solver("solver.prototxt"); solver.step(100)
 """
 
-from caffepy.blob import Blob
-from caffepy.errors import CaffepyError
-from caffepy.layer import TEST, TRAIN, Layer
-from caffepy.registry import layer_type_list
-from caffepy.rng import set_random_seed
+import os as _os
+
+# NOTE: OpenBLAS's threads spin after each GEMM and fight the kernels' threads for
+# the cores; a short timeout (set before numpy loads its BLAS) lets them sleep.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from caffepy.blob import Blob  # noqa: E402
+from caffepy.errors import CaffepyError  # noqa: E402
+from caffepy.layer import TEST, TRAIN, Layer  # noqa: E402
+from caffepy.registry import layer_type_list  # noqa: E402
+from caffepy.rng import set_random_seed  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -107,13 +107,22 @@ def _install_signals(solver, sigint_effect, sighup_effect):
 
 
 def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
-                  stage, threads, net_edit=None, progress=True):
+                  stage, threads, net_edit=None, progress=True, divergence_check=True):
     from caffepy.io.prototxt import read_net
     from caffepy.solvers import get_solver
     from caffepy.solvers.base import read_solver_param
     from caffepy.training import TrainingMonitor, weights_report
 
     _threads(threads)
+    if divergence_check:
+        import warnings
+
+        # The divergence check reports a NaN/inf in one line; numpy's warnings on
+        # the way there would only bury it.
+        warnings.filterwarnings(
+            "ignore", r"(overflow|invalid value|divide by zero) encountered",
+            RuntimeWarning,
+        )
     param, _ = read_solver_param(solver_path)
     if level:
         param.train_state.level = level
@@ -132,7 +141,7 @@ def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, 
         net_edit(net_param)
         param.net_param.CopyFrom(net_param)
         param.ClearField("train_net_param")
-    solver = get_solver(param)
+    solver = get_solver(param, divergence_check=divergence_check)
     if weights:
         for w in _split_csv(weights):
             report = solver.net.copy_from(w)
@@ -151,6 +160,10 @@ def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, 
 
 
 def _train_options(f):
+    f = click.option("--no-divergence-check", is_flag=True,
+                     help="Keep training when the loss or the weights become NaN or "
+                          "infinite (Caffe's behaviour); by default training stops "
+                          "there and keeps the last finite snapshot.")(f)
     f = click.option("--threads", type=int, default=0,
                      help="Threads for BLAS and kernels (default: all cores).")(f)
     f = click.option("--stage", default="",
@@ -174,12 +187,13 @@ def _train_options(f):
               help="Resume training from this .solverstate.")
 @_train_options
 def train(solver_path, weights, snapshot, sigint_effect, sighup_effect, level, stage,
-          threads, no_progress):
+          threads, no_progress, no_divergence_check):
     """Train a model from a solver prototxt (Caffe's `caffe train`)."""
     _check_train_args(weights, snapshot)
     solver, monitor = _run_training(
         solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
         _split_csv(stage), threads, progress=not no_progress,
+        divergence_check=not no_divergence_check,
     )
     monitor.print_summary()
 
@@ -195,7 +209,7 @@ def train(solver_path, weights, snapshot, sigint_effect, sighup_effect, level, s
               help="PATTERN=MULT: scale the lr_mult of matching layers; repeatable.")
 @_train_options
 def finetune(solver_path, weights, freeze, lr_mults, sigint_effect, sighup_effect,
-             level, stage, threads, no_progress):
+             level, stage, threads, no_progress, no_divergence_check):
     """Fine-tune pretrained weights: copy by layer name, freeze, per-layer rates."""
     from caffepy.training import edit_learning_rates
 
@@ -219,7 +233,7 @@ def finetune(solver_path, weights, freeze, lr_mults, sigint_effect, sighup_effec
     solver, monitor = _run_training(
         solver_path, weights, "", sigint_effect, sighup_effect, level,
         _split_csv(stage), threads, net_edit=edit if (freeze or rules) else None,
-        progress=not no_progress,
+        progress=not no_progress, divergence_check=not no_divergence_check,
     )
     monitor.print_summary()
 

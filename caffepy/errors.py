@@ -82,6 +82,18 @@ class DivergenceError(CaffepyError, FloatingPointError):
     """Training produced a non-finite loss or parameter."""
 
 
+class SnapshotError(CaffepyError, OSError):
+    """A snapshot could not be written (a full disk, ...); earlier ones are intact."""
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
+class ResourceError(CaffepyError, MemoryError):
+    """Not enough memory (or another resource) for what was asked."""
+
+
 def did_you_mean(word, choices, n=3):
     """Return ' (did you mean X?)' for the closest names, or '' if none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.6)

@@ -262,7 +262,8 @@ class Net:
             if lp.name in self.layer_dict:
                 raise NetError(f"two layers are named '{lp.name}'{self._where(lp.name)}")
             loc = self._where(lp.name)[2:-1]
-            cls = layer_class(lp.type, f"layer '{lp.name}'" + (f" at {loc}" if loc else ""))
+            cls = layer_class(lp.type,
+                              f"layer '{lp.name}'" + (f" at {loc}" if loc else ""))
             layer = cls(lp, self.phase, self.dtype)
             if lp.type == "Split" and lp.name.endswith("_split"):
                 self._split_layers.add(li)

@@ -160,7 +160,8 @@ def reshape_layer_shape(bottom_shape, dims, axis=0, num_axes=-1):
 
 
 # -- vision layers (Convolution, Deconvolution, Pooling) ------------------------------
-def convolution_layer(x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1), group=1):
+def convolution_layer(x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1),
+                      group=1):
     """Convolution layer, Caffe's direct definition (cross-correlation with groups).
 
     x: (N, C, H, W); w: (M, C/group, kh, kw); b: (M,) or None.

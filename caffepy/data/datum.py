@@ -6,6 +6,8 @@ OpenCV's BGR order) with ``channels/height/width``, or ``float_data``, or, with
 with OpenCV (``cv2.imdecode``) when read.
 """
 
+import os
+
 import numpy as np
 
 from caffepy.errors import DataError
@@ -14,7 +16,17 @@ from caffepy.errors import DataError
 MAX_DATUM_COUNT = 2**31 - 1
 
 
+#: The most pixels an encoded image may declare before OpenCV refuses to decode it
+#: (OpenCV's own default is 2^30, 3 GiB for a colour image); the environment
+#: variable OPENCV_IO_MAX_IMAGE_PIXELS, read when cv2 is first imported,
+#: overrides it.
+MAX_IMAGE_PIXELS = 2**27
+
+
 def _cv2():
+    # NOTE: an encoded record's header can declare any size; this makes OpenCV
+    # refuse absurd ones before allocating (only if cv2 is not imported yet).
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
     try:
         import cv2
     except ImportError:  # pragma: no cover - a dependency of caffepy
@@ -49,7 +61,12 @@ def decode_image(buf, color=None, name="image"):
     """
     cv2 = _cv2()
     arr = np.frombuffer(buf, np.uint8)
-    img = cv2.imdecode(arr, image_flag(color)) if arr.size else None
+    try:
+        img = cv2.imdecode(arr, image_flag(color)) if arr.size else None
+    except cv2.error as err:  # e.g. a header declaring too many pixels
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "?"
+        raise DataError(f"{name}: cannot decode the encoded image ({len(buf)} bytes): "
+                        f"{reason}") from None
     if img is None:
         raise DataError(f"{name}: cannot decode the encoded image ({len(buf)} bytes)")
     if img.dtype != np.uint8:  # 16-bit PNG etc.: Caffe's Mat would be CV_16U too
@@ -61,7 +78,10 @@ def read_image(path, height=0, width=0, color=True):
     """Caffe's ReadImageToCVMat: cv2.imread, then a bilinear resize when both
     ``height`` and ``width`` are positive. Returns H x W (x C) or None."""
     cv2 = _cv2()
-    img = cv2.imread(path, image_flag(color))
+    try:
+        img = cv2.imread(path, image_flag(color))
+    except cv2.error:  # e.g. a header declaring too many pixels
+        return None
     if img is None:
         return None
     if height > 0 and width > 0:

@@ -7,13 +7,17 @@ a test net over one database) share one environment, each with its own read
 transaction and cursor.
 
 Writing: into ``<path>.partial``, renamed to ``<path>`` once complete, so a
-killed conversion never looks like a finished database.
+killed conversion never looks like a finished database. A writer holds an
+exclusive lock (``<path>.partial.lock``) while it writes, so a second writer
+to the same path refuses instead of deleting the first one's work; a writer
+never touches an existing database.
 
 Caffe's other backend, LevelDB, is not read: :func:`resolve_source` says how to
 convert it.
 """
 
 import contextlib
+import fcntl
 import os
 import shutil
 import threading
@@ -56,10 +60,15 @@ def resolve_source(path, backend=LMDB, what="data source"):
     """
     path = os.fspath(path)
     if not os.path.exists(path) and os.path.exists(path + ".partial"):
+        if _write_locked(path + ".partial"):
+            raise DataError(
+                f"{what} {path!r} is locked: another process is still writing it "
+                f"(into {path}.partial); wait for the conversion to finish"
+            )
         raise DataError(
-            f"{what} {path!r} is still being written (found {path}.partial): wait "
-            "for the conversion to finish, or remove the .partial folder if it was "
-            "killed and convert again"
+            f"{what} {path!r} does not exist, but {path}.partial does: a conversion "
+            "was killed before it finished; remove the .partial folder and convert "
+            "again"
         )
     if not os.path.exists(path):
         where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
@@ -258,6 +267,39 @@ class LMDBReader:
             self.close()
 
 
+def _lock_path(partial):
+    return partial + ".lock"
+
+
+def _try_lock(partial):
+    """An open descriptor holding the exclusive write lock of ``partial``, or None
+    when another process holds it."""
+    fd = os.open(_lock_path(partial), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _write_locked(partial):
+    """Whether a writer is writing ``partial`` now (holds its lock)."""
+    if not os.path.exists(_lock_path(partial)):
+        return False
+    try:
+        fd = os.open(_lock_path(partial), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def db_is_nonempty(path):
     """Whether ``path`` exists and is not an empty folder."""
     if not os.path.lexists(path):
@@ -277,29 +319,48 @@ class LMDBWriter:
         commit_every: records per transaction.
 
     Raises:
-        DataError: ``path`` exists and is not empty.
+        DataError: ``path`` exists and is not empty, or another process is
+            writing it.
     """
 
     def __init__(self, path, map_size=1 << 28, commit_every=1000):
         lmdb = _lmdb()
         self.path = os.path.normpath(os.fspath(path))
+        self._env = self._lock = None
         if db_is_nonempty(self.path):
             raise DataError(
                 f"{self.path}: DB exists, refusing to overwrite; remove it or choose "
                 "another path"
             )
         self.partial = self.path + ".partial"
-        if os.path.isdir(self.partial):  # left by a killed conversion: ours
-            shutil.rmtree(self.partial)
-        elif os.path.lexists(self.partial):
-            os.unlink(self.partial)
         os.makedirs(os.path.dirname(os.path.abspath(self.partial)), exist_ok=True)
-        self.map_size = int(map_size)
-        self.commit_every = int(commit_every)
-        self.count = 0
-        self._pending = []
-        self._env = lmdb.open(self.partial, map_size=self.map_size, subdir=True,
-                              meminit=False)
+        self._lock = _try_lock(self.partial)
+        if self._lock is None:
+            raise DataError(
+                f"{self.path}: another process is writing this database (it holds "
+                f"{_lock_path(self.partial)}); refusing to write it too"
+            )
+        try:
+            if os.path.isdir(self.partial):  # left by a killed conversion
+                shutil.rmtree(self.partial)
+            elif os.path.lexists(self.partial):
+                os.unlink(self.partial)
+            self.map_size = int(map_size)
+            self.commit_every = int(commit_every)
+            self.count = 0
+            self._pending = []
+            self._env = lmdb.open(self.partial, map_size=self.map_size, subdir=True,
+                                  meminit=False)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self):
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(_lock_path(self.partial))
+            os.close(self._lock)
+            self._lock = None
 
     def put(self, key, value):
         """Add one record (key: str or bytes; value: bytes)."""
@@ -329,20 +390,32 @@ class LMDBWriter:
         """Commit, sync, and rename the finished database into place."""
         if self._env is None:
             return
-        self.commit()
-        self._env.sync(True)
-        self._env.close()
-        self._env = None
-        if os.path.isdir(self.path):  # an empty folder: replaced by the rename
-            os.rmdir(self.path)
-        os.rename(self.partial, self.path)
+        try:
+            self.commit()
+            self._env.sync(True)
+            self._env.close()
+            self._env = None
+            try:
+                if os.path.isdir(self.path) and not os.listdir(self.path):
+                    os.rmdir(self.path)  # an empty folder: replaced by the rename
+                os.rename(self.partial, self.path)
+            except OSError as err:
+                raise DataError(
+                    f"{self.path}: cannot move the finished database into place "
+                    f"({err.strerror}); did another program create it meanwhile? "
+                    f"The records are kept in {self.partial}"
+                ) from None
+        finally:
+            self._unlock()
 
     def abort(self):
         """Discard everything written (removes ``<path>.partial``)."""
         if self._env is not None:
             self._env.close()
             self._env = None
-        shutil.rmtree(self.partial, ignore_errors=True)
+        if self._lock is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self._unlock()
 
     def __enter__(self):
         return self
@@ -352,6 +425,10 @@ class LMDBWriter:
             self.close()
         else:
             self.abort()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self._unlock()
 
 
 def count_records(path):

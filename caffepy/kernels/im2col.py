@@ -81,9 +81,13 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, col):
                 for i in range(base + oy_hi * ow, base + npos):
                     cf[i] = 0
                 x0 = kj * dw - pw
+                full = ox_lo == 0 and ox_hi == ow
                 for oy in range(oy_lo, oy_hi):
                     ob = base + oy * ow
                     ib = xbase + (oy * sh - ph + ki * dh) * width + x0
+                    if sw == 1 and full:
+                        cf[ob : ob + ow] = xf[ib : ib + ow]
+                        continue
                     for ox in range(ox_lo):
                         cf[ob + ox] = 0
                     if sw == 1:
@@ -127,10 +131,15 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, img):
                 ox_lo, ox_hi = xlo[kj], xhi[kj]
                 base = (((c * kh + ki) * kw + kj) * n_img + n) * npos
                 x0 = kj * dw - pw
+                full = ox_lo == 0 and ox_hi == ow
                 for oy in range(oy_lo, oy_hi):
                     ob = base + oy * ow
                     ib = xbase + (oy * sh - ph + ki * dh) * width + x0
-                    if sw == 1:
+                    if sw == 1 and full:
+                        # NOTE: fixed bounds let LLVM vectorise the whole row.
+                        for ox in range(ow):
+                            xf[ib + ox] += cf[ob + ox]
+                    elif sw == 1:
                         for ox in range(ox_lo, ox_hi):
                             xf[ib + ox] += cf[ob + ox]
                     else:

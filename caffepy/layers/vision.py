@@ -2,9 +2,11 @@
 
 Convolution is lowered to GEMMs over a column matrix built for the whole batch at
 once (:mod:`caffepy.kernels.im2col`): one GEMM per group and direction, through
-numpy's BLAS, instead of Caffe's one GEMM per image. Pooling runs in Numba kernels
-(:mod:`caffepy.kernels.pooling`). Scratch buffers live on the layer and grow only
-when a shape needs more room, so a steady training loop allocates nothing large.
+numpy's BLAS, instead of Caffe's one GEMM per image (a batch whose columns exceed
+``COL_BUFFER_ELEMENTS`` is split into chunks of images). Pooling runs in Numba
+kernels (:mod:`caffepy.kernels.pooling`). Scratch buffers live on the layer and
+grow only when a shape needs more room, so a steady training loop allocates
+nothing large.
 """
 
 import numpy as np
@@ -21,6 +23,10 @@ _CONV_DEFAULT_PAD = 0
 _CONV_DEFAULT_STRIDE = 1
 _CONV_DEFAULT_DILATION = 1
 
+#: Most elements a convolution's column buffer holds (64 MiB of float32): a batch
+#: whose columns need more is processed a few images at a time.
+COL_BUFFER_ELEMENTS = 1 << 24
+
 
 def _wants_param(layer, j):
     """Whether backward must accumulate the gradient of parameter blob j."""
@@ -35,14 +41,13 @@ class _Scratch:
         self.dtype = dtype
         self._arrays = {}
 
-    def get(self, name, shape, dtype=None):
-        dtype = np.dtype(dtype or self.dtype)
+    def get(self, name, shape):
         size = 1
         for d in shape:
             size *= int(d)
         buf = self._arrays.get(name)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = np.empty(size, dtype)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, self.dtype)
             self._arrays[name] = buf
         return buf[:size].reshape(shape)
 
@@ -108,8 +113,8 @@ class _BaseConvolution(Layer):
         if self.num_spatial > 2:
             raise UnsupportedError(
                 f"{self.type} layer '{self.name}': {self.num_spatial}-D spatial "
-                f"convolution (bottom shape {bottom[0].shape}, axis {self.axis}) is not "
-                "supported; caffepy convolves over 1 or 2 spatial axes"
+                f"convolution (bottom shape {bottom[0].shape}, axis {self.axis}) is "
+                "not supported; caffepy convolves over 1 or 2 spatial axes"
             )
         self.kernel = self._geometry(p, "kernel_size", "kernel", None)
         self.stride = self._geometry(p, "stride", "stride", _CONV_DEFAULT_STRIDE)
@@ -239,8 +244,21 @@ class _BaseConvolution(Layer):
         else:
             self.in_sp, self.out_sp = in_sp, out_sp
 
-    # -- views -------------------------------------------------------------------
+    # -- views and buffers ------------------------------------------------------
+    def _chunks(self):
+        """Image ranges [n0, n1) processed together, so the columns fit the budget.
+
+        One chunk (the whole batch, one GEMM per group) whenever the column
+        matrix is at most COL_BUFFER_ELEMENTS; otherwise as many images as fit,
+        at least one (Caffe's own per-image case).
+        """
+        rows = self.conv_in_channels * self.k2[0] * self.k2[1]
+        per_image = max(1, rows * self.out_sp[0] * self.out_sp[1])
+        step = max(1, COL_BUFFER_ELEMENTS // per_image)
+        return [(n0, min(n0 + step, self.num)) for n0 in range(0, self.num, step)]
+
     def _conv_in4(self, arr):
+        """(N, C_in, H, W) view of a conv-input array."""
         return arr.reshape((self.num, self.conv_in_channels) + self.in_sp)
 
     def _conv_out3(self, arr):
@@ -248,85 +266,79 @@ class _BaseConvolution(Layer):
         return arr.reshape(self.num, self.conv_out_channels, -1)
 
     def _weights3(self, arr):
-        """(group, C_out/group, C_in/group*kh*kw) view of the weights (or their diff)."""
+        """(group, C_out/group, C_in/group*kh*kw) view of weights or their diff."""
         g = self.group
         return arr.reshape(g, self.conv_out_channels // g, -1)
 
-    def _col(self):
-        """The column buffer: (C_in*kh*kw, N, oh, ow)."""
+    def _col(self, nb):
+        """The column buffer for nb images: (C_in*kh*kw, nb, oh, ow)."""
         rows = self.conv_in_channels * self.k2[0] * self.k2[1]
-        return self._scratch.get("col", (rows, self.num) + self.out_sp)
+        return self._scratch.get("col", (rows, nb) + self.out_sp)
 
-    def _gemm_out(self):
-        """Buffer for a GEMM result in (C_out, N, P) layout."""
+    def _gemm_out(self, nb):
+        """Buffer for a GEMM result over nb images in (C_out, nb, P) layout."""
         p = self.out_sp[0] * self.out_sp[1]
-        return self._scratch.get("gemm", (self.conv_out_channels, self.num, p))
+        return self._scratch.get("gemm", (self.conv_out_channels, nb, p))
 
     def _grouped(self, arr):
-        """(group, rows/group, N*P) view of a (rows, N, ...) buffer."""
+        """(group, rows/group, nb*P) view of a (rows, nb, ...) buffer."""
         return arr.reshape(self.group, arr.shape[0] // self.group, -1)
 
-    # -- the lowered operations ------------------------------------------------------
-    def _im2col(self, conv_in):
-        """Columns of a conv-input array (N, C_in, H, W) into the column buffer."""
-        col = self._col()
-        x4 = self._conv_in4(conv_in)
+    # -- the lowered operations, on a chunk of nb images ---------------------------
+    def _im2col(self, x4):
+        """Columns of conv-input images x4 (nb, C_in, H, W), in the column buffer."""
+        nb = x4.shape[0]
+        col = self._col(nb)
         if self.is_1x1:
             # NOTE: a 1x1/stride-1/pad-0 column matrix is the input with N and C
             # swapped: a plain transpose, no patch gathering.
             _ic.swap01(
-                x4.reshape(self.num, self.conv_in_channels, -1),
+                x4.reshape(nb, self.conv_in_channels, -1),
                 self._no_bias,
-                col.reshape(self.conv_in_channels, self.num, -1),
+                col.reshape(self.conv_in_channels, nb, -1),
             )
         else:
             (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
             _ic.im2col(x4, kh, kw, ph, pw, sh, sw, dh, dw, col)
         return col
 
-    def _col2im(self, col, conv_in):
-        """Sum the column buffer back into a conv-input array (overwritten)."""
-        x4 = self._conv_in4(conv_in)
+    def _col2im(self, col, x4):
+        """Sum the columns back into conv-input images x4 (nb, C_in, H, W)."""
+        nb = x4.shape[0]
         if self.is_1x1:
             _ic.swap01(
-                col.reshape(self.conv_in_channels, self.num, -1),
+                col.reshape(self.conv_in_channels, nb, -1),
                 self._no_bias,
-                x4.reshape(self.num, self.conv_in_channels, -1),
+                x4.reshape(nb, self.conv_in_channels, -1),
             )
         else:
             (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
             _ic.col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, x4)
 
-    def _forward_gemm(self, col, weights, bias, conv_out):
-        """conv_out (N, C_out, ...) = W @ col (+ bias), via the (C_out, N, P) buffer."""
-        res = self._gemm_out()
+    def _forward_gemm(self, col, weights, bias, y3):
+        """y3 (nb, C_out, P) = W @ col (+ bias), via the (C_out, nb, P) buffer."""
+        res = self._gemm_out(y3.shape[0])
         np.matmul(self._weights3(weights), self._grouped(col), out=self._grouped(res))
-        _ic.swap01(
-            res, self._no_bias if bias is None else bias, self._conv_out3(conv_out)
-        )
+        _ic.swap01(res, self._no_bias if bias is None else bias, y3)
 
-    def _backward_gemm(self, conv_out_t, weights, col):
-        """col = W^T @ conv_out_t, with conv_out_t in (C_out, N, P) layout."""
+    def _backward_gemm(self, y_t, weights, col):
+        """col = W^T @ y_t, with y_t in (C_out, nb, P) layout."""
         w3 = self._weights3(weights)
-        np.matmul(
-            w3.transpose(0, 2, 1), self._grouped(conv_out_t), out=self._grouped(col)
-        )
+        np.matmul(w3.transpose(0, 2, 1), self._grouped(y_t), out=self._grouped(col))
 
-    def _weight_gemm(self, col, conv_out_t, weight_diff):
-        """weight_diff += conv_out_t @ col^T (both in their GEMM layouts)."""
+    def _weight_gemm(self, col, y_t, weight_diff):
+        """weight_diff += y_t @ col^T (both in their GEMM layouts)."""
         w3 = self._weights3(weight_diff)
         # NOTE: computing the transposed gradient (col @ dy^T) is measurably faster
         # with OpenBLAS than dy @ col^T for these long-K shapes.
         tmp = self._scratch.get("wgrad", (w3.shape[0], w3.shape[2], w3.shape[1]))
-        np.matmul(
-            self._grouped(col), self._grouped(conv_out_t).transpose(0, 2, 1), out=tmp
-        )
+        np.matmul(self._grouped(col), self._grouped(y_t).transpose(0, 2, 1), out=tmp)
         w3 += tmp.transpose(0, 2, 1)
 
-    def _transposed(self, conv_out):
-        """A conv-output array (N, C_out, ...) in (C_out, N, P) layout (buffer)."""
-        res = self._gemm_out()
-        _ic.swap01(self._conv_out3(conv_out), self._no_bias, res)
+    def _transposed(self, y3):
+        """Conv-output images y3 (nb, C_out, P) in (C_out, nb, P) layout (buffer)."""
+        res = self._gemm_out(y3.shape[0])
+        _ic.swap01(y3, self._no_bias, res)
         return res
 
 
@@ -358,37 +370,46 @@ class ConvolutionLayer(_BaseConvolution):
     def forward(self, bottom, top):
         w = self.blobs[0].data
         bias = self.blobs[1].data if self.bias_term else None
+        chunks = self._chunks()
         for b, t in zip(bottom, top):
-            col = self._im2col(b.data)
-            self._forward_gemm(col, w, bias, t.data)
-        # NOTE: with one bottom, backward reuses these columns for the weight
-        # gradient instead of unfolding the bottom again (as Caffe does). That is
-        # exact as long as the bottom's data is not changed between forward and
-        # backward, which a Net guarantees (it splits a blob used twice).
-        self._cols_of = bottom[0] if len(bottom) == 1 else None
+            x4, y3 = self._conv_in4(b.data), self._conv_out3(t.data)
+            for n0, n1 in chunks:
+                col = self._im2col(x4[n0:n1])
+                self._forward_gemm(col, w, bias, y3[n0:n1])
+        # NOTE: when the columns of the whole batch fit in one buffer (and there is
+        # one bottom), backward reuses them for the weight gradient instead of
+        # unfolding the bottom again as Caffe does. That is exact as long as the
+        # bottom's data does not change between forward and backward, which a Net
+        # guarantees (it splits a blob read by several layers).
+        reuse = len(bottom) == 1 and len(chunks) == 1
+        self._cols_of = bottom[0] if reuse else None
 
     def backward(self, top, propagate_down, bottom):
         w_blob = self.blobs[0]
         want_w = _wants_param(self, 0)
         want_b = self.bias_term and _wants_param(self, 1)
+        chunks = self._chunks()
         for i, (t, b) in enumerate(zip(top, bottom)):
             want_x = i < len(propagate_down) and propagate_down[i]
             if not (want_w or want_b or want_x):
                 continue
-            dy_t = self._transposed(t.diff)
-            if want_b:
-                self.blobs[1].diff += dy_t.reshape(self.num_output, -1).sum(axis=1)
-            if want_w:
-                if self._cols_of is b:
-                    col = self._col()
-                else:
-                    col = self._im2col(b.data)
-                self._weight_gemm(col, dy_t, w_blob.diff)
-            if want_x:
-                col = self._col()
-                self._cols_of = None
-                self._backward_gemm(dy_t, w_blob.data, col)
-                self._col2im(col, b.diff)
+            x4, dy3 = self._conv_in4(b.data), self._conv_out3(t.diff)
+            dx4 = self._conv_in4(b.diff) if want_x else None
+            for n0, n1 in chunks:
+                dy_t = self._transposed(dy3[n0:n1])
+                if want_b:
+                    self.blobs[1].diff += dy_t.reshape(self.num_output, -1).sum(axis=1)
+                if want_w:
+                    if self._cols_of is b:
+                        col = self._col(n1 - n0)
+                    else:
+                        col = self._im2col(x4[n0:n1])
+                    self._weight_gemm(col, dy_t, w_blob.diff)
+                if want_x:
+                    col = self._col(n1 - n0)
+                    self._cols_of = None
+                    self._backward_gemm(dy_t, w_blob.data, col)
+                    self._col2im(col, dx4[n0:n1])
 
 
 @register_layer("Deconvolution")
@@ -412,11 +433,14 @@ class DeconvolutionLayer(_BaseConvolution):
 
     def forward(self, bottom, top):
         w = self.blobs[0].data
+        chunks = self._chunks()
         for b, t in zip(bottom, top):
-            x_t = self._transposed(b.data)
-            col = self._col()
-            self._backward_gemm(x_t, w, col)
-            self._col2im(col, t.data)
+            x3, y4 = self._conv_out3(b.data), self._conv_in4(t.data)
+            for n0, n1 in chunks:
+                x_t = self._transposed(x3[n0:n1])
+                col = self._col(n1 - n0)
+                self._backward_gemm(x_t, w, col)
+                self._col2im(col, y4[n0:n1])
             if self.bias_term:
                 y3 = t.data.reshape(self.num, self.num_output, -1)
                 y3 += self.blobs[1].data[:, None]
@@ -425,6 +449,7 @@ class DeconvolutionLayer(_BaseConvolution):
         w_blob = self.blobs[0]
         want_w = _wants_param(self, 0)
         want_b = self.bias_term and _wants_param(self, 1)
+        chunks = self._chunks()
         for i, (t, b) in enumerate(zip(top, bottom)):
             want_x = i < len(propagate_down) and propagate_down[i]
             if want_b:
@@ -432,12 +457,15 @@ class DeconvolutionLayer(_BaseConvolution):
                 self.blobs[1].diff += dy3.sum(axis=(0, 2))
             if not (want_w or want_x):
                 continue
-            col = self._im2col(t.diff)
-            if want_w:
-                x_t = self._transposed(b.data)
-                self._weight_gemm(col, x_t, w_blob.diff)
-            if want_x:
-                self._forward_gemm(col, w_blob.data, None, b.diff)
+            dy4, x3 = self._conv_in4(t.diff), self._conv_out3(b.data)
+            dx3 = self._conv_out3(b.diff) if want_x else None
+            for n0, n1 in chunks:
+                col = self._im2col(dy4[n0:n1])
+                if want_w:
+                    x_t = self._transposed(x3[n0:n1])
+                    self._weight_gemm(col, x_t, w_blob.diff)
+                if want_x:
+                    self._forward_gemm(col, w_blob.data, None, dx3[n0:n1])
 
 
 # ----------------------------------------------------------------------------
@@ -765,8 +793,8 @@ class EmbedLayer(Layer):
             k = int(np.flatnonzero(bad)[0])
             raise LayerError(
                 self,
-                f"bottom[0] holds {float(flat[k])!r} at flat position {k}; indices must "
-                f"be integers in [0, input_dim={self.input_dim})",
+                f"bottom[0] holds {float(flat[k])!r} at flat position {k}; indices "
+                f"must be integers in [0, input_dim={self.input_dim})",
             )
         return index
 

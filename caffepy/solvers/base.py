@@ -20,6 +20,8 @@ The update rules are subclasses that override only :meth:`compute_update_value`
 (``caffepy/solvers/sgd.py``); everything else lives here.
 """
 
+import contextlib
+import glob
 import json
 import logging
 import math
@@ -30,8 +32,9 @@ from collections import deque
 import numpy as np
 
 from caffepy import rng
-from caffepy.errors import SolverError, UnsupportedError
+from caffepy.errors import ResourceError, SnapshotError, SolverError, UnsupportedError
 from caffepy.io.atomic import atomic_write_bytes
+from caffepy.divergence import diagnose, nonfinite_params
 from caffepy.layer import TEST, TRAIN
 from caffepy.solvers import state as state_io
 from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
@@ -113,6 +116,29 @@ def _loss_weights(net):
     return weights
 
 
+def _remove_stale_temp_files(prefix):
+    """Remove the temporary files of snapshots whose writer was killed (see
+    caffepy.io.atomic: ``.<name>.<random>.tmp`` beside the target)."""
+    folder = os.path.dirname(os.path.abspath(prefix))
+    pattern = "." + glob.escape(os.path.basename(prefix)) + "_iter_*.tmp"
+    for path in glob.glob(os.path.join(folder, pattern)):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            log.info("Removed %s, left by a snapshot that was interrupted", path)
+
+
+def _available_memory():
+    """MemAvailable from /proc/meminfo in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _axpby(alpha, x, beta, y, tmp):
     """y = alpha * x + beta * y in place (Caffe's caffe_cpu_axpby); tmp: scratch."""
     np.multiply(y, beta, out=y)
@@ -132,6 +158,12 @@ class Solver:
             Net paths inside it (``net``, ``train_net``, ``test_net``) are
             relative to the working directory, as in Caffe.
         dtype: the nets' float type (float32, as Caffe; float64 for checks).
+        divergence_check: stop with a DivergenceError when the loss or the
+            weights stop being finite, and never snapshot non-finite weights
+            (True; Caffe trains on, which ``False`` restores). See
+            :mod:`caffepy.divergence`.
+        memory_check: refuse, before training, nets whose blobs, gradients and
+            solver history would not fit in the available memory (True).
 
     Attributes:
         param: the (upgraded) SolverParameter.
@@ -165,7 +197,8 @@ class Solver:
         obj._preread = preread
         return obj
 
-    def __init__(self, param_or_path, dtype=np.float32):
+    def __init__(self, param_or_path, dtype=np.float32, divergence_check=True,
+                 memory_check=True):
         if type(self) is Solver:
             raise SolverError("Solver is abstract; use caffepy.get_solver(...)")
         preread = getattr(self, "_preread", None)
@@ -180,6 +213,7 @@ class Solver:
         self.param = param
         self.type = self.type_name
         self.dtype = np.dtype(dtype)
+        self.divergence_check = bool(divergence_check)
         log.info("Initializing solver from parameters: \n%s", param)
         self._check_param()
         if param.random_seed >= 0:
@@ -197,7 +231,12 @@ class Solver:
         self._actions = deque()
         self._early_exit = False
         self.mean_scores = [[] for _ in self.test_nets]
+        self._last_rate = None
+        self.last_snapshot = None
+        self._temp_files_cleaned = False
         self._init_buffers()
+        if memory_check:
+            self._check_memory()
 
     # -- construction ----------------------------------------------------------------
     def _check_param(self):
@@ -356,6 +395,40 @@ class Solver:
         self.history = [np.zeros(s, self.dtype)
                         for _ in range(self.history_sets) for s in shapes]
 
+    def memory_estimate(self):
+        """Bytes the training will hold at least: every blob of every net (with
+        its gradient in the train net), parameters with their gradients, and the
+        update rule's history and scratch arrays. Layers' own scratch buffers
+        (im2col columns, ...) come on top."""
+        seen, total = set(), 0
+        for k, net in enumerate([self.net, *self.test_nets]):
+            blobs = list(net.blobs.values())
+            blobs += [b for layer in net.layers for b in layer.blobs]
+            for blob in blobs:
+                data = blob.data
+                key = id(data.base if data.base is not None else data)
+                if key in seen:  # in place, shared or split: one buffer
+                    continue
+                seen.add(key)
+                # the train net's gradients are allocated on first use
+                total += blob.count * blob.dtype.itemsize * (2 if k == 0 else 1)
+        for array in self.history + self._update + self._temp:
+            total += array.nbytes
+        return total
+
+    def _check_memory(self):
+        available = _available_memory()
+        need = self.memory_estimate()
+        log.info("Memory: the nets and solver need at least %.1f MiB",
+                 need / 2**20)
+        if available is not None and need > available:
+            raise ResourceError(
+                f"training this net needs at least {need / 2**30:.2f} GiB (blobs, "
+                f"gradients, parameters and {self.type_name} solver history) but "
+                f"only {available / 2**30:.2f} GiB of memory is available; reduce "
+                "batch_size (or the test nets' batch size), or free memory"
+            )
+
     def scalar(self, value):
         """``value`` as the nets' float type (so updates stay in float32)."""
         return self.dtype.type(value)
@@ -421,12 +494,17 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += net.forward_backward()
             loss /= p.iter_size
+            if self.divergence_check and not math.isfinite(loss):
+                raise self._diverged(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             if display:
                 self._display()
             for _, on_ready in self._pycaffe_callbacks:
                 on_ready()
             rate = self.apply_update(display)
+            self._last_rate = rate
+            if display and self.divergence_check and nonfinite_params(net):
+                raise self._diverged(None)
             # iter counts the updates made to the weights
             self.iter += 1
             for fn in self._callbacks:
@@ -437,6 +515,13 @@ class Solver:
             if "stop" in actions:
                 self._early_exit = True
                 break
+
+    def _diverged(self, loss):
+        """The DivergenceError for the current state (see caffepy.divergence)."""
+        rate = self._last_rate
+        if rate is None:
+            rate = learning_rate(self.param, self.iter, self.current_step)[0]
+        return diagnose(self.net, self.iter, rate, loss, self.last_snapshot)
 
     def solve(self, resume_file=None):
         """Train to ``max_iter`` (optionally resuming from a .solverstate), snapshot
@@ -637,19 +722,53 @@ class Solver:
 
     def snapshot(self):
         """Write ``<prefix>_iter_<N>.caffemodel`` then ``.solverstate`` (with the
-        JSON sidecar), each atomically; return (caffemodel path, solverstate path)."""
+        JSON sidecar), each atomically; return (caffemodel path, solverstate path).
+
+        A kill at any moment leaves every earlier snapshot whole (a .solverstate
+        on disk means its snapshot is complete). A write that fails (a full disk)
+        removes what this snapshot wrote and raises SnapshotError; with the
+        divergence check on, non-finite weights raise DivergenceError and nothing
+        is written.
+        """
         p = self.param
+        if self.divergence_check and nonfinite_params(self.net):
+            # NOTE: never overwrite a good snapshot with NaN weights.
+            err = self._diverged(None)
+            err.args = (f"{err} (the snapshot of iteration {self.iter} was not "
+                        "written)",)
+            raise err
         model_file = self.snapshot_filename(".caffemodel")
-        log.info("Snapshotting to binary proto file %s", model_file)
-        atomic_write_bytes(model_file,
-                           self.net.to_proto(p.snapshot_diff).SerializeToString())
         state_file = self.snapshot_filename(".solverstate")
-        log.info("Snapshotting solver state to binary proto file %s", state_file)
-        # The sidecar goes before the solverstate: a .solverstate on disk means the
-        # whole snapshot is complete.
-        state_io.write_sidecar(state_file, self._sidecar_payload(model_file))
-        state_io.write_solverstate(state_file, state_io.make_solverstate(
-            self.iter, model_file, self.history, self.current_step))
+        if not self._temp_files_cleaned:
+            self._temp_files_cleaned = True
+            _remove_stale_temp_files(p.snapshot_prefix)
+        fresh = [f for f in (model_file, state_io.sidecar_path(state_file))
+                 if not os.path.exists(f)]
+        writing = model_file
+        try:
+            log.info("Snapshotting to binary proto file %s", model_file)
+            atomic_write_bytes(model_file,
+                               self.net.to_proto(p.snapshot_diff).SerializeToString())
+            log.info("Snapshotting solver state to binary proto file %s", state_file)
+            # The sidecar goes before the solverstate: a .solverstate on disk means
+            # the whole snapshot is complete.
+            writing = state_io.sidecar_path(state_file)
+            state_io.write_sidecar(state_file, self._sidecar_payload(model_file))
+            writing = state_file
+            state_io.write_solverstate(state_file, state_io.make_solverstate(
+                self.iter, model_file, self.history, self.current_step))
+        except OSError as err:
+            for f in fresh:  # an incomplete snapshot must not look like one
+                with contextlib.suppress(OSError):
+                    os.unlink(f)
+            previous = (f"the previous snapshot {self.last_snapshot} is intact"
+                        if self.last_snapshot else "no earlier snapshot was written")
+            raise SnapshotError(
+                f"cannot write the snapshot of iteration {self.iter} ({writing}): "
+                f"{err.strerror or err}; {previous}",
+                errno=err.errno,
+            ) from None
+        self.last_snapshot = model_file
         return model_file, state_file
 
     def _all_nets(self):
@@ -693,7 +812,9 @@ class Solver:
         arrays = state_io.history_arrays(state, shapes, names, self.dtype,
                                          self.type_name, self.history_sets)
         if state.HasField("learned_net") and state.learned_net:
-            self.net.copy_from(state_io.resolve_learned_net(state.learned_net, path))
+            model = state_io.resolve_learned_net(state.learned_net, path)
+            self.net.copy_from(model)
+            self.last_snapshot = model
         self.iter = state.iter
         self.current_step = state.current_step
         for h, a in zip(self.history, arrays):

@@ -80,10 +80,10 @@ def corrupt_lmdb(path, mode="garbage"):
         with open(os.path.join(path, "data.mdb"), "wb") as f:
             f.write(rng.integers(0, 256, 3 * 4096, np.uint8).tobytes())
         return
-    lmdb(path, n=40)
+    lmdb(path, n=200)
     data = os.path.join(path, "data.mdb")
     with open(data, "r+b") as f:
-        f.truncate(4096 + 100)
+        f.truncate(os.path.getsize(data) // 2)
 
 
 def partial_lmdb(path):
@@ -213,3 +213,88 @@ def build(folder, steps):
             RECIPES[name](path, **kwargs)
     finally:
         os.chdir(here)
+
+
+# -- a tiny training setup, for the crash-safety and concurrency tests -------------------
+MLP_NET = """name: "mlp"
+layer {{
+  name: "data"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include {{ phase: TRAIN }}
+  transform_param {{ scale: 0.00390625 }}
+  data_param {{ source: "{source}" batch_size: 10 backend: LMDB }}
+}}
+layer {{
+  name: "data"
+  type: "Data"
+  top: "data"
+  top: "label"
+  include {{ phase: TEST }}
+  transform_param {{ scale: 0.00390625 }}
+  data_param {{ source: "{test_source}" batch_size: 20 backend: LMDB }}
+}}
+layer {{
+  name: "ip1"
+  type: "InnerProduct"
+  bottom: "data"
+  top: "ip1"
+  inner_product_param {{ num_output: {hidden} weight_filler {{ type: "xavier" }} }}
+}}
+layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
+layer {{
+  name: "ip2"
+  type: "InnerProduct"
+  bottom: "ip1"
+  top: "ip2"
+  inner_product_param {{ num_output: 4 weight_filler {{ type: "xavier" }} }}
+}}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }}
+layer {{
+  name: "acc"
+  type: "Accuracy"
+  bottom: "ip2"
+  bottom: "label"
+  top: "acc"
+  include {{ phase: TEST }}
+}}
+"""
+
+
+def mlp_training(folder, records=200, hidden=16, source="train_lmdb", test_source=None,
+                 solver="solver.prototxt", **solver_fields):
+    """A 200-record LMDB of learnable 1 x 8 x 8 images (the label is the bright
+    quadrant), an MLP on it and a solver, written into ``folder``.
+
+    ``solver_fields`` override the solver's defaults (base_lr 0.1, momentum 0.9,
+    fixed lr, display 10, max_iter 40, snapshot 10, snapshot_prefix "snap/mlp",
+    no test net unless test_iter/test_interval are given).
+    """
+    from caffepy.data.db import LMDBWriter
+
+    folder = os.fspath(folder)
+    db = os.path.join(folder, source)
+    if not os.path.exists(db):
+        rng = np.random.default_rng(1701)
+        with LMDBWriter(db) as writer:
+            for i in range(records):
+                label = i % 4
+                img = (rng.random((1, 8, 8)) * 60).astype(np.uint8)
+                r, c = (label // 2) * 4, (label % 2) * 4
+                img[0, r:r + 4, c:c + 4] += 150
+                writer.put(f"{i:08d}", _datum_bytes(img, label))
+    with open(os.path.join(folder, "net.prototxt"), "w") as f:
+        f.write(MLP_NET.format(source=source, test_source=test_source or source,
+                               hidden=hidden))
+    fields = {"net": '"net.prototxt"', "base_lr": 0.1, "momentum": 0.9,
+              "lr_policy": '"fixed"', "display": 10, "max_iter": 40, "snapshot": 10,
+              "snapshot_prefix": '"snap/mlp"', "random_seed": 1701}
+    fields.update(solver_fields)
+    lines = []
+    for key, value in fields.items():
+        for v in value if isinstance(value, list) else [value]:
+            lines.append(f"{key}: {v}")
+    with open(os.path.join(folder, solver), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return os.path.join(folder, solver)

@@ -216,6 +216,33 @@ def test_convolution_backward_with_reused_columns_matches_torch():
     np.testing.assert_allclose(layer.blobs[0].diff, 2 * w.grad.numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_convolution_in_image_chunks(kind, monkeypatch):
+    # A column buffer too small for the batch: the layer works a few images at a
+    # time (here 2 of 3) with the same results and gradients.
+    from caffepy.layers import vision
+
+    params = "num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2"
+    # Columns per image: C_in*kh*kw rows by the conv-output positions (3x3 for the
+    # convolution; for the deconvolution its 5x5 bottom).
+    per_image = 4 * 9 * 9 if kind == "Convolution" else 4 * 9 * 25
+    monkeypatch.setattr(vision, "COL_BUFFER_ELEMENTS", 2 * per_image)
+    layer, bottom, top = _build(_conv_text(params, kind), [(3, 4, 5, 5)])
+    assert len(layer._chunks()) == 2
+    layer.Forward(bottom, top)
+    fn = F.conv2d if kind == "Convolution" else F.conv_transpose2d
+    ref = fn(
+        _t(bottom[0].data),
+        _t(layer.blobs[0].data),
+        _t(layer.blobs[1].data),
+        stride=2,
+        padding=1,
+        groups=2,
+    ).numpy()
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12, atol=1e-12)
+    _grad_check(layer, bottom, top)
+
+
 def test_convolution_respects_param_propagate_down():
     layer, bottom, top = _build(
         _conv_text("num_output: 2 kernel_size: 2"), [(1, 2, 4, 4)]
