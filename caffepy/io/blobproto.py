@@ -51,8 +51,36 @@ def array_from_proto(proto, diff=False, dtype=np.float32):
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _packed(field, values, dtype):
+    """Wire bytes of a packed repeated float/double field."""
+    raw = np.ascontiguousarray(values, dtype=np.dtype(dtype).newbyteorder("<"))
+    raw = raw.tobytes()
+    return _varint((field << 3) | 2) + _varint(len(raw)) + raw
+
+
+# BlobProto field numbers of the packed value fields
+_DATA, _DIFF, _DOUBLE_DATA, _DOUBLE_DIFF = 5, 6, 8, 9
+
+
 def proto_from_array(data, diff=None, proto=None, legacy_4d=False):
-    """Fill (or create) a BlobProto with ``data`` (float32 stored in ``data``)."""
+    """Fill (or create) a BlobProto with ``data`` (float32 stored in ``data``).
+
+    NOTE: the values are appended as packed wire bytes and merged, which is ~50x
+    faster than extending the repeated field element by element (a VGG-16
+    caffemodel holds 138M floats).
+    """
     from caffepy.proto import caffe_pb2
 
     proto = proto if proto is not None else caffe_pb2.BlobProto()
@@ -64,13 +92,15 @@ def proto_from_array(data, diff=None, proto=None, legacy_4d=False):
     else:
         proto.shape.dim.extend(int(d) for d in data.shape)
     if data.dtype == np.float64:
-        proto.double_data.extend(data.reshape(-1).tolist())
+        chunks = [_packed(_DOUBLE_DATA, data.reshape(-1), np.float64)]
         if diff is not None:
-            proto.double_diff.extend(np.asarray(diff).reshape(-1).tolist())
+            chunks.append(_packed(_DOUBLE_DIFF, np.asarray(diff).reshape(-1), np.float64))
     else:
-        proto.data.extend(data.astype(np.float32, copy=False).reshape(-1).tolist())
+        chunks = [_packed(_DATA, data.reshape(-1), np.float32)]
         if diff is not None:
-            proto.diff.extend(np.asarray(diff, np.float32).reshape(-1).tolist())
+            chunks.append(_packed(_DIFF, np.asarray(diff).reshape(-1), np.float32))
+    if data.size:
+        proto.MergeFromString(b"".join(chunks))
     return proto
 
 
