@@ -138,22 +138,6 @@ def insert_splits(param, label=_label):
     return out
 
 
-def _upgrade_inputs(param):
-    """Caffe's legacy top-level input/input_shape/input_dim become an Input layer."""
-    if not param.input:
-        return param
-    try:
-        from caffepy.io.upgrade import upgrade_net
-
-        param = copy.deepcopy(param)
-        upgrade_net(param)
-        if not param.input:
-            return param
-    except ImportError:  # pragma: no cover
-        pass
-    raise NetError("the net's top-level 'input' fields could not be upgraded")
-
-
 # -- the Net ---------------------------------------------------------------------
 class Net:
     """A network of layers, pycaffe-compatible.
