@@ -57,8 +57,15 @@ def filler_values(param, shape, dtype=np.float32, rng=None):
     if kind == "constant":
         return np.full(shape, param.value, dtype)
     if kind == "uniform":
+        if param.min > param.max:
+            raise CaffepyError(
+                f"uniform filler needs min <= max, got min {param.min:g} and max "
+                f"{param.max:g}"
+            )
         return rng.uniform(param.min, param.max, shape).astype(dtype)
     if kind == "gaussian":
+        if not param.std >= 0:
+            raise CaffepyError(f"gaussian filler needs std >= 0, got {param.std:g}")
         out = rng.normal(param.mean, param.std, shape).astype(dtype)
         if param.sparse >= 0:
             if len(shape) < 1:

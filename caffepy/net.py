@@ -20,7 +20,14 @@ from collections import OrderedDict
 import numpy as np
 
 from caffepy.blob import Blob
-from caffepy.errors import CaffepyError, DataError, NetError, ShapeError, WeightsError
+from caffepy.errors import (
+    CaffepyError,
+    DataError,
+    LayerError,
+    NetError,
+    ShapeError,
+    WeightsError,
+)
 from caffepy.io.blobproto import array_from_proto, proto_from_array, proto_shape
 from caffepy.layer import TEST, TRAIN
 from caffepy.registry import layer_class
@@ -286,8 +293,16 @@ class Net:
                 available.add(tname)
             if lp.type == "Input":
                 self.inputs.extend(lp.top)
+            in_place = [(t, self.blobs[t].shape) for t in lp.top if t in lp.bottom]
             try:
                 layer.SetUp(bottoms, tops)
+                for tname, before in in_place:
+                    after = self.blobs[tname].shape
+                    if after != before:
+                        raise LayerError(
+                            layer, f"cannot compute top '{tname}' in place of its "
+                            f"bottom: the output has shape {after}, the input "
+                            f"{before}; give the top a name of its own")
             except CaffepyError as err:
                 self._add_context(err, layer, lp)
                 raise

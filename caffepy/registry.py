@@ -45,7 +45,7 @@ def layer_class(type_name, where=""):
     cls = _LAYERS.get(type_name)
     if cls is not None:
         return cls
-    suffix = f" ({where})" if where else ""
+    suffix = f" in {where}" if where else ""
     if type_name in UNSUPPORTED_LAYERS:
         raise UnsupportedError(
             f"layer type {type_name!r}{suffix} is a Caffe layer caffepy does not support "

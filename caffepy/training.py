@@ -114,9 +114,7 @@ class TrainingMonitor:
         for key, value in extra.items():
             record[key] = value
         self.last = record
-        if self._metrics is not None:
-            self._metrics.write(json.dumps(record) + "\n")
-            self._metrics.flush()
+        self._write(record)
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
@@ -127,8 +125,24 @@ class TrainingMonitor:
             record = {"iter": int(iteration), "test_net": net_id,
                       "seconds": round(time.time() - self.start, 4)}
             record.update({f"test/{k}": float(v) for k, v in results})
+            self._write(record)
+
+    def _write(self, record):
+        if self._metrics is None:
+            return
+        try:
             self._metrics.write(json.dumps(record) + "\n")
             self._metrics.flush()
+        except OSError as err:
+            # NOTE: a full disk must not stop training; snapshots report their own
+            # failures.
+            log.warning("cannot write the metrics log %s (%s); training goes on "
+                        "without it", self.metrics_path, err.strerror or err)
+            try:
+                self._metrics.close()
+            except OSError:
+                pass
+            self._metrics = None
 
     def close(self):
         if self.bar is not None:

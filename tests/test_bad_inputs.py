@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs.recipes import build
+from tests.bad_inputs.recipes import build, release_locks
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES_DIR = Path(__file__).resolve().parent / "bad_inputs"
@@ -65,8 +65,11 @@ def test_bad_input(name, tmp_path):
     case = _load(name)
     work = tmp_path / name
     shutil.copytree(CASES_DIR / name, work)
-    build(work, case.get("recipe", []))
-    res = run_cli(case["args"], cwd=work)
+    try:
+        build(work, case.get("recipe", []))
+        res = run_cli(case["args"], cwd=work)
+    finally:
+        release_locks()
     out = res.stdout + res.stderr
     assert "Traceback" not in out, out
     assert res.returncode == case.get("exit", 1), out

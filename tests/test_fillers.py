@@ -75,3 +75,10 @@ def test_bilinear_kernel_matches_formula():
 def test_unknown_filler_suggests():
     with pytest.raises(CaffepyError, match="did you mean 'xavier'"):
         filler_values(fp("type: 'xavir'"), (2, 2))
+
+
+def test_bad_filler_parameters_are_named():
+    with pytest.raises(CaffepyError, match="std >= 0, got -1"):
+        filler_values(fp("type: 'gaussian' std: -1"), (2, 2))
+    with pytest.raises(CaffepyError, match="min <= max"):
+        filler_values(fp("type: 'uniform' min: 1 max: 0"), (2, 2))

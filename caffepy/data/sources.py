@@ -47,6 +47,16 @@ def read_list_file(path):
     return lines
 
 
+def _set_rng_state(generator, state, what):
+    """Restore a generator's state from a snapshot, refusing a malformed one."""
+    try:
+        generator.bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        raise DataError(
+            f"not a valid random state for the data layer of {what!r}: {err}"
+        ) from None
+
+
 class _Names:
     """Names of a batch's records for error messages, built only when needed."""
 
@@ -146,12 +156,12 @@ class DatumSource(_BatchSource):
     def set_state(self, state):
         try:
             position, rng_state = int(state["position"]), state["rng"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise DataError(
                 f"not a data layer state for {self.path!r}: {state!r}"
             ) from None
         self.reader.seek(position)
-        self.transformer.rng.bit_generator.state = rng_state
+        _set_rng_state(self.transformer.rng, rng_state, self.path)
 
     def close(self):
         self.reader.close()
@@ -245,7 +255,7 @@ class ImageListSource(_BatchSource):
         try:
             position, epoch = int(state["position"]), int(state["epoch"])
             seed, rng_state = int(state["seed"]), state["rng"]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise DataError(
                 f"not an ImageData state for {self.listfile!r}: {state!r}"
             ) from None
@@ -254,9 +264,12 @@ class ImageListSource(_BatchSource):
                 f"position {position} is out of range for {self.listfile!r} "
                 f"({len(self.lines)} images)"
             )
+        if seed < 0 or epoch < 0:
+            raise DataError(f"not an ImageData state for {self.listfile!r}: negative "
+                            f"seed {seed} or epoch {epoch}")
+        _set_rng_state(self.transformer.rng, rng_state, self.listfile)
         self.position, self.epoch, self.seed = position, epoch, seed
         self._order = self._make_order(epoch)
-        self.transformer.rng.bit_generator.state = rng_state
 
     def close(self):
         pass

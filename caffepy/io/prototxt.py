@@ -143,6 +143,10 @@ def read_weights(path, upgrade=True):
             f"{path}: not a Caffe weights file (a binary NetParameter); it is "
             "truncated or another kind of file"
         ) from None
+    if not text_fields_decode(net):
+        raise WeightsError(
+            f"{path}: a name or type in it is not valid UTF-8 text; the file is corrupt"
+        )
     if not net.layer and not net.layers:
         raise WeightsError(f"{path}: holds no layers; is it a .caffemodel?")
     if upgrade:
@@ -153,6 +157,44 @@ def read_weights(path, upgrade=True):
         except ImportError:  # pragma: no cover
             pass
     return net
+
+
+def _is_repeated(field):
+    if hasattr(field, "is_repeated"):  # protobuf >= 5.28
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
+
+
+def text_fields_decode(message):
+    """Whether every string field of a parsed binary message is valid UTF-8.
+
+    NOTE: protobuf decodes a proto2 string field only when it is read, so a
+    corrupt file parses "fine" and fails later with a UnicodeDecodeError; reading
+    every set field once (float arrays are not copied) finds it up front.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    string = FieldDescriptor.TYPE_STRING
+    try:
+        stack = [message]
+        while stack:
+            msg = stack.pop()
+            for field, value in msg.ListFields():
+                if field.message_type is not None:
+                    if _is_repeated(field):
+                        stack.extend(value)
+                    else:
+                        stack.append(value)
+                elif field.type == string:
+                    # (upb lists an undecodable string as bytes; reading raises)
+                    values = getattr(msg, field.name)
+                    if _is_repeated(field) and any(isinstance(v, bytes) for v in values):
+                        return False
+                    if isinstance(value, bytes) or isinstance(values, bytes):
+                        return False
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def write_text(path, message):

@@ -4,7 +4,9 @@
 - no ``fastmath``: gradient checks need IEEE behaviour.
 - the threading layer is set explicitly (OpenMP, overridable with
   ``CAFFEPY_THREADING_LAYER``) so behaviour does not change between machines.
-- ``CAFFEPY_NUM_THREADS`` (or ``caffepy.set_num_threads``) caps the threads.
+- ``caffepy.set_num_threads`` (the commands' ``--threads``) caps the threads of
+  the Numba kernels, the layers' task pool (:mod:`caffepy.kernels.parallel`)
+  and the BLAS.
 """
 
 import os
@@ -38,9 +40,12 @@ prange = numba.prange
 
 
 def set_num_threads(n):
-    """Threads for Numba kernels and the BLAS (1 .. number of cores)."""
+    """Threads for Numba kernels, the layers' task pool and the BLAS (1 .. cores)."""
+    from caffepy.kernels.parallel import POOL
+
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    POOL.resize(n)
     try:
         from threadpoolctl import threadpool_limits
 

@@ -174,6 +174,22 @@ def swap01(src, bias, dst):
                 d[p] = s[p]
 
 
+@pjit
+def add_bias(y, bias):
+    """y[a, :] += bias[a] on an (A, P) array.
+
+    Args:
+        y: (A, P) array, updated in place.
+        bias: (A,) values.
+    """
+    na, npos = y.shape
+    for a in prange(na):
+        v = bias[a]
+        row = y[a]
+        for p in range(npos):
+            row[p] += v
+
+
 def conv_out_size(size, kernel, pad, stride, dilation):
     """Caffe's convolution output size (<= 0: kernel larger than the padded input)."""
     extent = dilation * (kernel - 1) + 1
@@ -186,4 +202,4 @@ def deconv_out_size(size, kernel, pad, stride, dilation):
     return stride * (size - 1) + extent - 2 * pad
 
 
-__all__ = ["col2im", "conv_out_size", "deconv_out_size", "im2col", "swap01"]
+__all__ = ["add_bias", "col2im", "conv_out_size", "deconv_out_size", "im2col", "swap01"]

@@ -33,10 +33,16 @@ def canonical_axis(layer, blob, axis, what="axis"):
 
 
 def shape_of(layer, blob_shape, what="shape"):
-    """A BlobShape message as a tuple, refusing negative dimensions."""
+    """A BlobShape message as a tuple, refusing negative and zero dimensions (an
+    empty input is always a mistake, and layers downstream need data)."""
     dims = tuple(int(d) for d in blob_shape.dim)
     if any(d < 0 for d in dims):
         raise LayerError(layer, f"{what} {list(dims)} has a negative dimension")
+    if any(d == 0 for d in dims):
+        raise LayerError(
+            layer, f"{what} {list(dims)} has a dimension 0; every dimension must be "
+            "at least 1"
+        )
     return dims
 
 

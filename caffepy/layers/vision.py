@@ -13,6 +13,7 @@ import numpy as np
 
 from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
 from caffepy.kernels import im2col as _ic
+from caffepy.kernels import parallel as _pool
 from caffepy.kernels import pooling as _pk
 from caffepy.layer import Layer
 from caffepy.registry import register_layer
@@ -23,9 +24,14 @@ _CONV_DEFAULT_PAD = 0
 _CONV_DEFAULT_STRIDE = 1
 _CONV_DEFAULT_DILATION = 1
 
-#: Most elements a convolution's column buffer holds (64 MiB of float32): a batch
-#: whose columns need more is processed a few images at a time.
-COL_BUFFER_ELEMENTS = 1 << 24
+#: Most elements a convolution's column buffer holds per chunk of images (1 MiB
+#: of float32, so a chunk's columns stay in the cache between im2col and its
+#: GEMM): a batch whose columns need more is processed a few images at a time.
+COL_BUFFER_ELEMENTS = 1 << 18
+
+#: An InnerProduct GEMM of at least this many multiply-adds is split into
+#: blocks for the pool's threads.
+_IP_SPLIT_FLOPS = 1 << 20
 
 
 def _wants_param(layer, j):
@@ -100,7 +106,7 @@ class _BaseConvolution(Layer):
     # -- setup ---------------------------------------------------------------
     def setup(self, bottom, top):
         p = self.layer_param.convolution_param
-        self._scratch = _Scratch(self.dtype)
+        self._scratches = []
         self._no_bias = np.empty(0, self.dtype)
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
@@ -246,16 +252,25 @@ class _BaseConvolution(Layer):
 
     # -- views and buffers ------------------------------------------------------
     def _chunks(self):
-        """Image ranges [n0, n1) processed together, so the columns fit the budget.
+        """Image ranges [n0, n1) processed as one task (one GEMM per group).
 
-        One chunk (the whole batch, one GEMM per group) whenever the column
-        matrix is at most COL_BUFFER_ELEMENTS; otherwise as many images as fit,
-        at least one (Caffe's own per-image case).
+        A chunk's columns fit COL_BUFFER_ELEMENTS (so they stay in the cache
+        between im2col and the GEMM); with several threads the batch is also cut
+        into about four chunks per thread, so the pool can balance the load. A
+        chunk holds at least one image.
         """
         rows = self.conv_in_channels * self.k2[0] * self.k2[1]
         per_image = max(1, rows * self.out_sp[0] * self.out_sp[1])
         step = max(1, COL_BUFFER_ELEMENTS // per_image)
+        if _pool.POOL.size > 1:
+            step = min(step, max(1, -(-self.num // (4 * _pool.POOL.size))))
         return [(n0, min(n0 + step, self.num)) for n0 in range(0, self.num, step)]
+
+    def _scratch(self, worker):
+        """The work arrays of one pool thread."""
+        while len(self._scratches) <= worker:
+            self._scratches.append(_Scratch(self.dtype))
+        return self._scratches[worker]
 
     def _conv_in4(self, arr):
         """(N, C_in, H, W) view of a conv-input array."""
@@ -270,25 +285,30 @@ class _BaseConvolution(Layer):
         g = self.group
         return arr.reshape(g, self.conv_out_channels // g, -1)
 
-    def _col(self, nb):
+    def _col(self, nb, worker):
         """The column buffer for nb images: (C_in*kh*kw, nb, oh, ow)."""
         rows = self.conv_in_channels * self.k2[0] * self.k2[1]
-        return self._scratch.get("col", (rows, nb) + self.out_sp)
+        return self._scratch(worker).get("col", (rows, nb) + self.out_sp)
 
-    def _gemm_out(self, nb):
+    def _gemm_out(self, nb, worker):
         """Buffer for a GEMM result over nb images in (C_out, nb, P) layout."""
         p = self.out_sp[0] * self.out_sp[1]
-        return self._scratch.get("gemm", (self.conv_out_channels, nb, p))
+        return self._scratch(worker).get("gemm", (self.conv_out_channels, nb, p))
 
     def _grouped(self, arr):
         """(group, rows/group, nb*P) view of a (rows, nb, ...) buffer."""
         return arr.reshape(self.group, arr.shape[0] // self.group, -1)
 
     # -- the lowered operations, on a chunk of nb images ---------------------------
-    def _im2col(self, x4):
+    # NOTE: a chunk of one image needs no transposes: its (C, 1, P) column and
+    # GEMM layouts are the image's own (C, P) memory, so 1x1 convolutions read
+    # the bottom and write the top directly.
+    def _im2col(self, x4, worker):
         """Columns of conv-input images x4 (nb, C_in, H, W), in the column buffer."""
         nb = x4.shape[0]
-        col = self._col(nb)
+        if self.is_1x1 and nb == 1:
+            return x4.reshape(self.conv_in_channels, 1, -1)
+        col = self._col(nb, worker)
         if self.is_1x1:
             # NOTE: a 1x1/stride-1/pad-0 column matrix is the input with N and C
             # swapped: a plain transpose, no patch gathering.
@@ -302,44 +322,97 @@ class _BaseConvolution(Layer):
             _ic.im2col(x4, kh, kw, ph, pw, sh, sw, dh, dw, col)
         return col
 
+    def _col2im_target(self, x4, worker):
+        """Where W^T @ dy goes for images x4: x4 itself for one image of a 1x1
+        convolution, else the column buffer (then folded by _col2im)."""
+        if self.is_1x1 and x4.shape[0] == 1:
+            return x4.reshape(self.conv_in_channels, 1, -1)
+        return self._col(x4.shape[0], worker)
+
     def _col2im(self, col, x4):
         """Sum the columns back into conv-input images x4 (nb, C_in, H, W)."""
         nb = x4.shape[0]
         if self.is_1x1:
-            _ic.swap01(
-                col.reshape(self.conv_in_channels, nb, -1),
-                self._no_bias,
-                x4.reshape(nb, self.conv_in_channels, -1),
-            )
+            if nb > 1:
+                _ic.swap01(
+                    col.reshape(self.conv_in_channels, nb, -1),
+                    self._no_bias,
+                    x4.reshape(nb, self.conv_in_channels, -1),
+                )
         else:
             (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
             _ic.col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, x4)
 
-    def _forward_gemm(self, col, weights, bias, y3):
+    def _forward_gemm(self, col, weights, bias, y3, worker):
         """y3 (nb, C_out, P) = W @ col (+ bias), via the (C_out, nb, P) buffer."""
-        res = self._gemm_out(y3.shape[0])
+        nb = y3.shape[0]
+        res = y3.reshape(y3.shape[1], 1, -1) if nb == 1 else self._gemm_out(nb, worker)
         np.matmul(self._weights3(weights), self._grouped(col), out=self._grouped(res))
-        _ic.swap01(res, self._no_bias if bias is None else bias, y3)
+        if nb > 1:
+            _ic.swap01(res, self._no_bias if bias is None else bias, y3)
+        elif bias is not None:
+            _ic.add_bias(res.reshape(res.shape[0], -1), bias)
 
     def _backward_gemm(self, y_t, weights, col):
         """col = W^T @ y_t, with y_t in (C_out, nb, P) layout."""
         w3 = self._weights3(weights)
         np.matmul(w3.transpose(0, 2, 1), self._grouped(y_t), out=self._grouped(col))
 
-    def _weight_gemm(self, col, y_t, weight_diff):
-        """weight_diff += y_t @ col^T (both in their GEMM layouts)."""
-        w3 = self._weights3(weight_diff)
+    def _weight_gemm(self, col, y_t, acc, first, worker):
+        """acc (group, K, C_out/group) (+)= col @ y_t^T: the transposed weight
+        gradient of one chunk, written (first) or added to the thread's sum."""
         # NOTE: computing the transposed gradient (col @ dy^T) is measurably faster
         # with OpenBLAS than dy @ col^T for these long-K shapes.
-        tmp = self._scratch.get("wgrad", (w3.shape[0], w3.shape[2], w3.shape[1]))
-        np.matmul(self._grouped(col), self._grouped(y_t).transpose(0, 2, 1), out=tmp)
-        w3 += tmp.transpose(0, 2, 1)
+        out = acc
+        if not first:
+            out = self._scratch(worker).get("wgrad", acc.shape)
+        np.matmul(self._grouped(col), self._grouped(y_t).transpose(0, 2, 1), out=out)
+        if not first:
+            acc += out
 
-    def _transposed(self, y3):
-        """Conv-output images y3 (nb, C_out, P) in (C_out, nb, P) layout (buffer)."""
-        res = self._gemm_out(y3.shape[0])
+    def _transposed(self, y3, worker):
+        """Conv-output images y3 (nb, C_out, P) in (C_out, nb, P) layout."""
+        nb = y3.shape[0]
+        if nb == 1:
+            return y3.reshape(y3.shape[1], 1, -1)
+        res = self._gemm_out(nb, worker)
         _ic.swap01(y3, self._no_bias, res)
         return res
+
+    def _grad_sums(self, want_w, want_b):
+        """Per-thread gradient sums for a backward pass: weights (transposed, as
+        _weight_gemm writes them) and bias."""
+        w3 = self._weights3(self.blobs[0].diff)
+        wshape = (w3.shape[0], w3.shape[2], w3.shape[1])
+        sums = []
+        for worker in range(_pool.POOL.size):
+            s = self._scratch(worker)
+            acc_w = s.get("wacc", wshape) if want_w else None
+            acc_b = s.get("bacc", (self.num_output,)) if want_b else None
+            if want_b:
+                acc_b[...] = 0
+            sums.append([acc_w, acc_b, False])  # False: acc_w not written yet
+        return sums
+
+    def _reduce_grads(self, sums):
+        """Add the threads' gradient sums to the parameter diffs."""
+        w3 = self._weights3(self.blobs[0].diff)
+        for acc_w, acc_b, written in sums:
+            if written:
+                w3 += acc_w.transpose(0, 2, 1)
+            if acc_b is not None:
+                self.blobs[1].diff += acc_b
+
+    def _bias_grad(self, dy_t, acc_b, worker):
+        """acc_b += the sum of dy_t (C_out, nb, P) over images and positions."""
+        tmp = self._scratch(worker).get("bsum", (dy_t.shape[0],))
+        np.sum(dy_t.reshape(dy_t.shape[0], -1), axis=1, out=tmp)
+        acc_b += tmp
+
+
+def _jobs(pairs, chunks):
+    """(pair index, n0, n1) for every bottom/top pair and image chunk."""
+    return [(i, n0, n1) for i in range(len(pairs)) for n0, n1 in chunks]
 
 
 @register_layer("Convolution")
@@ -371,45 +444,62 @@ class ConvolutionLayer(_BaseConvolution):
         w = self.blobs[0].data
         bias = self.blobs[1].data if self.bias_term else None
         chunks = self._chunks()
-        for b, t in zip(bottom, top):
-            x4, y3 = self._conv_in4(b.data), self._conv_out3(t.data)
-            for n0, n1 in chunks:
-                col = self._im2col(x4[n0:n1])
-                self._forward_gemm(col, w, bias, y3[n0:n1])
+        pairs = [(self._conv_in4(b.data), self._conv_out3(t.data))
+                 for b, t in zip(bottom, top)]
+        jobs = _jobs(pairs, chunks)
+
+        def task(j, worker):
+            i, n0, n1 = jobs[j]
+            x4, y3 = pairs[i]
+            col = self._im2col(x4[n0:n1], worker)
+            self._forward_gemm(col, w, bias, y3[n0:n1], worker)
+
+        _pool.POOL.run(task, len(jobs))
         # NOTE: when the columns of the whole batch fit in one buffer (and there is
         # one bottom), backward reuses them for the weight gradient instead of
         # unfolding the bottom again as Caffe does. That is exact as long as the
         # bottom's data does not change between forward and backward, which a Net
         # guarantees (it splits a blob read by several layers).
-        reuse = len(bottom) == 1 and len(chunks) == 1
+        reuse = len(bottom) == 1 and len(chunks) == 1 and not self.is_1x1
         self._cols_of = bottom[0] if reuse else None
 
     def backward(self, top, propagate_down, bottom):
-        w_blob = self.blobs[0]
+        w = self.blobs[0].data
         want_w = _wants_param(self, 0)
         want_b = self.bias_term and _wants_param(self, 1)
         chunks = self._chunks()
+        pairs = []
         for i, (t, b) in enumerate(zip(top, bottom)):
             want_x = i < len(propagate_down) and propagate_down[i]
-            if not (want_w or want_b or want_x):
-                continue
-            x4, dy3 = self._conv_in4(b.data), self._conv_out3(t.diff)
-            dx4 = self._conv_in4(b.diff) if want_x else None
-            for n0, n1 in chunks:
-                dy_t = self._transposed(dy3[n0:n1])
-                if want_b:
-                    self.blobs[1].diff += dy_t.reshape(self.num_output, -1).sum(axis=1)
-                if want_w:
-                    if self._cols_of is b:
-                        col = self._col(n1 - n0)
-                    else:
-                        col = self._im2col(x4[n0:n1])
-                    self._weight_gemm(col, dy_t, w_blob.diff)
-                if want_x:
-                    col = self._col(n1 - n0)
-                    self._cols_of = None
-                    self._backward_gemm(dy_t, w_blob.data, col)
-                    self._col2im(col, dx4[n0:n1])
+            if want_w or want_b or want_x:
+                dx4 = self._conv_in4(b.diff) if want_x else None
+                pairs.append((b, self._conv_in4(b.data), self._conv_out3(t.diff), dx4))
+        jobs = _jobs(pairs, chunks)
+        sums = self._grad_sums(want_w, want_b)
+        cols_of = self._cols_of
+        self._cols_of = None
+
+        def task(j, worker):
+            i, n0, n1 = jobs[j]
+            b, x4, dy3, dx4 = pairs[i]
+            acc = sums[worker]
+            dy_t = self._transposed(dy3[n0:n1], worker)
+            if want_b:
+                self._bias_grad(dy_t, acc[1], worker)
+            if want_w:
+                if cols_of is b:
+                    col = self._col(n1 - n0, worker)
+                else:
+                    col = self._im2col(x4[n0:n1], worker)
+                self._weight_gemm(col, dy_t, acc[0], not acc[2], worker)
+                acc[2] = True
+            if dx4 is not None:
+                col = self._col2im_target(dx4[n0:n1], worker)
+                self._backward_gemm(dy_t, w, col)
+                self._col2im(col, dx4[n0:n1])
+
+        _pool.POOL.run(task, len(jobs))
+        self._reduce_grads(sums)
 
 
 @register_layer("Deconvolution")
@@ -433,39 +523,54 @@ class DeconvolutionLayer(_BaseConvolution):
 
     def forward(self, bottom, top):
         w = self.blobs[0].data
-        chunks = self._chunks()
-        for b, t in zip(bottom, top):
-            x3, y4 = self._conv_out3(b.data), self._conv_in4(t.data)
-            for n0, n1 in chunks:
-                x_t = self._transposed(x3[n0:n1])
-                col = self._col(n1 - n0)
-                self._backward_gemm(x_t, w, col)
-                self._col2im(col, y4[n0:n1])
-            if self.bias_term:
+        pairs = [(self._conv_out3(b.data), self._conv_in4(t.data))
+                 for b, t in zip(bottom, top)]
+        jobs = _jobs(pairs, self._chunks())
+
+        def task(j, worker):
+            i, n0, n1 = jobs[j]
+            x3, y4 = pairs[i]
+            x_t = self._transposed(x3[n0:n1], worker)
+            col = self._col2im_target(y4[n0:n1], worker)
+            self._backward_gemm(x_t, w, col)
+            self._col2im(col, y4[n0:n1])
+
+        _pool.POOL.run(task, len(jobs))
+        if self.bias_term:
+            for t in top:
                 y3 = t.data.reshape(self.num, self.num_output, -1)
                 y3 += self.blobs[1].data[:, None]
 
     def backward(self, top, propagate_down, bottom):
-        w_blob = self.blobs[0]
+        w = self.blobs[0].data
         want_w = _wants_param(self, 0)
         want_b = self.bias_term and _wants_param(self, 1)
-        chunks = self._chunks()
+        pairs = []
         for i, (t, b) in enumerate(zip(top, bottom)):
             want_x = i < len(propagate_down) and propagate_down[i]
             if want_b:
                 dy3 = t.diff.reshape(self.num, self.num_output, -1)
                 self.blobs[1].diff += dy3.sum(axis=(0, 2))
-            if not (want_w or want_x):
-                continue
-            dy4, x3 = self._conv_in4(t.diff), self._conv_out3(b.data)
-            dx3 = self._conv_out3(b.diff) if want_x else None
-            for n0, n1 in chunks:
-                col = self._im2col(dy4[n0:n1])
-                if want_w:
-                    x_t = self._transposed(x3[n0:n1])
-                    self._weight_gemm(col, x_t, w_blob.diff)
-                if want_x:
-                    self._forward_gemm(col, w_blob.data, None, dx3[n0:n1])
+            if want_w or want_x:
+                dx3 = self._conv_out3(b.diff) if want_x else None
+                pairs.append((self._conv_in4(t.diff), self._conv_out3(b.data), dx3))
+        jobs = _jobs(pairs, self._chunks())
+        sums = self._grad_sums(want_w, False)
+
+        def task(j, worker):
+            i, n0, n1 = jobs[j]
+            dy4, x3, dx3 = pairs[i]
+            acc = sums[worker]
+            col = self._im2col(dy4[n0:n1], worker)
+            if want_w:
+                x_t = self._transposed(x3[n0:n1], worker)
+                self._weight_gemm(col, x_t, acc[0], not acc[2], worker)
+                acc[2] = True
+            if dx3 is not None:
+                self._forward_gemm(col, w, None, dx3[n0:n1], worker)
+
+        _pool.POOL.run(task, len(jobs))
+        self._reduce_grads(sums)
 
 
 # ----------------------------------------------------------------------------
@@ -710,30 +815,63 @@ class InnerProductLayer(Layer):
         """The (N, K) weight matrix (a transposed view when stored as (K, N))."""
         return arr.T if self.transpose else arr
 
+    def _blocks(self, size):
+        """Column blocks [a, b) of a dimension of ``size`` for the pool's threads:
+        one block (a single multi-threaded GEMM) for small products."""
+        pool = _pool.POOL
+        if pool.size == 1 or self.M * self.K * self.num_output < _IP_SPLIT_FLOPS:
+            return [(0, size)]
+        return _pool.split(size, 2 * pool.size)
+
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.reshape(self.M, self.num_output)
-        np.matmul(x, self._w(self.blobs[0].data).T, out=y)
-        if self.bias_term:
-            y += self.blobs[1].data
+        wt = self._w(self.blobs[0].data).T
+        bias = self.blobs[1].data if self.bias_term else None
+        blocks = self._blocks(self.num_output)
+
+        def task(j, worker):
+            a, b = blocks[j]
+            np.matmul(x, wt[:, a:b], out=y[:, a:b])
+            if bias is not None:
+                y[:, a:b] += bias[a:b]
+
+        _pool.POOL.run(task, len(blocks))
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.M, self.num_output)
-        if _wants_param(self, 0):
+        want_w = _wants_param(self, 0)
+        want_x = bool(propagate_down[0])
+        if want_w:
             x = bottom[0].data.reshape(self.M, self.K)
             w_diff = self.blobs[0].diff
             if self._wgrad is None or self._wgrad.shape != w_diff.shape:
                 self._wgrad = np.empty_like(w_diff)
-            if self.transpose:
-                np.matmul(x.T, dy, out=self._wgrad)
+            dw, tmp = w_diff, self._wgrad
+        if want_x:
+            w = self._w(self.blobs[0].data)
+            dx = bottom[0].diff.reshape(self.M, self.K)
+        n_blocks = self._blocks(self.num_output) if want_w else []
+        k_blocks = self._blocks(self.K) if want_x else []
+
+        def task(j, worker):
+            # NOTE: the weight gradient is split by output rows, the bottom
+            # gradient by input columns: the blocks never overlap.
+            if j < len(n_blocks):
+                a, b = n_blocks[j]
+                if self.transpose:  # stored (K, N): dW[:, a:b] = x^T dy[:, a:b]
+                    np.matmul(x.T, dy[:, a:b], out=tmp[:, a:b])
+                    dw[:, a:b] += tmp[:, a:b]
+                else:
+                    np.matmul(dy[:, a:b].T, x, out=tmp[a:b])
+                    dw[a:b] += tmp[a:b]
             else:
-                np.matmul(dy.T, x, out=self._wgrad)
-            w_diff += self._wgrad
+                a, b = k_blocks[j - len(n_blocks)]
+                np.matmul(dy, w[:, a:b], out=dx[:, a:b])
+
+        _pool.POOL.run(task, len(n_blocks) + len(k_blocks))
         if self.bias_term and _wants_param(self, 1):
             self.blobs[1].diff += dy.sum(axis=0)
-        if propagate_down[0]:
-            dx = bottom[0].diff.reshape(self.M, self.K)
-            np.matmul(dy, self._w(self.blobs[0].data), out=dx)
 
 
 @register_layer("Embed")

@@ -32,9 +32,9 @@ from collections import deque
 import numpy as np
 
 from caffepy import rng
+from caffepy.divergence import diagnose, nonfinite_params
 from caffepy.errors import ResourceError, SnapshotError, SolverError, UnsupportedError
 from caffepy.io.atomic import atomic_write_bytes
-from caffepy.divergence import diagnose, nonfinite_params
 from caffepy.layer import TEST, TRAIN
 from caffepy.solvers import state as state_io
 from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
@@ -125,6 +125,15 @@ def _remove_stale_temp_files(prefix):
         with contextlib.suppress(OSError):
             os.unlink(path)
             log.info("Removed %s, left by a snapshot that was interrupted", path)
+
+
+def _size(n):
+    """Bytes as a short human-readable size (1.5 GiB, 12.0 MiB, 3 kB)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 1024:.0f} kB"
 
 
 def _available_memory():
@@ -419,14 +428,13 @@ class Solver:
     def _check_memory(self):
         available = _available_memory()
         need = self.memory_estimate()
-        log.info("Memory: the nets and solver need at least %.1f MiB",
-                 need / 2**20)
+        log.info("Memory: the nets and solver need at least %s", _size(need))
         if available is not None and need > available:
             raise ResourceError(
-                f"training this net needs at least {need / 2**30:.2f} GiB (blobs, "
-                f"gradients, parameters and {self.type_name} solver history) but "
-                f"only {available / 2**30:.2f} GiB of memory is available; reduce "
-                "batch_size (or the test nets' batch size), or free memory"
+                f"training this net needs at least {_size(need)} (blobs, gradients, "
+                f"parameters and {self.type_name} solver history) but only "
+                f"{_size(available)} of memory is available; reduce batch_size (or "
+                "the test nets' batch size), or free memory"
             )
 
     def scalar(self, value):
@@ -830,9 +838,21 @@ class Solver:
                         "state is at %d", state_io.sidecar_path(path),
                         sidecar.get("iter"), self.iter)
             return
+        where = state_io.sidecar_path(path)
+        advice = ("delete it to resume without it (the data order and random draws "
+                  "then differ from an uninterrupted run)")
         if sidecar.get("rng") is not None:
-            rng.set_state(sidecar["rng"])
+            try:
+                rng.set_state(sidecar["rng"])
+            except (TypeError, ValueError, KeyError, OverflowError) as err:
+                raise SolverError(
+                    f"{where}: the random state in it is not valid ({err}); {advice}"
+                ) from None
         saved = sidecar.get("data_layers") or {}
+        if not isinstance(saved, dict) or not all(
+                isinstance(v, dict) for v in saved.values()):
+            raise SolverError(f"{where}: 'data_layers' is not a mapping of net to "
+                              f"layer states; {advice}")
         for key, net in self._all_nets():
             for layer in net.data_layers:
                 value = saved.get(key, {}).get(layer.name)

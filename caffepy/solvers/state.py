@@ -64,7 +64,10 @@ def read_solverstate(path):
         state.ParseFromString(raw)
     except DecodeError:
         state = None
-    if state is None or not _looks_like_state(state, raw):
+    from caffepy.io.prototxt import text_fields_decode
+
+    if state is None or not _looks_like_state(state, raw) or not text_fields_decode(
+            state):
         raise SolverError(
             f"{path} is not a solver state (SolverState); to resume training point "
             "to the .solverstate a snapshot wrote (not a .caffemodel or prototxt)"

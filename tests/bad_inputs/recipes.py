@@ -86,9 +86,27 @@ def corrupt_lmdb(path, mode="garbage"):
         f.truncate(os.path.getsize(data) // 2)
 
 
-def partial_lmdb(path):
-    """A database still being written: only ``<path>.partial`` exists."""
+def partial_lmdb(path, locked=False):
+    """What a conversion leaves while it runs (``locked``: a writer holds the lock)
+    or after it was killed: only ``<path>.partial`` exists."""
+    import fcntl
+
     lmdb(path + ".partial", n=10)
+    fd = os.open(path + ".partial.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    if locked:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD.append(fd)  # held (by this process) while the command runs
+    else:
+        os.close(fd)
+
+
+_HELD = []
+
+
+def release_locks():
+    """Release the locks ``partial_lmdb(locked=True)`` took."""
+    while _HELD:
+        os.close(_HELD.pop())
 
 
 def leveldb(path):
@@ -125,6 +143,26 @@ def absurd_caffemodel(path, layer="ip1"):
     lp.blobs.add().data.extend([0.0] * 16)
     with open(path, "wb") as f:
         f.write(net.SerializeToString())
+
+
+def bad_utf8_caffemodel(path, net):
+    """The weights of ``net`` with a layer name that is not UTF-8."""
+    caffemodel(path, net)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b"ip1", b"i\xbc1"))
+
+
+def sidecar(path, key, value):
+    """Replace ``key`` in the JSON sidecar of the solver state ``path``."""
+    import json
+
+    with open(path + ".caffepy.json", encoding="utf-8") as f:
+        payload = json.load(f)
+    payload[key] = value
+    with open(path + ".caffepy.json", "w", encoding="utf-8") as f:
+        json.dump(payload, f)
 
 
 def solverstate(path, solver, truncate=None):
@@ -198,6 +236,7 @@ RECIPES = {
     "lmdb": lmdb, "empty_lmdb": empty_lmdb, "corrupt_lmdb": corrupt_lmdb,
     "partial_lmdb": partial_lmdb, "leveldb": leveldb, "caffemodel": caffemodel,
     "absurd_caffemodel": absurd_caffemodel, "solverstate": solverstate,
+    "bad_utf8_caffemodel": bad_utf8_caffemodel, "sidecar": sidecar,
     "mean": mean, "garbage": garbage, "copy": copy, "remove": remove, "image": image,
 }
 

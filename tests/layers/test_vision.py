@@ -227,6 +227,8 @@ def test_convolution_in_image_chunks(kind, monkeypatch):
     # convolution; for the deconvolution its 5x5 bottom).
     per_image = 4 * 9 * 9 if kind == "Convolution" else 4 * 9 * 25
     monkeypatch.setattr(vision, "COL_BUFFER_ELEMENTS", 2 * per_image)
+    # (one thread: with more, the batch is also cut into chunks per thread)
+    monkeypatch.setattr(vision._pool.POOL, "size", 1)
     layer, bottom, top = _build(_conv_text(params, kind), [(3, 4, 5, 5)])
     assert len(layer._chunks()) == 2
     layer.Forward(bottom, top)

@@ -1,0 +1,202 @@
+"""PyTorch side of ``make bench``: the same cases as caffepy_worker.py.
+
+The nets are the prepared prototxts translated by :mod:`torch_net`; training
+reads the same Fashion-MNIST LMDB, decoded once into numpy arrays, with the
+same scale, batch size, fillers, lr multipliers and SGD settings (momentum,
+weight decay, the "inv" policy).
+"""
+
+import os
+import sys
+import time
+
+START = time.perf_counter()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    REPO, _pb2, cpu_ratio, emit, measure, peak_rss_mib, read_net, worker_args,
+)
+
+
+def _read_lmdb(path, limit=None):
+    """(uint8 images (N, C, H, W), labels (N,)) of an LMDB of raw Datum."""
+    import lmdb
+    import numpy as np
+
+    datum = _pb2().Datum()
+    images, labels = [], []
+    env = lmdb.open(path, readonly=True, lock=False)
+    with env.begin() as txn:
+        for _, value in txn.cursor():
+            datum.ParseFromString(value)
+            images.append(np.frombuffer(datum.data, np.uint8).reshape(
+                datum.channels, datum.height, datum.width))
+            labels.append(datum.label)
+            if limit and len(images) >= limit:
+                break
+    env.close()
+    return np.stack(images), np.asarray(labels, np.int64)
+
+
+class _Trainer:
+    """LeNet training as the caffepy solver does it, in PyTorch."""
+
+    def __init__(self, spec, limit=None):
+        import torch
+        from torch_net import TorchNet
+
+        from google.protobuf import text_format
+
+        sp = _pb2().SolverParameter()
+        with open(os.path.join(REPO, spec["solver"]), encoding="utf-8") as f:
+            text_format.Merge(f.read(), sp)
+        self.sp = sp
+        self.model = TorchNet(read_net(spec["file"]), spec["inputs"])
+        self.model.train()
+        self.loss_name = spec["loss"]
+        self.opt = torch.optim.SGD(
+            self.model.param_groups(sp.base_lr, sp.weight_decay), lr=sp.base_lr,
+            momentum=sp.momentum)
+        self.images, self.labels = _read_lmdb(os.path.join(REPO, spec["source"]),
+                                              limit)
+        self.scale = spec["scale"]
+        self.batch = spec["inputs"]["data"][0]
+        self.iter = 0
+        self.cursor = 0
+
+    def step(self, n):
+        import torch
+
+        sp = self.sp
+        for _ in range(n):
+            i, b = self.cursor, self.batch
+            if i + b > len(self.images):
+                i = 0
+            self.cursor = i + b
+            x = torch.from_numpy(self.images[i:i + b]).float().mul_(self.scale)
+            y = torch.from_numpy(self.labels[i:i + b])
+            self.opt.zero_grad()
+            loss = self.model(data=x, label=y)[self.loss_name]
+            loss.backward()
+            rate = sp.base_lr * (1 + sp.gamma * self.iter) ** (-sp.power)
+            for g in self.opt.param_groups:
+                g["lr"] = rate * g["lr_mult"]
+            self.opt.step()
+            self.iter += 1
+
+
+def case_train(spec):
+    import statistics
+
+    trainer = _Trainer(spec)
+    trainer.step(spec.get("warmup", 20))
+    block, rates = spec.get("block", 25), []
+
+    def run():
+        for _ in range(spec.get("blocks", 6)):
+            t = time.perf_counter()
+            trainer.step(block)
+            rates.append(block / (time.perf_counter() - t))
+
+    _, ratio = cpu_ratio(run)
+    return {"it_s": statistics.median(rates), "cpu_ratio": ratio,
+            "rss_mib": peak_rss_mib()}
+
+
+def case_first_iter(spec):
+    """Start to the first training iteration (the driver times the process)."""
+    _Trainer(spec, limit=spec["inputs"]["data"][0]).step(1)
+    return {"first_iter_s": time.perf_counter() - START}
+
+
+def case_nets(spec):
+    import torch
+    from torch_net import TorchNet
+
+    out = {}
+    gen = torch.Generator().manual_seed(0)
+    for item in spec["nets"]:
+        model = TorchNet(read_net(item["file"]), item["inputs"])
+        model.train(item["backward"])
+        feed = {}
+        for name, shape in item["inputs"].items():
+            if len(shape) == 1:
+                feed[name] = torch.randint(0, 10, shape, generator=gen).float()
+            else:
+                feed[name] = torch.randn(shape, generator=gen)
+        reps = item.get("reps", 5)
+        seconds = item.get("seconds", 1.0)
+
+        def fwd():
+            with torch.no_grad():
+                model(**feed)
+
+        res, ratio = cpu_ratio(lambda: measure(fwd, reps, seconds))
+        out[item["name"] + ".fwd"] = res
+        if item["backward"]:
+            loss = item["loss"]
+
+            def fb():
+                model.zero_grad()
+                model(**feed)[loss].backward()
+
+            out[item["name"] + ".fb"] = measure(fb, reps, seconds)
+        out[item["name"] + ".cpu_ratio"] = ratio
+        del model
+    return out
+
+
+def case_data(spec):
+    """Reference for the Data layer: a DataLoader over in-memory uint8 arrays,
+    scaled to float, batch 64 (what a PyTorch user would feed LeNet with)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    images, labels = _read_lmdb(os.path.join(REPO, spec["source"]))
+    ds = TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+    loader = DataLoader(ds, batch_size=spec["batch"], shuffle=False)
+    n, seen = spec.get("batches", 300), 0
+    it = iter(loader)
+    t = time.perf_counter()
+    for _ in range(n):
+        x, _y = next(it)
+        x = x.float().mul_(spec["scale"])
+        seen += x.shape[0]
+    return {"images_s": seen / (time.perf_counter() - t)}
+
+
+def case_convert(spec):
+    """Reference for convert_imageset: decode the PNGs (OpenCV, as caffepy) into
+    one uint8 tensor and torch.save it (PyTorch's usual dataset preparation)."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+    import torch
+
+    t = time.perf_counter()
+    images, labels = [], []
+    with open(spec["list"], encoding="utf-8") as f:
+        for line in f:
+            name, label = line.rsplit(None, 1)
+            images.append(cv2.imread(spec["root"] + name, cv2.IMREAD_GRAYSCALE))
+            labels.append(int(label))
+    data = torch.from_numpy(np.stack(images)[:, None])
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"data": data, "label": torch.tensor(labels)},
+                   os.path.join(tmp, "data.pt"))
+    return {"images_s": len(images) / (time.perf_counter() - t)}
+
+
+def main():
+    args = worker_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.chdir(REPO)
+    result = globals()["case_" + args.case](args.spec)
+    result["torch_threads"] = torch.get_num_threads()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
