@@ -24,7 +24,8 @@ def _threads(n):
     import numba
     from threadpoolctl import threadpool_info
 
-    blas = sorted({i["num_threads"] for i in threadpool_info()})
+    blas = max([i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"] or [0])
     return {"numba_threads": numba.get_num_threads(), "blas_threads": blas}
 
 
@@ -71,35 +72,39 @@ def _fill_deploy(net):
             layer.blobs[2].data[...] = 1
 
 
+def _time_net(item, rng):
+    import caffepy
+
+    phase = caffepy.TRAIN if item["backward"] else caffepy.TEST
+    net = caffepy.Net(item["file"], phase)
+    _fill_deploy(net)
+    for name, shape in item["inputs"].items():
+        if len(shape) == 1:
+            net.blobs[name].data[...] = rng.integers(0, 10, shape)
+        else:
+            net.blobs[name].data[...] = rng.standard_normal(shape)
+    reps, seconds = item.get("reps", 5), item.get("seconds", 1.0)
+    out = {}
+    out["fwd"], out["cpu_ratio"] = cpu_ratio(
+        lambda: measure(net.forward_prefilled, reps, seconds))
+    if item["backward"]:
+        def fb():
+            net.clear_param_diffs()
+            net.forward_backward()
+
+        out["fb"] = measure(fb, reps, seconds)
+    return out
+
+
 def case_nets(spec):
     """Forward and forward+backward ms of each prepared net (median of calls)."""
     import numpy as np
 
-    import caffepy
-
-    out = {}
     rng = np.random.default_rng(0)
+    out = {}
     for item in spec["nets"]:
-        phase = caffepy.TRAIN if item["backward"] else caffepy.TEST
-        net = caffepy.Net(item["file"], phase)
-        _fill_deploy(net)
-        for name, shape in item["inputs"].items():
-            if len(shape) == 1:
-                net.blobs[name].data[...] = rng.integers(0, 10, shape)
-            else:
-                net.blobs[name].data[...] = rng.standard_normal(shape)
-        reps = item.get("reps", 5)
-        seconds = item.get("seconds", 1.0)
-        res, ratio = cpu_ratio(
-            lambda: measure(net.forward_prefilled, reps, seconds))
-        out[item["name"] + ".fwd"] = res
-        if item["backward"]:
-            def fb():
-                net.clear_param_diffs()
-                net.forward_backward()
-            out[item["name"] + ".fb"] = measure(fb, reps, seconds)
-        out[item["name"] + ".cpu_ratio"] = ratio
-        del net
+        for key, value in _time_net(item, rng).items():
+            out[f"{item['name']}.{key}"] = value
     return out
 
 

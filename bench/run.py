@@ -82,7 +82,6 @@ def write_pngs(tmp, count):
     import cv2
     import lmdb
     import numpy as np
-
     from common import _pb2
 
     root = os.path.join(tmp, "png") + os.sep
@@ -110,7 +109,8 @@ def first_iter_solver(tmp):
     path = os.path.join(tmp, "first_iter_solver.prototxt")
     with open(os.path.join(REPO, SOLVER), encoding="utf-8") as f:
         text = f.read()
-    for key in ("test_interval", "display", "max_iter", "snapshot"):
+    for key in ("test_interval", "test_initialization", "display", "max_iter",
+                "snapshot", "snapshot_prefix", "snapshot_after_train"):
         text = re.sub(rf"(?m)^{key}:.*$", "", text)
     text += ("test_interval: 1000000\ntest_initialization: false\ndisplay: 1\n"
              "max_iter: 1\nsnapshot: 0\nsnapshot_after_train: false\n"
@@ -285,6 +285,16 @@ def table(results, args):
                 goal = "<= 3 s " + ("met" if ours <= 3 else "**missed**")
             lines.append(f"| {title} | {threads} | {_fmt(ours)} | {_fmt(theirs)} | "
                          f"{_fmt(ratio) + 'x' if ratio else '-'} | {goal} |")
+    for threads in threads_all:
+        cell = {k[1]: _med(v.get("caffepy", [])) for k, v in results.items()
+                if isinstance(k, tuple) and k[0] == "train" and k[2] == threads}
+        if cell.get("numba_threads") is not None:
+            lines.append("")
+            lines.append(
+                f"`--threads {threads}`: caffepy ran {cell['numba_threads']:.0f} Numba "
+                f"and {cell['blas_threads']:.0f} BLAS thread(s) (threadpoolctl) and "
+                f"used {cell['cpu_ratio']:.2f} CPU-seconds per second while training "
+                "LeNet.")
     check = results.get("time_check")
     if check:
         lines.append("")
@@ -309,6 +319,19 @@ def header(args, seconds):
             m = re.search(r"model name\s*:\s*(.*)", f.read())
             cpu = m.group(1).strip() if m else cpu
     except OSError:
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = f.read()
+        cpu += ", AVX-512" if "avx512f" in flags else (", AVX2" if "avx2" in flags
+                                                        else "")
+        from threadpoolctl import threadpool_info
+
+        arch = [i.get("architecture") for i in threadpool_info()
+                if i.get("internal_api") == "openblas"]
+        if arch:
+            cpu += f" (OpenBLAS kernels: {arch[0]})"
+    except (OSError, ImportError):
         pass
     return (f"Date {datetime.date.today()}; {cpu}, {os.cpu_count()} cores; "
             f"Python {platform.python_version()}, numpy {numpy.__version__}, "

@@ -13,7 +13,14 @@ import time
 START = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    REPO, _pb2, cpu_ratio, emit, measure, peak_rss_mib, read_net, worker_args,
+    REPO,
+    _pb2,
+    cpu_ratio,
+    emit,
+    measure,
+    peak_rss_mib,
+    read_net,
+    worker_args,
 )
 
 
@@ -42,9 +49,8 @@ class _Trainer:
 
     def __init__(self, spec, limit=None):
         import torch
-        from torch_net import TorchNet
-
         from google.protobuf import text_format
+        from torch_net import TorchNet
 
         sp = _pb2().SolverParameter()
         with open(os.path.join(REPO, spec["solver"]), encoding="utf-8") as f:
@@ -108,40 +114,43 @@ def case_first_iter(spec):
     return {"first_iter_s": time.perf_counter() - START}
 
 
-def case_nets(spec):
+def _time_net(item, gen):
     import torch
     from torch_net import TorchNet
 
+    model = TorchNet(read_net(item["file"]), item["inputs"])
+    model.train(item["backward"])
+    feed = {}
+    for name, shape in item["inputs"].items():
+        if len(shape) == 1:
+            feed[name] = torch.randint(0, 10, shape, generator=gen).float()
+        else:
+            feed[name] = torch.randn(shape, generator=gen)
+    reps, seconds = item.get("reps", 5), item.get("seconds", 1.0)
+
+    def fwd():
+        with torch.no_grad():
+            model(**feed)
+
     out = {}
+    out["fwd"], out["cpu_ratio"] = cpu_ratio(lambda: measure(fwd, reps, seconds))
+    if item["backward"]:
+        def fb():
+            model.zero_grad()
+            model(**feed)[item["loss"]].backward()
+
+        out["fb"] = measure(fb, reps, seconds)
+    return out
+
+
+def case_nets(spec):
+    import torch
+
     gen = torch.Generator().manual_seed(0)
+    out = {}
     for item in spec["nets"]:
-        model = TorchNet(read_net(item["file"]), item["inputs"])
-        model.train(item["backward"])
-        feed = {}
-        for name, shape in item["inputs"].items():
-            if len(shape) == 1:
-                feed[name] = torch.randint(0, 10, shape, generator=gen).float()
-            else:
-                feed[name] = torch.randn(shape, generator=gen)
-        reps = item.get("reps", 5)
-        seconds = item.get("seconds", 1.0)
-
-        def fwd():
-            with torch.no_grad():
-                model(**feed)
-
-        res, ratio = cpu_ratio(lambda: measure(fwd, reps, seconds))
-        out[item["name"] + ".fwd"] = res
-        if item["backward"]:
-            loss = item["loss"]
-
-            def fb():
-                model.zero_grad()
-                model(**feed)[loss].backward()
-
-            out[item["name"] + ".fb"] = measure(fb, reps, seconds)
-        out[item["name"] + ".cpu_ratio"] = ratio
-        del model
+        for key, value in _time_net(item, gen).items():
+            out[f"{item['name']}.{key}"] = value
     return out
 
 

@@ -9,12 +9,18 @@
   and the BLAS.
 """
 
+import contextlib
 import os
 
-# NOTE: OpenMP workers that spin-wait fight OpenBLAS's threads for the two cores:
-# a 5 µs parallel kernel right after a GEMM then takes milliseconds. Passive
-# waiting (set before the OpenMP runtime starts) keeps both pools polite.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# NOTE: a layer pass is one parallel Numba region whose tasks call the BLAS
+# single-threaded themselves (kernels/conv.py), so OpenMP's is the one busy thread
+# pool. Its threads spin briefly after a region, so that the next one, a few µs
+# later, starts without a wake-up (about 70 µs on these VMs; LeNet on 2 threads
+# trained 76 -> 92 iterations/s). Set before the OpenMP runtime starts; an
+# explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is respected (PASSIVE suits a numpy
+# whose BLAS the kernels cannot call, where OpenBLAS's own threads do the GEMMs).
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "100000"
 
 import numba  # noqa: E402
 
@@ -37,6 +43,20 @@ def pjit(*args, **kwargs):
 
 
 prange = numba.prange
+
+
+@contextlib.contextmanager
+def serial():
+    """Run the Numba kernels called inside on the calling thread only (for work
+    too small to be worth waking the other threads)."""
+    n = numba.get_num_threads()
+    if n > 1:
+        numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            numba.set_num_threads(n)
 
 
 def set_num_threads(n):

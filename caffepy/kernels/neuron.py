@@ -112,3 +112,23 @@ def masked_scale(a, bits, threshold, scale, out):
     """
     for i in prange(a.size):
         out[i] = a[i] * scale if bits[i] < threshold else a[i] * 0
+
+
+@pjit
+def axpby(a, alpha, b, beta, y):
+    """y = a * alpha + b * beta over flat arrays (Eltwise SUM of two bottoms).
+
+    Args:
+        a, b: flat inputs.
+        alpha, beta: their coefficients (1 multiplies exactly).
+        y: flat output (may be ``a`` or ``b``), overwritten.
+    """
+    for i in prange(a.size):
+        y[i] = a[i] * alpha + b[i] * beta
+
+
+@pjit
+def copy(a, y):
+    """y = a over flat arrays, in parallel (the input kept by an in-place layer)."""
+    for i in prange(a.size):
+        y[i] = a[i]

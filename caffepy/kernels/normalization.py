@@ -208,6 +208,28 @@ def bn_backward_train(dy, xnorm, std, dx):
                     dx[n, c, i] = (dy[n, c, i] - a - b * xnorm[n, c, i]) / sd
 
 
+@pjit
+def bn_global_forward(x, mean, std, y):
+    """``y = (x - mean[d]) / std[d]`` over (O, D, I) arrays, in one parallel pass
+    (BatchNorm with the stored statistics; Caffe's subtract, then divide).
+
+    Args:
+        x: (O, D, I) input.
+        mean, std: (D,) statistics.
+        y: (O, D, I) output (may be ``x``), overwritten.
+    """
+    outer, dim, inner = x.shape
+    for t in prange(outer * dim):
+        o = t // dim
+        d = t - o * dim
+        m = mean[d]
+        sd = std[d]
+        xr = x[o, d]
+        yr = y[o, d]
+        for i in range(inner):
+            yr[i] = (xr[i] - m) / sd
+
+
 @njit
 def _affine_row(x, a, b, use_scale, use_bias, y):
     """y = x * a + b over a 1-D row (scalars a, b)."""

@@ -851,7 +851,14 @@ class EltwiseLayer(Layer):
 
     def forward(self, bottom, top):
         y = top[0].data
-        if self.op == _SUM:
+        if self.op == _SUM and len(bottom) == 2:
+            from caffepy.kernels.neuron import axpby
+
+            # NOTE: one parallel pass, the same float operations as below.
+            t = self.dtype.type
+            axpby(bottom[0].data.reshape(-1), t(self.coeff[0]),
+                  bottom[1].data.reshape(-1), t(self.coeff[1]), y.reshape(-1))
+        elif self.op == _SUM:
             np.multiply(bottom[0].data, self.dtype.type(self.coeff[0]), out=y)
             for b, c in zip(bottom[1:], self.coeff[1:]):
                 if c == 1.0:

@@ -1,17 +1,25 @@
 """Vision layers: Convolution, Deconvolution, Pooling, InnerProduct, Embed.
 
-Convolution is lowered to GEMMs over a column matrix built for the whole batch at
-once (:mod:`caffepy.kernels.im2col`): one GEMM per group and direction, through
-numpy's BLAS, instead of Caffe's one GEMM per image (a batch whose columns exceed
-``COL_BUFFER_ELEMENTS`` is split into chunks of images). Pooling runs in Numba
+Convolution is lowered to GEMMs over column matrices (:mod:`caffepy.kernels.im2col`)
+built for chunks of images small enough to stay in the cache (``COL_BUFFER_ELEMENTS``):
+one GEMM per group and chunk, instead of Caffe's one per image. A whole pass
+(im2col, GEMMs, transposes of every chunk) runs as one parallel Numba region
+that calls numpy's BLAS itself (:mod:`caffepy.kernels.conv`); InnerProduct
+likewise splits its GEMMs into blocks. Where numpy's BLAS cannot be called from
+kernels, and for Deconvolution, the same chunks run as numpy matmuls on the
+layers' thread pool (:mod:`caffepy.kernels.parallel`). Pooling runs in Numba
 kernels (:mod:`caffepy.kernels.pooling`). Scratch buffers live on the layer and
 grow only when a shape needs more room, so a steady training loop allocates
 nothing large.
 """
 
+import contextlib
+
 import numpy as np
 
 from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
+from caffepy.kernels import blas as _blas
+from caffepy.kernels import config as _config
 from caffepy.kernels import im2col as _ic
 from caffepy.kernels import parallel as _pool
 from caffepy.kernels import pooling as _pk
@@ -32,6 +40,11 @@ COL_BUFFER_ELEMENTS = 1 << 18
 #: An InnerProduct GEMM of at least this many multiply-adds is split into
 #: blocks for the pool's threads.
 _IP_SPLIT_FLOPS = 1 << 20
+
+
+def _serial_if(flag):
+    """The kernels on the calling thread only when ``flag`` (small work)."""
+    return _config.serial() if flag else contextlib.nullcontext()
 
 
 def _wants_param(layer, j):
@@ -107,6 +120,9 @@ class _BaseConvolution(Layer):
     def setup(self, bottom, top):
         p = self.layer_param.convolution_param
         self._scratches = []
+        self._group_scratches = []
+        self._counter = None
+        self._bacc = None
         self._no_bias = np.empty(0, self.dtype)
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
@@ -360,7 +376,7 @@ class _BaseConvolution(Layer):
 
     def _weight_gemm(self, col, y_t, acc, first, worker):
         """acc (group, K, C_out/group) (+)= col @ y_t^T: the transposed weight
-        gradient of one chunk, written (first) or added to the thread's sum."""
+        gradient of one chunk, written (first) or added to its group's sum."""
         # NOTE: computing the transposed gradient (col @ dy^T) is measurably faster
         # with OpenBLAS than dy @ col^T for these long-K shapes.
         out = acc
@@ -379,23 +395,120 @@ class _BaseConvolution(Layer):
         _ic.swap01(y3, self._no_bias, res)
         return res
 
-    def _grad_sums(self, want_w, want_b):
-        """Per-thread gradient sums for a backward pass: weights (transposed, as
-        _weight_gemm writes them) and bias."""
+    # -- the fused path: one parallel Numba region per pass (kernels/conv.py) --
+    def _fused(self):
+        """Whether this pass runs as fused kernels (numpy's BLAS callable from
+        Numba; Convolution only)."""
+        return _blas.AVAILABLE and not self.reverse
+
+    def _fused_args(self, workers, nb):
+        """Geometry and per-thread scratch rows for kernels/conv.py."""
+        rows = self.conv_in_channels * self.k2[0] * self.k2[1]
+        p = self.out_sp[0] * self.out_sp[1]
+        s = self._scratch(0)
+        colbuf = s.get("fcol", (workers, max(1, rows * nb * p)))
+        resbuf = s.get("fres", (workers, max(1, self.conv_out_channels * nb * p)))
+        if self._counter is None:
+            self._counter = np.zeros(1, np.int64)
+        (kh, kw), (ph, pw), (sh, sw), (dh, dw) = self.k2, self.p2, self.s2, self.d2
+        geom = (kh, kw, ph, pw, sh, sw, dh, dw)
+        return geom, colbuf, resbuf
+
+    def _w2(self, arr):
+        """(C_out, C_in/group*kh*kw) view of weights."""
+        return arr.reshape(self.conv_out_channels, -1)
+
+    def _fused_forward(self, bottom, top):
+        import numba
+
+        from caffepy.kernels import conv as _ck
+
+        w = self._w2(self.blobs[0].data)
+        bias = self.blobs[1].data if self.bias_term else self._no_bias
+        workers = numba.get_num_threads()
+        nb = self._chunks()[0][1]
+        geom, colbuf, resbuf = self._fused_args(workers, nb)
+        gemm = _blas.gemm_address(self.dtype)
+        for b, t in zip(bottom, top):
+            x4 = self._conv_in4(b.data)
+            y4 = t.data.reshape((self.num, self.num_output) + self.out_sp)
+            if self.num == 1 and workers > 1:
+                _ck.conv_forward_wide(x4, w, bias, *geom, self.group, gemm,
+                                      _blas.SET_LOCAL_THREADS, workers, colbuf[0], y4)
+            else:
+                _ck.conv_forward(x4, w, bias, *geom, self.group, nb, gemm,
+                                 _blas.SET_LOCAL_THREADS, workers, self._counter,
+                                 colbuf, resbuf, y4)
+
+    def _fused_backward(self, top, propagate_down, bottom, want_w, want_b):
+        import numba
+
+        from caffepy.kernels import conv as _ck
+
+        w = self._w2(self.blobs[0].data)
+        workers = numba.get_num_threads()
+        nb = self._chunks()[0][1]
+        geom, colbuf, resbuf = self._fused_args(workers, nb)
+        n_chunks = -(-self.num // nb)
+        n_groups = min(n_chunks, 4 * workers) if workers > 1 else 1
+        g = self.group
+        kg = self.conv_in_channels // g * self.k2[0] * self.k2[1]
+        mg = self.conv_out_channels // g
+        s = self._scratch(0)
+        wacc = s.get("wacc", (n_groups, g, kg, mg))
+        bacc = self._bacc
+        if bacc is None or bacc.shape != (n_groups, self.num_output):
+            bacc = self._bacc = np.zeros((n_groups, self.num_output), np.float64)
+        w3 = self._weights3(self.blobs[0].diff)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            want_x = bool(i < len(propagate_down) and propagate_down[i])
+            if not (want_w or want_b or want_x):
+                continue
+            x4 = self._conv_in4(b.data)
+            dx4 = self._conv_in4(b.diff) if want_x else x4
+            dy4 = t.diff.reshape((self.num, self.num_output) + self.out_sp)
+            _ck.conv_backward(x4, dy4, w, want_w, want_b, want_x, *geom, g, nb,
+                              n_groups, _blas.gemm_address(self.dtype),
+                              _blas.SET_LOCAL_THREADS, workers, self._counter, colbuf,
+                              resbuf, wacc, bacc, dx4)
+            # NOTE: the groups' sums are added in order: the same bits every run.
+            for q in range(n_groups):
+                if want_w:
+                    w3 += wacc[q].transpose(0, 2, 1)
+                if want_b:
+                    self.blobs[1].diff += bacc[q].astype(self.dtype)
+
+    def _grad_sums(self, n_jobs, want_w, want_b):
+        """Gradient sums for a backward pass of ``n_jobs`` chunks: the chunks are
+        cut into contiguous groups, each summed in order into its own arrays
+        (weights transposed, as _weight_gemm writes them; bias). Returns
+        (groups, sums): groups[g] is a range of job indices, sums[g] its
+        [weight sum, bias sum, weight sum written]."""
+        # NOTE: the groups do not depend on which thread runs them, and
+        # _reduce_grads adds them in order, so the gradients are the same bits
+        # from run to run (a resumed training run stays bit-identical).
+        pool = _pool.POOL
+        n_groups = min(n_jobs, 4 * pool.size) if pool.size > 1 else 1
+        groups = [range(a, b) for a, b in _pool.split(n_jobs, n_groups)]
         w3 = self._weights3(self.blobs[0].diff)
         wshape = (w3.shape[0], w3.shape[2], w3.shape[1])
         sums = []
-        for worker in range(_pool.POOL.size):
-            s = self._scratch(worker)
+        for g in range(len(groups)):
+            s = self._group_scratch(g)
             acc_w = s.get("wacc", wshape) if want_w else None
             acc_b = s.get("bacc", (self.num_output,)) if want_b else None
             if want_b:
                 acc_b[...] = 0
-            sums.append([acc_w, acc_b, False])  # False: acc_w not written yet
-        return sums
+            sums.append([acc_w, acc_b, False])
+        return groups, sums
+
+    def _group_scratch(self, g):
+        while len(self._group_scratches) <= g:
+            self._group_scratches.append(_Scratch(self.dtype))
+        return self._group_scratches[g]
 
     def _reduce_grads(self, sums):
-        """Add the threads' gradient sums to the parameter diffs."""
+        """Add the groups' gradient sums to the parameter diffs, in order."""
         w3 = self._weights3(self.blobs[0].diff)
         for acc_w, acc_b, written in sums:
             if written:
@@ -441,6 +554,10 @@ class ConvolutionLayer(_BaseConvolution):
     """
 
     def forward(self, bottom, top):
+        if self._fused():
+            self._cols_of = None
+            self._fused_forward(bottom, top)
+            return
         w = self.blobs[0].data
         bias = self.blobs[1].data if self.bias_term else None
         chunks = self._chunks()
@@ -467,6 +584,9 @@ class ConvolutionLayer(_BaseConvolution):
         w = self.blobs[0].data
         want_w = _wants_param(self, 0)
         want_b = self.bias_term and _wants_param(self, 1)
+        if self._fused():
+            self._fused_backward(top, propagate_down, bottom, want_w, want_b)
+            return
         chunks = self._chunks()
         pairs = []
         for i, (t, b) in enumerate(zip(top, bottom)):
@@ -475,14 +595,17 @@ class ConvolutionLayer(_BaseConvolution):
                 dx4 = self._conv_in4(b.diff) if want_x else None
                 pairs.append((b, self._conv_in4(b.data), self._conv_out3(t.diff), dx4))
         jobs = _jobs(pairs, chunks)
-        sums = self._grad_sums(want_w, want_b)
+        groups, sums = self._grad_sums(len(jobs), want_w, want_b)
         cols_of = self._cols_of
         self._cols_of = None
 
-        def task(j, worker):
+        def task(g, worker):
+            for j in groups[g]:
+                chunk(j, sums[g], worker)
+
+        def chunk(j, acc, worker):
             i, n0, n1 = jobs[j]
             b, x4, dy3, dx4 = pairs[i]
-            acc = sums[worker]
             dy_t = self._transposed(dy3[n0:n1], worker)
             if want_b:
                 self._bias_grad(dy_t, acc[1], worker)
@@ -498,7 +621,7 @@ class ConvolutionLayer(_BaseConvolution):
                 self._backward_gemm(dy_t, w, col)
                 self._col2im(col, dx4[n0:n1])
 
-        _pool.POOL.run(task, len(jobs))
+        _pool.POOL.run(task, len(groups))
         self._reduce_grads(sums)
 
 
@@ -555,21 +678,22 @@ class DeconvolutionLayer(_BaseConvolution):
                 dx3 = self._conv_out3(b.diff) if want_x else None
                 pairs.append((self._conv_in4(t.diff), self._conv_out3(b.data), dx3))
         jobs = _jobs(pairs, self._chunks())
-        sums = self._grad_sums(want_w, False)
+        groups, sums = self._grad_sums(len(jobs), want_w, False)
 
-        def task(j, worker):
-            i, n0, n1 = jobs[j]
-            dy4, x3, dx3 = pairs[i]
-            acc = sums[worker]
-            col = self._im2col(dy4[n0:n1], worker)
-            if want_w:
-                x_t = self._transposed(x3[n0:n1], worker)
-                self._weight_gemm(col, x_t, acc[0], not acc[2], worker)
-                acc[2] = True
-            if dx3 is not None:
-                self._forward_gemm(col, w, None, dx3[n0:n1], worker)
+        def task(g, worker):
+            acc = sums[g]
+            for j in groups[g]:
+                i, n0, n1 = jobs[j]
+                dy4, x3, dx3 = pairs[i]
+                col = self._im2col(dy4[n0:n1], worker)
+                if want_w:
+                    x_t = self._transposed(x3[n0:n1], worker)
+                    self._weight_gemm(col, x_t, acc[0], not acc[2], worker)
+                    acc[2] = True
+                if dx3 is not None:
+                    self._forward_gemm(col, w, None, dx3[n0:n1], worker)
 
-        _pool.POOL.run(task, len(jobs))
+        _pool.POOL.run(task, len(groups))
         self._reduce_grads(sums)
 
 
@@ -787,6 +911,8 @@ class InnerProductLayer(Layer):
         n, k = self.num_output, self.K
         wshape = (k, n) if self.transpose else (n, k)
         self._wgrad = None
+        self._counter = np.zeros(1, np.int64)
+        self._no_bias = np.empty(0, self.dtype)
         shapes = [wshape] + ([(n,)] if self.bias_term else [])
         if self.blobs:
             _check_param_shapes(self, shapes)
@@ -823,9 +949,32 @@ class InnerProductLayer(Layer):
             return [(0, size)]
         return _pool.split(size, 2 * pool.size)
 
+    def _kernel_threads(self):
+        """Threads for the GEMM kernels (kernels/conv.py): 1 for a small product
+        (run on the calling thread), 0 without a BLAS the kernels can call."""
+        if not _blas.AVAILABLE:
+            return 0
+        if self.M * self.K * self.num_output < _IP_SPLIT_FLOPS:
+            return 1
+        import numba
+
+        return numba.get_num_threads()
+
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.reshape(self.M, self.num_output)
+        workers = self._kernel_threads()
+        if workers:
+            from caffepy.kernels.conv import ip_forward
+
+            bias = self.blobs[1].data if self.bias_term else self._no_bias
+            with _serial_if(workers == 1):
+                ip_forward(x, self.blobs[0].data, self.transpose, bias,
+                           min(self.num_output, 2 * workers),
+                           _blas.gemm_address(self.dtype),
+                           _blas.gemv_address(self.dtype), _blas.SET_LOCAL_THREADS,
+                           workers, self._counter, y)
+            return
         wt = self._w(self.blobs[0].data).T
         bias = self.blobs[1].data if self.bias_term else None
         blocks = self._blocks(self.num_output)
@@ -842,6 +991,21 @@ class InnerProductLayer(Layer):
         dy = top[0].diff.reshape(self.M, self.num_output)
         want_w = _wants_param(self, 0)
         want_x = bool(propagate_down[0])
+        workers = self._kernel_threads()
+        if workers and (want_w or want_x):
+            from caffepy.kernels.conv import ip_backward
+
+            x = bottom[0].data.reshape(self.M, self.K)
+            dx = bottom[0].diff.reshape(self.M, self.K) if want_x else x
+            # NOTE: the weight gradient accumulates straight into the diff (GEMM
+            # with beta 1); its blocks split the outputs, dx's the inputs.
+            with _serial_if(workers == 1):
+                ip_backward(x, dy, self.blobs[0].data, self.transpose, want_w,
+                            want_x, min(self.num_output, 2 * workers),
+                            min(self.K, 2 * workers), _blas.gemm_address(self.dtype),
+                            _blas.SET_LOCAL_THREADS, workers, self._counter,
+                            self.blobs[0].diff, dx)
+            want_w = want_x = False
         if want_w:
             x = bottom[0].data.reshape(self.M, self.K)
             w_diff = self.blobs[0].diff
@@ -853,6 +1017,10 @@ class InnerProductLayer(Layer):
             dx = bottom[0].diff.reshape(self.M, self.K)
         n_blocks = self._blocks(self.num_output) if want_w else []
         k_blocks = self._blocks(self.K) if want_x else []
+        if not (n_blocks or k_blocks):
+            if self.bias_term and _wants_param(self, 1):
+                self.blobs[1].diff += dy.sum(axis=0)
+            return
 
         def task(j, worker):
             # NOTE: the weight gradient is split by output rows, the bottom

@@ -604,17 +604,23 @@ class Solver:
         if display:
             log.info("Iteration %d, lr = %s", self.iter, _g(rate))
         self.clip_gradients()
-        for i, blob in enumerate(self._params):
+        for i in range(len(self._params)):
             # NOTE: every rule scales its final update by lr * lr_mult, so a
             # parameter with lr_mult 0 never moves; skipping it saves the work
             # (its history then stays as it was, where Caffe's would still decay).
             if self._lr_mult[i] == 0:
                 continue
             self.normalize(i)
-            self.regularize(i)
-            self.compute_update_value(i, rate)
-            np.subtract(blob.data, blob.diff, out=blob.data)
+            self.update_param(i, rate)
         return rate
+
+    def update_param(self, i, rate):
+        """Regularise parameter ``i``'s gradient, turn it into the update and
+        subtract that from the weights (SGD fuses the three in one pass)."""
+        self.regularize(i)
+        self.compute_update_value(i, rate)
+        blob = self._params[i]
+        np.subtract(blob.data, blob.diff, out=blob.data)
 
     def clip_gradients(self):
         clip = self.param.clip_gradients

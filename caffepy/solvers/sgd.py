@@ -30,6 +30,21 @@ class SGDSolver(Solver):
                self.scalar(self.param.momentum), h, self._update[param_id])
         np.copyto(diff, h)
 
+    def update_param(self, i, rate):
+        # NOTE: plain SGD with L2 (or no) decay runs as one fused kernel with the
+        # same float operations; the subclasses' rules and L1 take the general path.
+        if (type(self).compute_update_value is not SGDSolver.compute_update_value
+                or self.param.regularization_type != "L2"):
+            super().update_param(i, rate)
+            return
+        from caffepy.kernels.solver import sgd_update
+
+        blob = self._params[i]
+        decay = self.scalar(self.param.weight_decay) * self.scalar(self._decay_mult[i])
+        sgd_update(blob.data.reshape(-1), blob.diff.reshape(-1),
+                   self.history[i].reshape(-1), decay, self.local_rate(i, rate),
+                   self.scalar(self.param.momentum))
+
 
 @register_solver("Nesterov")
 class NesterovSolver(SGDSolver):

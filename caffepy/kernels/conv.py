@@ -1,0 +1,405 @@
+"""Convolution and inner-product passes as single parallel Numba regions.
+
+Each pass cuts its work into tasks (chunks of images for a convolution, blocks
+of outputs for an inner product). The kernel threads take tasks from a shared
+counter until none is left, so a thread the OS delays does less instead of
+holding the others up, and each runs im2col, its GEMMs (numpy's BLAS, one
+thread each, through :mod:`caffepy.kernels.blas`) and the transposes on its
+own chunk, in its own scratch row. One parallel region per layer pass means
+one wake-up of the threads, not one per GEMM and kernel.
+
+Layouts (as :mod:`caffepy.kernels.im2col`): a chunk of m images has columns
+``col[(c, ki, kj), n, p]`` (K = C*kh*kw rows) and GEMM results
+``res[o, n, p]``; weights are (G, M/G, K/G). A chunk of one image needs no
+transposes: its column and result layouts are the image's own memory, so a
+1x1 convolution of one image reads the bottom and writes the top directly.
+
+Backward sums the weight gradient of each contiguous group of chunks into
+that group's own array, in chunk order (the groups do not depend on which
+thread runs them), and the caller adds the groups in order: the gradients
+are the same bits from run to run.
+
+Every kernel takes ``gemm`` (:func:`caffepy.kernels.blas.gemm_address` of
+the dtype), ``local`` (:data:`caffepy.kernels.blas.SET_LOCAL_THREADS`),
+``workers`` (the number of kernel threads) and ``counter`` (an int64 array
+of one element, scratch).
+"""
+
+import numba
+from numba import uint64 as u64
+
+from caffepy.kernels.blas import fetch_add, set_local_threads
+from caffepy.kernels.blas import gemm as _gemm
+from caffepy.kernels.blas import gemv as _gemv
+from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.im2col import (
+    col2im_planes,
+    im2col_planes,
+    swap01_rows,
+    valid_ranges,
+)
+
+_NT, _T = 111, 112  # CblasNoTrans, CblasTrans
+
+
+@njit(inline="always")
+def _row_sums(sf, rows, cols, acc, q):
+    """acc[q, r] += sum of row r of the (rows, cols) flat array sf (float64)."""
+    # NOTE: four running sums: one sum is a chain of dependent float adds (no
+    # fastmath may reorder them), four keep the adder busy (measured 3x).
+    for r in range(rows):
+        s0 = s1 = s2 = s3 = 0.0
+        base = u64(r * cols)
+        quads = cols // 4
+        for k in range(quads):
+            i = base + u64(4 * k)
+            s0 += sf[i]
+            s1 += sf[i + u64(1)]
+            s2 += sf[i + u64(2)]
+            s3 += sf[i + u64(3)]
+        for p in range(4 * quads, cols):
+            s0 += sf[base + u64(p)]
+        acc[q, r] += (s0 + s1) + (s2 + s3)
+
+
+@pjit
+def conv_forward(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, local,
+                 workers, counter, colbuf, resbuf, y):
+    """y = conv(x, w) + bias, chunk by chunk of ``nb`` images.
+
+    Args:
+        x: (N, C, H, W) input, C-contiguous.
+        w: (M, K/G) weights, C-contiguous.
+        bias: (M,) or empty.
+        kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
+        groups: G.
+        nb: images per chunk.
+        gemm, local, workers, counter: see the module docstring.
+        colbuf: (workers, >= K*nb*P) scratch, one row per thread.
+        resbuf: (workers, >= M*nb*P) scratch.
+        y: (N, M, oh, ow) output, C-contiguous, overwritten.
+    """
+    n_img, chans, height, width = x.shape
+    m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    npos = oh * ow
+    kdim = chans * kh * kw
+    kg, mg = kdim // groups, m_out // groups
+    one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
+    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
+                                      oh, ow)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    n_chunks = (n_img + nb - 1) // nb
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        tid = numba.get_thread_id()
+        cf = colbuf[tid]
+        rf = resbuf[tid]
+        while True:
+            j = fetch_add(counter, 1)
+            if j >= n_chunks:
+                break
+            n0 = j * nb
+            m = min(nb, n_img - n0)
+            cols = m * npos
+            xc = xf[n0 * chans * height * width:(n0 + m) * chans * height * width]
+            if one1 and m == 1:
+                col_addr = xc.ctypes.data
+            else:
+                im2col_planes(xc, m, chans, height, width, oh, ow, kh, kw, ph, pw,
+                              sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0, chans * m, cf)
+                col_addr = cf.ctypes.data
+            yc = yf[n0 * m_out * npos:(n0 + m) * m_out * npos]
+            res_addr = yc.ctypes.data if m == 1 else rf.ctypes.data
+            for g in range(groups):
+                _gemm(gemm, _NT, _NT, mg, cols, kg, one,
+                      w.ctypes.data + g * mg * kg * isz, kg,
+                      col_addr + g * kg * cols * isz, cols, zero,
+                      res_addr + g * mg * cols * isz, cols)
+            if m > 1:
+                swap01_rows(rf, m_out, m, npos, bias, 0, m_out * m, yc)
+            elif bias.shape[0] > 0:
+                for o in range(m_out):
+                    v = bias[o]
+                    base = u64(o * npos)
+                    for p in range(npos):
+                        yc[base + u64(p)] += v
+    set_local_threads(local, 0)  # the calling thread's BLAS as it was
+
+
+@pjit
+def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local,
+                      workers, colbuf, y):
+    """conv_forward for one image, spread over the threads: im2col by planes,
+    then the GEMM by blocks of output channels (a batch of one, as deploy).
+
+    Args: as :func:`conv_forward` with N = 1; colbuf (>= K*P,) scratch.
+    """
+    n_img, chans, height, width = x.shape
+    m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    npos = oh * ow
+    kdim = chans * kh * kw
+    kg, mg = kdim // groups, m_out // groups
+    one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
+    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
+                                      oh, ow)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    col_addr = xf.ctypes.data
+    if not one1:
+        blocks = min(chans, 4 * workers)
+        for b in prange(blocks):
+            im2col_planes(xf, 1, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
+                          dh, dw, ylo, yhi, xlo, xhi, b * chans // blocks,
+                          (b + 1) * chans // blocks, colbuf)
+        col_addr = colbuf.ctypes.data
+    # NOTE: about two GEMM blocks per thread, cut along the longer side of each
+    # group's output (positions for early layers, channels for late ones), so
+    # that every block stays a well-shaped GEMM.
+    by_cols = npos >= mg
+    span = npos if by_cols else mg
+    per_group = max(1, min(span // 16, (2 * workers + groups - 1) // groups))
+    tasks = groups * per_group
+    for t in prange(tasks):
+        set_local_threads(local, 1)
+        g = t // per_group
+        b = t - g * per_group
+        a0 = b * span // per_group
+        a1 = (b + 1) * span // per_group
+        if a1 > a0 and by_cols:  # y_g[:, a0:a1] = W_g @ col_g[:, a0:a1]
+            _gemm(gemm, _NT, _NT, mg, a1 - a0, kg, one,
+                  w.ctypes.data + g * mg * kg * isz, kg,
+                  col_addr + (g * kg * npos + a0) * isz, npos, zero,
+                  yf.ctypes.data + (g * mg * npos + a0) * isz, npos)
+            r0, r1, p0, p1 = g * mg, (g + 1) * mg, a0, a1
+        elif a1 > a0:  # y_g[a0:a1] = W_g[a0:a1] @ col_g
+            _gemm(gemm, _NT, _NT, a1 - a0, npos, kg, one,
+                  w.ctypes.data + (g * mg + a0) * kg * isz, kg,
+                  col_addr + g * kg * npos * isz, npos, zero,
+                  yf.ctypes.data + (g * mg + a0) * npos * isz, npos)
+            r0, r1, p0, p1 = g * mg + a0, g * mg + a1, 0, npos
+        else:
+            r0, r1, p0, p1 = 0, 0, 0, 0
+        if bias.shape[0] > 0:
+            for o in range(r0, r1):
+                v = bias[o]
+                base = u64(o * npos)
+                for p in range(p0, p1):
+                    yf[base + u64(p)] += v
+    set_local_threads(local, 0)
+
+
+@pjit
+def conv_backward(x, dy, w, want_w, want_b, want_x, kh, kw, ph, pw, sh, sw, dh, dw,
+                  groups, nb, n_groups, gemm, local, workers, counter, colbuf, resbuf,
+                  wacc, bacc, dx):
+    """Convolution gradients, chunk by chunk, summed per group of chunks.
+
+    Args:
+        x: (N, C, H, W) forward input.
+        dy: (N, M, oh, ow) top gradient.
+        w: (M, K/G) weights.
+        want_w, want_b, want_x: which gradients to compute.
+        kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
+        groups: G.
+        nb: images per chunk.
+        n_groups: the chunks are cut into this many contiguous groups.
+        gemm, local, workers, counter: see the module docstring.
+        colbuf: (workers, >= K*nb*P) scratch; resbuf: (workers, >= M*nb*P).
+        wacc: (n_groups, G, K/G, M/G) output: each group's weight gradient,
+            transposed (written when want_w).
+        bacc: (n_groups, M) float64 output: each group's bias gradient (written
+            when want_b).
+        dx: (N, C, H, W) bottom gradient, overwritten when want_x.
+    """
+    n_img, chans, height, width = x.shape
+    m_out, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    npos = oh * ow
+    kdim = chans * kh * kw
+    kg, mg = kdim // groups, m_out // groups
+    one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
+    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
+                                      oh, ow)
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    plane = chans * height * width
+    n_chunks = (n_img + nb - 1) // nb
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        tid = numba.get_thread_id()
+        cf = colbuf[tid]
+        rf = resbuf[tid]
+        while True:
+            q = fetch_add(counter, 1)
+            if q >= n_groups:
+                break
+            if want_b:
+                for o in range(m_out):
+                    bacc[q, o] = 0.0
+            for j in range(q * n_chunks // n_groups, (q + 1) * n_chunks // n_groups):
+                first = j == q * n_chunks // n_groups
+                n0 = j * nb
+                m = min(nb, n_img - n0)
+                cols = m * npos
+                dyc = dyf[n0 * m_out * npos:(n0 + m) * m_out * npos]
+                if m == 1:
+                    dyt = dyc
+                else:
+                    swap01_rows(dyc, m, m_out, npos, xf[:0], 0, m * m_out, rf)
+                    dyt = rf
+                if want_b:
+                    _row_sums(dyt, m_out, cols, bacc, q)
+                if want_w:
+                    xc = xf[n0 * plane:(n0 + m) * plane]
+                    if one1 and m == 1:
+                        col_addr = xc.ctypes.data
+                    else:
+                        im2col_planes(xc, m, chans, height, width, oh, ow, kh, kw, ph,
+                                      pw, sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0,
+                                      chans * m, cf)
+                        col_addr = cf.ctypes.data
+                    beta = zero if first else one
+                    for g in range(groups):
+                        # NOTE: the transposed gradient col @ dy^T is measurably
+                        # faster with OpenBLAS than dy @ col^T for long K.
+                        _gemm(gemm, _NT, _T, kg, mg, cols, one,
+                              col_addr + g * kg * cols * isz, cols,
+                              dyt.ctypes.data + g * mg * cols * isz, cols, beta,
+                              wacc[q, g].ctypes.data, mg)
+                if want_x:
+                    dxc = dxf[n0 * plane:(n0 + m) * plane]
+                    direct = one1 and m == 1
+                    target = dxc.ctypes.data if direct else cf.ctypes.data
+                    for g in range(groups):
+                        _gemm(gemm, _T, _NT, kg, cols, mg, one,
+                              w.ctypes.data + g * mg * kg * isz, kg,
+                              dyt.ctypes.data + g * mg * cols * isz, cols, zero,
+                              target + g * kg * cols * isz, cols)
+                    if not direct:
+                        col2im_planes(cf, m, chans, height, width, oh, ow, kh, kw, ph,
+                                      pw, sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0,
+                                      chans * m, dxc)
+    set_local_threads(local, 0)
+
+
+@pjit
+def ip_forward(x, w, transpose, bias, blocks, gemm, gemv, local, workers, counter, y):
+    """y = x W^T + bias (W stored (N, K), or (K, N) when ``transpose``), in blocks
+    of output columns.
+
+    Args:
+        x: (M, K) input, C-contiguous.
+        w: weights, C-contiguous.
+        transpose: W stored as (K, N).
+        bias: (N,) or empty.
+        blocks: the number of column blocks (tasks).
+        gemm, local, workers, counter: see the module docstring.
+        gemv: the matching GEMV (for one row: a GEMM of one row packs all of W).
+        y: (M, N) output, C-contiguous, overwritten.
+    """
+    rows, kdim = x.shape
+    n_out = y.shape[1]
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    yf = y.reshape(y.size)
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        while True:
+            b = fetch_add(counter, 1)
+            if b >= blocks:
+                break
+            c0 = b * n_out // blocks
+            c1 = (b + 1) * n_out // blocks
+            if rows == 1 and transpose:  # y[c0:c1] = W[:, c0:c1]^T x
+                _gemv(gemv, _T, kdim, c1 - c0, one, w.ctypes.data + c0 * isz, n_out,
+                      x.ctypes.data, 1, zero, y.ctypes.data + c0 * isz, 1)
+            elif rows == 1:  # y[c0:c1] = W[c0:c1] x
+                _gemv(gemv, _NT, c1 - c0, kdim, one, w.ctypes.data + c0 * kdim * isz,
+                      kdim, x.ctypes.data, 1, zero, y.ctypes.data + c0 * isz, 1)
+            elif transpose:  # y[:, c0:c1] = x @ W[:, c0:c1]
+                _gemm(gemm, _NT, _NT, rows, c1 - c0, kdim, one, x.ctypes.data, kdim,
+                      w.ctypes.data + c0 * isz, n_out, zero,
+                      y.ctypes.data + c0 * isz, n_out)
+            else:  # y[:, c0:c1] = x @ W[c0:c1]^T
+                _gemm(gemm, _NT, _T, rows, c1 - c0, kdim, one, x.ctypes.data, kdim,
+                      w.ctypes.data + c0 * kdim * isz, kdim, zero,
+                      y.ctypes.data + c0 * isz, n_out)
+            if bias.shape[0] > 0:
+                for r in range(rows):
+                    base = u64(r * n_out)
+                    for c in range(c0, c1):
+                        yf[base + u64(c)] += bias[c]
+    set_local_threads(local, 0)
+
+
+@pjit
+def ip_backward(x, dy, w, transpose, want_w, want_x, w_blocks, x_blocks, gemm, local,
+                workers, counter, dw, dx):
+    """InnerProduct gradients: dW (accumulated, in blocks of outputs) and dx
+    (overwritten, in blocks of inputs); the blocks never overlap.
+
+    Args:
+        x: (M, K) forward input; dy: (M, N) top gradient; w: weights as stored.
+        transpose: W stored as (K, N).
+        want_w, want_x: which gradients to compute.
+        w_blocks, x_blocks: the number of blocks of each.
+        gemm, local, workers, counter: see the module docstring.
+        dw: weight gradient as stored, accumulated (+=) when want_w.
+        dx: (M, K) bottom gradient, overwritten when want_x.
+    """
+    rows, kdim = x.shape
+    n_out = dy.shape[1]
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    tasks = (w_blocks if want_w else 0) + (x_blocks if want_x else 0)
+    nw = w_blocks if want_w else 0
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        while True:
+            t = fetch_add(counter, 1)
+            if t >= tasks:
+                break
+            if t < nw:
+                c0 = t * n_out // w_blocks
+                c1 = (t + 1) * n_out // w_blocks
+                if transpose:  # dW[:, c0:c1] += x^T dy[:, c0:c1]
+                    _gemm(gemm, _T, _NT, kdim, c1 - c0, rows, one, x.ctypes.data,
+                          kdim, dy.ctypes.data + c0 * isz, n_out, one,
+                          dw.ctypes.data + c0 * isz, n_out)
+                else:  # dW[c0:c1] += dy[:, c0:c1]^T x
+                    _gemm(gemm, _T, _NT, c1 - c0, kdim, rows, one,
+                          dy.ctypes.data + c0 * isz, n_out, x.ctypes.data, kdim, one,
+                          dw.ctypes.data + c0 * kdim * isz, kdim)
+            else:
+                b = t - nw
+                k0 = b * kdim // x_blocks
+                k1 = (b + 1) * kdim // x_blocks
+                if transpose:  # dx[:, k0:k1] = dy @ W[k0:k1]^T
+                    _gemm(gemm, _NT, _T, rows, k1 - k0, n_out, one, dy.ctypes.data,
+                          n_out, w.ctypes.data + k0 * n_out * isz, n_out, zero,
+                          dx.ctypes.data + k0 * isz, kdim)
+                else:  # dx[:, k0:k1] = dy @ W[:, k0:k1]
+                    _gemm(gemm, _NT, _NT, rows, k1 - k0, n_out, one, dy.ctypes.data,
+                          n_out, w.ctypes.data + k0 * isz, kdim, zero,
+                          dx.ctypes.data + k0 * isz, kdim)
+    set_local_threads(local, 0)
+
+
+__all__ = ["conv_backward", "conv_forward", "conv_forward_wide", "ip_backward",
+           "ip_forward"]

@@ -1,0 +1,154 @@
+"""The fused convolution and inner-product kernels (kernels/conv.py) against
+PyTorch, on one and two threads, and the layers' fallback path (numpy's matmul
+from Python threads) for a numpy whose BLAS the kernels cannot call."""
+
+import numba
+import numpy as np
+import pytest
+
+from caffepy.kernels import blas, conv
+
+pytestmark = pytest.mark.skipif(not blas.AVAILABLE,
+                                reason="numpy's BLAS is not callable from kernels")
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = numba.get_num_threads()
+    n = min(request.param, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    yield n
+    numba.set_num_threads(before)
+
+
+CASES = [  # (N, C, H, W), M, kernel, stride, pad, dilation, group, bias, nb
+    ((5, 4, 7, 6), 6, 3, 1, 1, 1, 1, True, 2),
+    ((3, 4, 9, 9), 4, 3, 2, 0, 2, 2, False, 1),
+    ((4, 6, 5, 5), 3, 1, 1, 0, 1, 3, True, 3),
+    ((1, 3, 8, 7), 5, 5, 1, 2, 1, 1, True, 1),
+    ((2, 2, 6, 6), 4, 1, 1, 0, 1, 1, False, 2),
+]
+
+
+def _setup(case, dtype):
+    shape, m, k, s, p, d, g, has_bias, nb = case
+    gen = np.random.default_rng(4)
+    x = gen.standard_normal(shape).astype(dtype)
+    w = gen.standard_normal((m, shape[1] // g, k, k)).astype(dtype)
+    b = gen.standard_normal(m).astype(dtype) if has_bias else np.empty(0, dtype)
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                   torch.from_numpy(b) if has_bias else None, s, p, d, g)
+    return x, w, b, ref, (k, k, p, p, s, s, d, d), g, nb
+
+
+def _bufs(workers, x, m, out_shape, nb, k):
+    rows = x.shape[1] * k * k
+    npos = out_shape[2] * out_shape[3]
+    return (np.zeros((workers, rows * nb * npos), x.dtype),
+            np.zeros((workers, m * nb * npos), x.dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_conv_forward(case, dtype, threads):
+    x, w, b, ref, geom, g, nb = _setup(case, dtype)
+    y = np.full(ref.shape, np.nan, dtype)
+    colbuf, resbuf = _bufs(threads, x, w.shape[0], y.shape, nb, geom[0])
+    conv.conv_forward(x, w.reshape(w.shape[0], -1), b, *geom, g, nb,
+                      blas.gemm_address(dtype), blas.SET_LOCAL_THREADS, threads,
+                      np.zeros(1, np.int64), colbuf, resbuf, y)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
+    if x.shape[0] == 1:  # one image spread over the threads
+        y[...] = np.nan
+        conv.conv_forward_wide(x, w.reshape(w.shape[0], -1), b, *geom, g,
+                               blas.gemm_address(dtype), blas.SET_LOCAL_THREADS,
+                               threads, colbuf[0], y)
+        np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_backward(case, threads):
+    dtype = np.float64
+    x, w, b, ref, geom, g, nb = _setup(case, dtype)
+    gen = np.random.default_rng(8)
+    dy = gen.standard_normal(ref.shape)
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    bt = torch.from_numpy(b).requires_grad_() if b.size else None
+    k, _, p, _, s, _, d, _ = geom
+    F.conv2d(xt, wt, bt, s, p, d, g).backward(torch.from_numpy(dy))
+    m = w.shape[0]
+    n_chunks = -(-x.shape[0] // nb)
+    n_groups = min(n_chunks, 4 * threads) if threads > 1 else 1
+    kg, mg = w[0].size, m // g
+    wacc = np.full((n_groups, g, kg, mg), np.nan)
+    bacc = np.full((n_groups, m), np.nan)
+    dx = np.full(x.shape, np.nan)
+    colbuf, resbuf = _bufs(threads, x, m, dy.shape, nb, k)
+    conv.conv_backward(x, dy, w.reshape(m, -1), True, b.size > 0, True, *geom, g, nb,
+                       n_groups, blas.gemm_address(dtype), blas.SET_LOCAL_THREADS,
+                       threads, np.zeros(1, np.int64), colbuf, resbuf, wacc, bacc, dx)
+    dw = wacc.sum(axis=0).transpose(0, 2, 1).reshape(w.shape)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
+    if bt is not None:
+        np.testing.assert_allclose(bacc.sum(axis=0), bt.grad.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("rows", [1, 5])
+def test_inner_product(rows, transpose, threads):
+    gen = np.random.default_rng(1)
+    x = gen.standard_normal((rows, 7))
+    w_nk = gen.standard_normal((9, 7))
+    w = np.ascontiguousarray(w_nk.T) if transpose else w_nk
+    b = gen.standard_normal(9)
+    y = np.full((rows, 9), np.nan)
+    counter = np.zeros(1, np.int64)
+    conv.ip_forward(x, w, transpose, b, 3, blas.DGEMM, blas.DGEMV,
+                    blas.SET_LOCAL_THREADS, threads, counter, y)
+    np.testing.assert_allclose(y, x @ w_nk.T + b, rtol=1e-12)
+    dy = gen.standard_normal((rows, 9))
+    dw = np.ones_like(w)  # accumulated into
+    dx = np.full(x.shape, np.nan)
+    conv.ip_backward(x, dy, w, transpose, True, True, 4, 3, blas.DGEMM,
+                     blas.SET_LOCAL_THREADS, threads, counter, dw, dx)
+    grad = dy.T @ x
+    np.testing.assert_allclose(dw, 1 + (grad.T if transpose else grad), rtol=1e-12)
+    np.testing.assert_allclose(dx, dy @ w_nk, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer", [
+    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+    'group: 2 weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
+    'type: "InnerProduct" inner_product_param { num_output: 300 '
+    'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
+])
+def test_fallback_path_gives_the_same_results(layer, monkeypatch):
+    from caffepy.layers import vision
+    from caffepy.testing import layer_from_text, make_blobs
+
+    def run():
+        lay = layer_from_text(f'name: "l" {layer}', 0, np.float64)
+        bottom = make_blobs((6, 4, 8, 8), dtype=np.float64)
+        bottom[0].data[...] = np.random.default_rng(3).standard_normal((6, 4, 8, 8))
+        top = make_blobs((), dtype=np.float64)
+        lay.SetUp(bottom, top)
+        for blob in lay.blobs:
+            blob.data[...] = np.random.default_rng(5).standard_normal(blob.shape)
+            blob.diff[...] = 0
+        lay.Forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(6).standard_normal(top[0].shape)
+        lay.Backward(top, [True], bottom)
+        return [top[0].data.copy(), bottom[0].diff.copy()] + [
+            b.diff.copy() for b in lay.blobs]
+
+    fused = run()
+    monkeypatch.setattr(vision._blas, "AVAILABLE", False)
+    fallback = run()
+    for a, b in zip(fused, fallback):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
