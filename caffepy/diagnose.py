@@ -420,7 +420,7 @@ def activation_report(net, base_lr=0.01, seed=1701):
         blobs.append(_blob_report(name, blob.data, net.layer_param[li], grad))
     lr_of = {id(b): lr for b, lr in zip(net.learnable_params, net.params_lr)}
     params = []
-    for li, layer in enumerate(net.layers):
+    for layer in net.layers:
         for j, blob in enumerate(layer.blobs):
             if id(blob) not in lr_of:
                 continue  # shared: reported at its owner

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from caffepy.io.prototxt import read_weights
 from caffepy.io.blobproto import array_from_proto
+from caffepy.io.prototxt import read_weights
 from tests.conftest import ROOT
 
 FASHION = "/usr/share/datasets/fashion-mnist"

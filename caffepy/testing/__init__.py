@@ -93,9 +93,8 @@ class GradientChecker:
             check_bottom = list(range(len(bottom)))
         elif isinstance(check_bottom, int):
             check_bottom = [check_bottom]
-        for p, blob in enumerate(layer.blobs):
-            if len(layer.param_propagate_down) <= p:
-                layer.param_propagate_down.append(True)
+        while len(layer.param_propagate_down) < len(layer.blobs):
+            layer.param_propagate_down.append(True)
         targets = [(f"bottom[{i}]", bottom[i]) for i in check_bottom]
         targets += [(f"param[{j}]", b) for j, b in enumerate(layer.blobs)]
         # Analytic gradients.

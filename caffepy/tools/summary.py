@@ -207,7 +207,7 @@ def replace_data_layers(param, phase, input_shape=None, strict=True,
         new.name, new.type = lp.name, "Input"
         new.top.extend(lp.top)
         new.input_param.shape.add().dim.extend(info.batch_shape)
-        for extra in lp.top[1:]:
+        for _label_top in lp.top[1:]:
             new.input_param.shape.add().dim.extend(info.batch_shape[:1])
     return out, infos
 

@@ -241,7 +241,7 @@ def test_snapshot_restore_continues_exactly(rule, tmp_path):
     b.restore(state_file)
     np.testing.assert_array_equal(rng.get_rng().random(3), draw)
     assert b.iter == 3 and b.current_step == state.current_step
-    for h_a, h_b in zip(a.history, b.history):
+    for h_b in b.history:
         assert h_b.dtype == np.float32
     queue = _feed_steps(b, 6)
     for _ in range(3):
