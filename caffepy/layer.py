@@ -25,6 +25,28 @@ TRAIN = 0
 TEST = 1
 
 
+def want_param(layer, j):
+    """Whether backward must accumulate the gradient of parameter blob j
+    (a missing ``param_propagate_down`` entry means yes)."""
+    pd = layer.param_propagate_down
+    return j >= len(pd) or bool(pd[j])
+
+
+def canonical_axis(layer, blob, axis, what="axis"):
+    """``blob.canonical_axis(axis)``, with a LayerError naming the layer on failure."""
+    from caffepy.errors import CaffepyError
+
+    try:
+        return blob.canonical_axis(int(axis))
+    except CaffepyError:
+        n = blob.num_axes
+        raise LayerError(
+            layer,
+            f"{what} {axis} is out of range for a bottom of shape {blob.shape} "
+            f"(expected -{n} <= {what} < {n})",
+        ) from None
+
+
 class BlobVec(list):
     """A layer's parameter blobs (pycaffe's ``layer.blobs``)."""
 

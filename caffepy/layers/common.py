@@ -11,25 +11,14 @@ import logging
 
 import numpy as np
 
-from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
-from caffepy.layer import Layer
+from caffepy.errors import LayerError, ShapeError, UnsupportedError
+from caffepy.layer import Layer, canonical_axis
 from caffepy.registry import register_layer
 
 log = logging.getLogger("caffepy")
 
 
 # -- helpers -------------------------------------------------------------------------
-def canonical_axis(layer, blob, axis, what="axis"):
-    """``blob.canonical_axis(axis)``, with a LayerError naming the layer on failure."""
-    try:
-        return blob.canonical_axis(int(axis))
-    except CaffepyError:
-        n = blob.num_axes
-        raise LayerError(
-            layer,
-            f"{what} {axis} is out of range for a bottom of shape {blob.shape} "
-            f"(expected -{n} <= {what} < {n})",
-        ) from None
 
 
 def shape_of(layer, blob_shape, what="shape"):
@@ -46,10 +35,6 @@ def shape_of(layer, blob_shape, what="shape"):
     return dims
 
 
-def want_param(layer, j):
-    """Whether parameter blob j needs a gradient (a missing entry means yes)."""
-    pd = layer.param_propagate_down
-    return j >= len(pd) or bool(pd[j])
 
 
 def alias_top(top, bottom, shape):

@@ -11,8 +11,8 @@ truncation toward zero). All computation is vectorised NumPy over
 import numpy as np
 
 from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
-from caffepy.layer import Layer, LossLayer
-from caffepy.layers.common import canonical_axis, softmax3
+from caffepy.layer import Layer, LossLayer, canonical_axis
+from caffepy.layers.common import softmax3
 from caffepy.registry import register_layer
 
 # LossParameter.NormalizationMode

@@ -14,7 +14,7 @@ import numpy as np
 
 from caffepy import rng as _rng
 from caffepy.errors import LayerError, UnsupportedError
-from caffepy.layer import TRAIN, NeuronLayer
+from caffepy.layer import TRAIN, NeuronLayer, want_param
 from caffepy.registry import register_layer
 
 
@@ -41,10 +41,6 @@ class _Neuron(NeuronLayer):
     def _forward_input(self, bottom, top):
         """The forward pass's input, as backward sees it."""
         return self._x_copy if top[0] is bottom[0] else bottom[0].data
-
-    def _want_param(self, j):
-        pd = self.param_propagate_down
-        return j >= len(pd) or bool(pd[j])
 
 
 @register_layer("ReLU")
@@ -165,7 +161,7 @@ class PReLULayer(_Neuron):
     def backward(self, top, propagate_down, bottom):
         from caffepy.kernels.neuron import prelu_backward
 
-        want_slope = self._want_param(0)
+        want_slope = want_param(self, 0)
         if not (propagate_down[0] or want_slope):
             return
         shape = bottom[0].shape

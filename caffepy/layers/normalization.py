@@ -9,28 +9,14 @@ over the axes of the first bottom that it does not cover. The loops live in
 
 import numpy as np
 
-from caffepy.errors import CaffepyError, LayerError, ShapeError
-from caffepy.layer import TEST, Layer
+from caffepy.errors import LayerError, ShapeError
+from caffepy.layer import TEST, Layer, canonical_axis, want_param
 from caffepy.registry import register_layer
-
-
-def _want_param(layer, j):
-    pd = layer.param_propagate_down
-    return j >= len(pd) or bool(pd[j])
-
-
-def _canonical_axis(layer, blob, axis):
-    try:
-        return blob.canonical_axis(axis)
-    except CaffepyError:
-        raise LayerError(
-            layer, f"axis {axis} is out of range for a bottom of shape {blob.shape}"
-        ) from None
 
 
 def _param_shape(layer, bottom, axis, num_axes, what):
     """Shape of a Scale/Bias parameter covering ``num_axes`` axes from ``axis``."""
-    axis = _canonical_axis(layer, bottom, axis)
+    axis = canonical_axis(layer, bottom, axis)
     if num_axes < -1:
         raise LayerError(
             layer,
@@ -52,7 +38,7 @@ def _geometry(layer, bottom, param, axis, what):
 
     As Caffe, a scalar (0-axis) parameter is applied with axis 0.
     """
-    axis = 0 if param.num_axes == 0 else _canonical_axis(layer, bottom, axis)
+    axis = 0 if param.num_axes == 0 else canonical_axis(layer, bottom, axis)
     if bottom.shape[axis : axis + param.num_axes] != param.shape:
         raise ShapeError(
             layer,
@@ -300,7 +286,7 @@ class ScaleLayer(Layer):
         from caffepy.kernels.normalization import channel_affine
 
         scale = self._scale_blob(bottom)
-        if top[0] is bottom[0] and (len(bottom) > 1 or _want_param(self, 0)):
+        if top[0] is bottom[0] and (len(bottom) > 1 or want_param(self, 0)):
             self._x_copy.keep(bottom[0].data)
         x3 = bottom[0].data.reshape(self.geom)
         y3 = top[0].data.reshape(self.geom)
@@ -318,10 +304,10 @@ class ScaleLayer(Layer):
 
         # Parameter gradients first: in place, dx overwrites dy.
         dy3 = top[0].diff.reshape(self.geom)
-        want_bias = self.bias_id is not None and _want_param(self, self.bias_id)
+        want_bias = self.bias_id is not None and want_param(self, self.bias_id)
         scale_is_param = len(bottom) == 1
         scale = self._scale_blob(bottom)
-        if (scale_is_param and _want_param(self, 0)) or (
+        if (scale_is_param and want_param(self, 0)) or (
             not scale_is_param and propagate_down[1]
         ):
             x = self._x_copy.array if top[0] is bottom[0] else bottom[0].data
@@ -405,7 +391,7 @@ class BiasLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         bias_is_param = len(bottom) == 1
         bias = self._bias_blob(bottom)
-        if (bias_is_param and _want_param(self, 0)) or (
+        if (bias_is_param and want_param(self, 0)) or (
             not bias_is_param and propagate_down[1]
         ):
             dy3 = top[0].diff.reshape(self.geom)

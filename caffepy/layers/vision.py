@@ -17,13 +17,13 @@ import contextlib
 
 import numpy as np
 
-from caffepy.errors import CaffepyError, LayerError, ShapeError, UnsupportedError
+from caffepy.errors import LayerError, ShapeError, UnsupportedError
 from caffepy.kernels import blas as _blas
 from caffepy.kernels import config as _config
 from caffepy.kernels import im2col as _ic
 from caffepy.kernels import parallel as _pool
 from caffepy.kernels import pooling as _pk
-from caffepy.layer import Layer
+from caffepy.layer import Layer, canonical_axis, want_param
 from caffepy.registry import register_layer
 
 # Caffe's defaults for the repeated ConvolutionParameter fields (a repeated proto
@@ -47,10 +47,6 @@ def _serial_if(flag):
     return _config.serial() if flag else contextlib.nullcontext()
 
 
-def _wants_param(layer, j):
-    """Whether backward must accumulate the gradient of parameter blob j."""
-    pd = layer.param_propagate_down
-    return j >= len(pd) or bool(pd[j])
 
 
 class _Scratch:
@@ -87,13 +83,6 @@ def _check_param_shapes(layer, expected):
             )
 
 
-def _canonical_axis(layer, blob, axis):
-    try:
-        return blob.canonical_axis(axis)
-    except CaffepyError:
-        raise LayerError(
-            layer, f"axis {axis} is out of range for a bottom of shape {blob.shape}"
-        ) from None
 
 
 # ----------------------------------------------------------------------------
@@ -130,7 +119,7 @@ class _BaseConvolution(Layer):
         self.group = int(p.group)
         if self.group <= 0:
             raise LayerError(self, f"group must be >= 1, got {self.group}")
-        self.axis = _canonical_axis(self, bottom[0], p.axis)
+        self.axis = canonical_axis(self, bottom[0], p.axis)
         self.num_spatial = bottom[0].num_axes - self.axis - 1
         if self.num_spatial > 2:
             raise UnsupportedError(
@@ -582,8 +571,8 @@ class ConvolutionLayer(_BaseConvolution):
 
     def backward(self, top, propagate_down, bottom):
         w = self.blobs[0].data
-        want_w = _wants_param(self, 0)
-        want_b = self.bias_term and _wants_param(self, 1)
+        want_w = want_param(self, 0)
+        want_b = self.bias_term and want_param(self, 1)
         if self._fused():
             self._fused_backward(top, propagate_down, bottom, want_w, want_b)
             return
@@ -666,8 +655,8 @@ class DeconvolutionLayer(_BaseConvolution):
 
     def backward(self, top, propagate_down, bottom):
         w = self.blobs[0].data
-        want_w = _wants_param(self, 0)
-        want_b = self.bias_term and _wants_param(self, 1)
+        want_w = want_param(self, 0)
+        want_b = self.bias_term and want_param(self, 1)
         pairs = []
         for i, (t, b) in enumerate(zip(top, bottom)):
             want_x = i < len(propagate_down) and propagate_down[i]
@@ -904,7 +893,7 @@ class InnerProductLayer(Layer):
         self.num_output = int(p.num_output)
         if self.num_output <= 0:
             raise LayerError(self, f"num_output must be > 0, got {self.num_output}")
-        self.axis = _canonical_axis(self, bottom[0], p.axis)
+        self.axis = canonical_axis(self, bottom[0], p.axis)
         self.K = bottom[0].count_range(self.axis)
         self.bias_term = bool(p.bias_term)
         self.transpose = bool(p.transpose)
@@ -989,7 +978,7 @@ class InnerProductLayer(Layer):
 
     def backward(self, top, propagate_down, bottom):
         dy = top[0].diff.reshape(self.M, self.num_output)
-        want_w = _wants_param(self, 0)
+        want_w = want_param(self, 0)
         want_x = bool(propagate_down[0])
         workers = self._kernel_threads()
         if workers and (want_w or want_x):
@@ -1018,7 +1007,7 @@ class InnerProductLayer(Layer):
         n_blocks = self._blocks(self.num_output) if want_w else []
         k_blocks = self._blocks(self.K) if want_x else []
         if not (n_blocks or k_blocks):
-            if self.bias_term and _wants_param(self, 1):
+            if self.bias_term and want_param(self, 1):
                 self.blobs[1].diff += dy.sum(axis=0)
             return
 
@@ -1038,7 +1027,7 @@ class InnerProductLayer(Layer):
                 np.matmul(dy, w[:, a:b], out=dx[:, a:b])
 
         _pool.POOL.run(task, len(n_blocks) + len(k_blocks))
-        if self.bias_term and _wants_param(self, 1):
+        if self.bias_term and want_param(self, 1):
             self.blobs[1].diff += dy.sum(axis=0)
 
 
@@ -1121,9 +1110,9 @@ class EmbedLayer(Layer):
                 "propagate_down must be false for it",
             )
         dy = top[0].diff.reshape(-1, self.num_output)
-        if _wants_param(self, 0):
+        if want_param(self, 0):
             # NOTE: add.at sums the rows of repeated indices (a plain fancy-index
             # += would keep only the last one).
             np.add.at(self.blobs[0].diff, self._index, dy)
-        if self.bias_term and _wants_param(self, 1):
+        if self.bias_term and want_param(self, 1):
             self.blobs[1].diff += dy.sum(axis=0)
