@@ -106,6 +106,20 @@ def _label_geometry(layer, bottom, axis_param, what):
 
 
 # -- softmax losses ---------------------------------------------------------------------------
+
+def _per_item_reshape(layer, bottom, top, what):
+    """LossLayer.reshape plus one label per item: sets ``layer.num`` and ``layer.dim``
+    (predictions flattened to (num, dim))."""
+    LossLayer.reshape(layer, bottom, top)
+    layer.num = bottom[0].shape[0] if bottom[0].num_axes else 1
+    if bottom[1].count != layer.num:
+        raise ShapeError(
+            layer,
+            f"needs one label per item: {what} {bottom[0].shape}, labels "
+            f"{bottom[1].shape}",
+        )
+    layer.dim = bottom[0].count // max(layer.num, 1)
+
 @register_layer("SoftmaxWithLoss")
 class SoftmaxWithLossLayer(LossLayer):
     """Softmax followed by the multinomial logistic loss (cross entropy), fused.
@@ -308,15 +322,7 @@ class MultinomialLogisticLossLayer(LossLayer):
     exact_num_bottom = 2
 
     def reshape(self, bottom, top):
-        super().reshape(bottom, top)
-        self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
-        if bottom[1].count != self.num:
-            raise ShapeError(
-                self,
-                f"needs one label per item: probabilities {bottom[0].shape}, labels "
-                f"{bottom[1].shape}",
-            )
-        self.dim = bottom[0].count // max(self.num, 1)
+        _per_item_reshape(self, bottom, top, "probabilities")
 
     def forward(self, bottom, top):
         p = bottom[0].data.reshape(self.num, self.dim)
@@ -466,15 +472,7 @@ class HingeLossLayer(LossLayer):
             raise LayerError(self, f"unknown norm {self.norm}; expected L1 or L2")
 
     def reshape(self, bottom, top):
-        super().reshape(bottom, top)
-        self.num = bottom[0].shape[0] if bottom[0].num_axes else 1
-        if bottom[1].count != self.num:
-            raise ShapeError(
-                self,
-                f"needs one label per item: scores {bottom[0].shape}, labels "
-                f"{bottom[1].shape}",
-            )
-        self.dim = bottom[0].count // max(self.num, 1)
+        _per_item_reshape(self, bottom, top, "scores")
 
     def forward(self, bottom, top):
         s = bottom[0].data.reshape(self.num, self.dim)
