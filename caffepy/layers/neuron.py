@@ -43,6 +43,17 @@ class _Neuron(NeuronLayer):
         return self._x_copy if top[0] is bottom[0] else bottom[0].data
 
 
+
+def _affine(layer, x, out):
+    """out = shift + scale * x, in Caffe's order of operations (Power, Log)."""
+    if layer.scale != 1:
+        np.multiply(x, layer.scale, out=out)
+    elif out is not x:
+        np.copyto(out, x)
+    if layer.shift != 0:
+        out += layer.shift
+    return out
+
 @register_layer("ReLU")
 class ReLULayer(_Neuron):
     """Rectified linear unit, leaky when ``negative_slope`` is set.
@@ -340,16 +351,6 @@ class PowerLayer(_Neuron):
         self.shift = float(param.shift)
         self.diff_scale = self.power * self.scale
 
-    def _base(self, x, out):
-        """out = shift + scale * x, in Caffe's order of operations."""
-        if self.scale != 1:
-            np.multiply(x, self.scale, out=out)
-        elif out is not x:
-            np.copyto(out, x)
-        if self.shift != 0:
-            out += self.shift
-        return out
-
     def forward(self, bottom, top):
         y = top[0].data
         if self.diff_scale == 0:
@@ -361,7 +362,7 @@ class PowerLayer(_Neuron):
             return
         if self.power != 1:
             self._stash_input(bottom, top)
-        self._base(bottom[0].data, y)
+        _affine(self, bottom[0].data, y)
         if self.power == 2:
             np.square(y, out=y)
         elif self.power != 1:
@@ -378,7 +379,7 @@ class PowerLayer(_Neuron):
             np.multiply(dy, self.diff_scale, out=dx)
             return
         x = self._forward_input(bottom, top)
-        base = self._base(x, np.empty_like(x))
+        base = _affine(self, x, np.empty_like(x))
         # NOTE: Caffe writes the general case as diff_scale * y / base, which is
         # 0/0 = NaN wherever the base is 0 even when the derivative is finite
         # (power > 1); the direct power is the same value elsewhere.
@@ -464,18 +465,9 @@ class LogLayer(_Neuron):
         self.shift = float(param.shift)
         self.backward_num_scale = self.scale / log_base
 
-    def _base(self, x, out):
-        if self.scale != 1:
-            np.multiply(x, self.scale, out=out)
-        elif out is not x:
-            np.copyto(out, x)
-        if self.shift != 0:
-            out += self.shift
-        return out
-
     def forward(self, bottom, top):
         self._stash_input(bottom, top)
-        y = self._base(bottom[0].data, top[0].data)
+        y = _affine(self, bottom[0].data, top[0].data)
         np.log(y, out=y)
         if self.base_scale != 1:
             y *= self.base_scale
@@ -484,7 +476,7 @@ class LogLayer(_Neuron):
         if not propagate_down[0]:
             return
         x = self._forward_input(bottom, top)
-        base = self._base(x, np.empty_like(x))
+        base = _affine(self, x, np.empty_like(x))
         np.reciprocal(base, out=base)
         if self.backward_num_scale != 1:
             base *= self.backward_num_scale
