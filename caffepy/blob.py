@@ -134,6 +134,19 @@ class Blob:
     def diff(self, value):
         self.diff[...] = value
 
+    # Caffe's SyncedMemory accessors (host side; GPU mode adds the device side).
+    def cpu_data(self):
+        return self._data
+
+    def mutable_cpu_data(self):
+        return self._data
+
+    def cpu_diff(self):
+        return self.diff
+
+    def mutable_cpu_diff(self):
+        return self.diff
+
     @property
     def has_diff(self):
         return self._diff is not None

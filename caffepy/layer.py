@@ -20,9 +20,7 @@ import numpy as np
 
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, ShapeError
-
-TRAIN = 0
-TEST = 1
+from caffepy.phase import TEST, TRAIN  # noqa: F401 - re-exported
 
 
 def want_param(layer, j):
