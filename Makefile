@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DATA ?= data
 
-.PHONY: install install-test proto demo demo-full test test-fast lint format bench fuzz clean
+.PHONY: install install-test proto demo demo-full test test-fast test-no-torch lint typecheck format bench fuzz clean
 
 install:
 	$(PIP) install -q .
@@ -11,8 +11,9 @@ install:
 install-test:
 	$(PIP) install -q -e '.[test]'
 
+# The same generator pip's build runs (setup.py's build_py hook).
 proto:
-	$(PYTHON) -m grpc_tools.protoc -Iprotos --python_out=caffepy/proto protos/caffe.proto
+	$(PYTHON) -c 'from setup import generate_proto; print(generate_proto())'
 
 # The main job: Fashion-MNIST LMDBs, LeNet trained for 2,000 iterations, then a
 # fine-tuning run from its snapshot.
@@ -35,6 +36,18 @@ test-fast: install-test
 
 lint:
 	ruff check caffepy tests tools bench
+	ruff format --check caffepy tests tools bench
+
+# The public API's type hints (what and how strictly: [tool.mypy] in pyproject.toml).
+typecheck:
+	$(PYTHON) -m mypy
+
+# torch feeds only the oracle tests: the whole suite must collect without it, and the
+# gradient, error and in-place tests must pass with it blocked.
+test-no-torch:
+	$(PYTHON) -m pytest -q --no-torch --collect-only >/dev/null
+	$(PYTHON) -m pytest -q -n 2 --no-torch -k "gradient or error or in_place" \
+	    tests/layers tests/kernels tests/testing
 
 format:
 	ruff format caffepy tests tools bench

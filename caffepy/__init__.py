@@ -1,8 +1,8 @@
 """caffepy: Caffe, rebuilt in Python, with pycaffe's API.
 
-    import caffepy
-    net = caffepy.Net("deploy.prototxt", caffepy.TEST, weights="model.caffemodel")
-    solver = caffepy.get_solver("solver.prototxt"); solver.step(100)
+import caffepy
+net = caffepy.Net("deploy.prototxt", caffepy.TEST, weights="model.caffemodel")
+solver = caffepy.get_solver("solver.prototxt"); solver.step(100)
 """
 
 import os as _os
@@ -11,15 +11,16 @@ import os as _os
 # the cores; a short timeout (set before numpy loads its BLAS) lets them sleep.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from caffepy.blob import Blob  # noqa: E402
 from caffepy.errors import CaffepyError  # noqa: E402
-from caffepy.layer import TEST, TRAIN, Layer  # noqa: E402
-from caffepy.registry import layer_type_list  # noqa: E402
-from caffepy.rng import set_random_seed  # noqa: E402
+from caffepy.phase import TEST, TRAIN  # noqa: E402
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Blob": "caffepy.blob",
+    "Layer": "caffepy.layer",
+    "layer_type_list": "caffepy.registry",
+    "set_random_seed": "caffepy.rng",
     "Net": "caffepy.net",
     "get_solver": "caffepy.solvers",
     "SGDSolver": "caffepy.solvers",
@@ -33,7 +34,7 @@ _LAZY = {
 
 
 def __getattr__(name):
-    # NOTE: heavy modules (numba kernels, solvers) load on first use, so
+    # NOTE: heavy modules (numpy, numba kernels, solvers) load on first use, so
     # `import caffepy` and `caffepy --help` stay fast.
     module = _LAZY.get(name)
     if module is None:
@@ -44,14 +45,41 @@ def __getattr__(name):
 
 
 def set_mode_cpu():
-    """pycaffe compatibility: caffepy computes on the CPU."""
+    """Compute on the CPU (pycaffe's ``caffe.set_mode_cpu()``)."""
+    from caffepy.backend import mode
+
+    mode.set_mode_cpu()
 
 
-def set_device(device_id):  # noqa: ARG001 - pycaffe compatibility
-    """pycaffe compatibility: no GPU mode yet."""
+def set_mode_gpu():
+    """Compute on the GPU of :func:`set_device` (pycaffe's ``caffe.set_mode_gpu()``).
+
+    Raises:
+        GpuUnavailableError: no CUDA device or no GPU packages (one line).
+    """
+    from caffepy.backend import mode
+
+    mode.set_mode_gpu()
+
+
+def set_device(device_id):
+    """Choose the GPU used in GPU mode (pycaffe's ``caffe.set_device(i)``)."""
+    from caffepy.backend import mode
+
+    mode.set_device(device_id)
 
 
 __all__ = [
-    "Blob", "CaffepyError", "Layer", "Net", "TEST", "TRAIN", "get_solver",
-    "layer_type_list", "set_random_seed", "set_mode_cpu",
+    "Blob",
+    "CaffepyError",
+    "Layer",
+    "Net",
+    "TEST",
+    "TRAIN",
+    "get_solver",
+    "layer_type_list",
+    "set_random_seed",
+    "set_mode_cpu",
+    "set_mode_gpu",
+    "set_device",
 ]

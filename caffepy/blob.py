@@ -1,38 +1,59 @@
 """Blob: an N-d array of data with a matching gradient (diff), as in Caffe.
 
-A Blob keeps one flat buffer for data and one for diff and hands out views of the
-current shape, so reshaping to a smaller or equal size never reallocates (the
-steady state of training allocates nothing). Shapes are tuples of ints, NCHW for
-images.
+A Blob keeps its data and its diff each in one flat
+:class:`~caffepy.syncedmem.SyncedMemory` (host and device copies, synced on
+demand) and hands out views of the current shape, so reshaping to a smaller or
+equal size never reallocates (the steady state of training allocates nothing).
+Shapes are tuples of ints, NCHW for images.
+
+``blob.data`` / ``blob.diff`` are pycaffe's host views: reading them syncs the
+host and, as pycaffe's ``mutable_cpu_data``, makes the host the head.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from caffepy.errors import CaffepyError
+from caffepy.syncedmem import HEAD_AT_CPU, HEAD_AT_GPU, SyncedMemory
 
 #: A blob may not declare more elements than this (refused before allocation).
 MAX_BLOB_COUNT = 2**31 - 1
 
 
 class Blob:
-    """Data and diff arrays of one shape.
+    """Data and diff arrays of one shape, each synced between host and device.
 
     Args:
         shape: initial shape (tuple of non-negative ints); () is a scalar blob.
         dtype: float32 (default) or float64.
     """
 
-    __slots__ = ("_shape", "_count", "_data_buf", "_diff_buf", "_data", "_diff", "dtype")
+    __slots__ = (
+        "_shape",
+        "_count",
+        "_dmem",
+        "_gmem",
+        "_data",
+        "_diff",
+        "_gdata",
+        "_gdiff",
+        "dtype",
+    )
 
-    def __init__(self, shape=(), dtype=np.float32):
+    def __init__(self, shape: Any = (), dtype: Any = np.float32):
         self.dtype = np.dtype(dtype)
-        self._data_buf = np.zeros(0, self.dtype)
-        self._diff_buf = None
+        self._dmem = SyncedMemory(0, self.dtype)
+        # NOTE: the diff memory is allocated on first use (SyncedMemory is lazy),
+        # so forward-only nets (deploy, test) never pay for gradients.
+        self._gmem = SyncedMemory(0, self.dtype)
         self._shape = None
         self.reshape(shape)
 
     # -- shape -----------------------------------------------------------------
-    def reshape(self, *shape):
+    def reshape(self, *shape: Any) -> None:
         """Set the shape; the data is kept (not zeroed) when it fits the buffer."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
@@ -49,15 +70,14 @@ class Blob:
                 f"blob shape {shape} has {count} elements, more than the limit "
                 f"{MAX_BLOB_COUNT}"
             )
-        if count > self._data_buf.size:
-            self._data_buf = np.zeros(count, self.dtype)
-        if self._diff_buf is not None and count > self._diff_buf.size:
-            self._diff_buf = None
+        if count > self._dmem.size:
+            self._dmem = SyncedMemory(count, self.dtype)
+        if count > self._gmem.size:
+            self._gmem = SyncedMemory(count, self.dtype)
         self._shape, self._count = shape, count
-        self._data = self._data_buf[:count].reshape(shape)
-        self._diff = None if self._diff_buf is None else self._diff_buf[:count].reshape(shape)
+        self._data = self._gdata = self._diff = self._gdiff = None
 
-    def reshape_like(self, other):
+    def reshape_like(self, other: Blob) -> None:
         self.reshape(other.shape)
 
     @property
@@ -83,7 +103,9 @@ class Blob:
         """Map a possibly negative axis index to [0, num_axes)."""
         n = len(self._shape)
         if not -n <= axis < max(n, 1):
-            raise CaffepyError(f"axis {axis} out of range for a blob of shape {self._shape}")
+            raise CaffepyError(
+                f"axis {axis} out of range for a blob of shape {self._shape}"
+            )
         return axis + n if axis < 0 else axis
 
     # Caffe's legacy 4-D accessors.
@@ -113,56 +135,127 @@ class Blob:
         return self._legacy(3)
 
     # -- arrays ----------------------------------------------------------------
+    # NOTE: the views of the current shape are cached and rebuilt (cheaply) after a
+    # reshape or share; the hot path is two attribute checks.
+    def _view(self, buf: Any) -> Any:
+        return buf[: self._count].reshape(self._shape)
+
     @property
-    def data(self):
-        return self._data
+    def data(self) -> np.ndarray:
+        """pycaffe's host view of the data (synced to the host; the host is head)."""
+        d = self._data
+        if d is not None and self._dmem.head is HEAD_AT_CPU:
+            return d
+        d = self._data = self._view(self._dmem.mutable_cpu_data())
+        return d
 
     @data.setter
-    def data(self, value):
-        self._data[...] = value
+    def data(self, value: Any) -> None:
+        self.data[...] = value
 
     @property
-    def diff(self):
-        if self._diff is None:
-            # NOTE: the diff buffer is allocated on first use, so forward-only nets
-            # (deploy, test) never pay for gradients.
-            self._diff_buf = np.zeros(self._data_buf.size, self.dtype)
-            self._diff = self._diff_buf[: self._count].reshape(self._shape)
-        return self._diff
+    def diff(self) -> np.ndarray:
+        """pycaffe's host view of the diff (allocated zeroed on first use)."""
+        d = self._diff
+        if d is not None and self._gmem.head is HEAD_AT_CPU:
+            return d
+        d = self._diff = self._view(self._gmem.mutable_cpu_data())
+        return d
 
     @diff.setter
-    def diff(self, value):
+    def diff(self, value: Any) -> None:
         self.diff[...] = value
 
-    # Caffe's SyncedMemory accessors (host side; GPU mode adds the device side).
-    def cpu_data(self):
-        return self._data
+    # Caffe's SyncedMemory accessors.
+    def cpu_data(self) -> np.ndarray:
+        """Host data for reading (device->host copy only if the device is head)."""
+        d = self._data
+        if d is not None and self._dmem.head is not HEAD_AT_GPU:
+            return d
+        d = self._data = self._view(self._dmem.cpu_data())
+        return d
 
-    def mutable_cpu_data(self):
-        return self._data
+    def mutable_cpu_data(self) -> np.ndarray:
+        return self.data
 
-    def cpu_diff(self):
+    def cpu_diff(self) -> np.ndarray:
+        d = self._diff
+        if d is not None and self._gmem.head is not HEAD_AT_GPU:
+            return d
+        d = self._diff = self._view(self._gmem.cpu_data())
+        return d
+
+    def mutable_cpu_diff(self) -> np.ndarray:
         return self.diff
 
-    def mutable_cpu_diff(self):
-        return self.diff
+    def gpu_data(self) -> Any:
+        """Device data for reading (host->device copy only if the host is head)."""
+        g = self._gdata
+        if g is not None and self._dmem.head is not HEAD_AT_CPU:
+            return g
+        g = self._gdata = self._view(self._dmem.gpu_data())
+        return g
+
+    def mutable_gpu_data(self) -> Any:
+        """Device data to be written: the device becomes the head."""
+        g = self._gdata
+        if g is not None and self._dmem.head is HEAD_AT_GPU:
+            return g
+        g = self._gdata = self._view(self._dmem.mutable_gpu_data())
+        return g
+
+    def gpu_diff(self) -> Any:
+        g = self._gdiff
+        if g is not None and self._gmem.head is not HEAD_AT_CPU:
+            return g
+        g = self._gdiff = self._view(self._gmem.gpu_data())
+        return g
+
+    def mutable_gpu_diff(self) -> Any:
+        g = self._gdiff
+        if g is not None and self._gmem.head is HEAD_AT_GPU:
+            return g
+        g = self._gdiff = self._view(self._gmem.mutable_gpu_data())
+        return g
 
     @property
-    def has_diff(self):
-        return self._diff is not None
+    def data_mem(self) -> SyncedMemory:
+        """The SyncedMemory behind the data (Caffe's ``Blob::data()``)."""
+        return self._dmem
 
-    def share_data(self, other):
-        """Make this blob's data the same memory as other's (shapes must match)."""
-        self.reshape(other.shape)
-        self._data_buf, self._data = other._data_buf, other._data
+    @property
+    def diff_mem(self) -> SyncedMemory:
+        """The SyncedMemory behind the diff (Caffe's ``Blob::diff()``)."""
+        return self._gmem
 
-    def share_diff(self, other):
-        self.reshape(other.shape)
-        other.diff  # noqa: B018 - allocate
-        self._diff_buf, self._diff = other._diff_buf, other._diff
+    @property
+    def has_diff(self) -> bool:
+        return self._gmem.has_cpu or self._gmem.has_gpu
 
-    def __repr__(self):
+    def _check_share(self, other: Blob, what: str) -> None:
+        if self._count != other._count:
+            raise CaffepyError(
+                f"share_{what}: this blob has {self._count} elements {self._shape}, "
+                f"the other {other._count} {other._shape}; counts must match"
+            )
+
+    def share_data(self, other: Blob) -> None:
+        """Make this blob's data the same memory as other's (Caffe's ShareData).
+
+        This blob keeps its own shape; the counts must match.
+        """
+        self._check_share(other, "data")
+        self._dmem = other._dmem
+        self._data = self._gdata = None
+
+    def share_diff(self, other: Blob) -> None:
+        """Make this blob's diff the same memory as other's (Caffe's ShareDiff)."""
+        self._check_share(other, "diff")
+        self._gmem = other._gmem
+        self._diff = self._gdiff = None
+
+    def __repr__(self) -> str:
         return f"Blob(shape={self._shape}, dtype={self.dtype.name})"
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._shape[0] if self._shape else 0

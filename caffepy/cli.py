@@ -1,50 +1,28 @@
 """The ``caffepy`` command: Caffe's tools with Caffe's flag names, friendlier.
 
-Each command is thin: heavy imports happen inside it so ``--help`` is instant.
-Every caffepy error prints as one line and a non-zero exit; ``--debug`` (or
-``CAFFEPY_DEBUG=1``) shows the traceback instead.
+Each command parses its arguments and calls one function of :mod:`caffepy.tools`;
+heavy imports happen inside the commands so ``--help`` is instant. Caffe's
+single-dash spellings (``-solver s.prototxt``, ``-gpu 0``, ``-iterations=10``)
+are accepted beside ``--solver``. Every caffepy error prints as one line and a
+non-zero exit; ``--debug`` (or ``CAFFEPY_DEBUG=1``) shows the traceback instead.
 """
 
-import logging
 import os
 import sys
-import time
 
 import click
 
-log = logging.getLogger("caffepy")
+from caffepy.tools.cliargs import CaffeGroup, GpuId
 
 
-class GlogFormatter(logging.Formatter):
-    """Caffe's glog line prefix (``I1126 09:20:00.123456  4242 solver.py:42] ...``),
-    so Caffe's own log parsers read our logs."""
-
-    def format(self, record):
-        t = time.localtime(record.created)
-        usec = int((record.created % 1) * 1e6)
-        level = record.levelname[0] if record.levelname else "I"
-        prefix = (
-            f"{level}{t.tm_mon:02d}{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:"
-            f"{t.tm_sec:02d}.{usec:06d} {record.process:5d} "
-            f"{record.filename}:{record.lineno}]"
-        )
-        return f"{prefix} {record.getMessage()}"
-
-
-def setup_logging(log_file=None, quiet=False):
-    root = logging.getLogger("caffepy")
-    root.handlers.clear()
-    root.setLevel(logging.INFO)
-    root.propagate = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(GlogFormatter())
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    root.addHandler(handler)
-    if log_file:
-        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        fh = logging.FileHandler(log_file)
-        fh.setFormatter(GlogFormatter())
-        root.addHandler(fh)
+def _gpu_option(f):
+    return click.option(
+        "--gpu",
+        type=GpuId(),
+        default=None,
+        help="Run on this GPU (overrides the solver's solver_mode and device_id); "
+        "default: the CPU, or what the solver file says.",
+    )(f)
 
 
 def _debug():
@@ -55,14 +33,7 @@ def _split_csv(value):
     return [v for v in (value or "").split(",") if v]
 
 
-def _threads(n):
-    if n:
-        from caffepy.kernels.config import set_num_threads
-
-        set_num_threads(n)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CaffeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.version_option(package_name="caffepy")
 def cli(debug):
@@ -75,222 +46,175 @@ def cli(debug):
 _EFFECTS = click.Choice(["stop", "snapshot", "none"])
 
 
-def _check_train_args(weights, snapshot):
-    if weights and snapshot:
-        raise click.UsageError(
-            "give either --weights (start from these weights) or --snapshot (resume a "
-            "run), not both"
-        )
-    if snapshot and snapshot.endswith(".caffemodel"):
-        raise click.BadParameter(
-            f"{snapshot} is a .caffemodel; --snapshot resumes from the matching "
-            ".solverstate (use --weights to start from a .caffemodel)",
-            param_hint="--snapshot",
-        )
-
-
-def _install_signals(solver, sigint_effect, sighup_effect):
-    import signal
-
-    def handler_for(effect, name):
-        def handler(signum, frame):  # noqa: ARG001
-            if effect == "none":
-                return
-            log.info("%s received: will %s at the end of this iteration", name, effect)
-            solver.request_action(effect)
-
-        return handler
-
-    signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
-
-
-def _run_training(solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
-                  stage, threads, net_edit=None, progress=True, divergence_check=True):
-    from caffepy.io.prototxt import read_net
-    from caffepy.solvers import get_solver
-    from caffepy.solvers.base import read_solver_param
-    from caffepy.training import TrainingMonitor, weights_report
-
-    _threads(threads)
-    if divergence_check:
-        import warnings
-
-        # The divergence check reports a NaN/inf in one line; numpy's warnings on
-        # the way there would only bury it.
-        warnings.filterwarnings(
-            "ignore", r"(overflow|invalid value|divide by zero) encountered",
-            RuntimeWarning,
-        )
-    param, _ = read_solver_param(solver_path)
-    if level:
-        param.train_state.level = level
-    if stage:
-        param.train_state.stage.extend(stage)
-    if net_edit is not None:
-        # Inline the net so it can be edited (freeze, lr multipliers).
-        if param.HasField("net"):
-            net_param = read_net(param.net)
-            param.ClearField("net")
-        elif param.HasField("train_net"):
-            net_param = read_net(param.train_net)
-            param.ClearField("train_net")
-        else:
-            net_param = param.net_param if param.HasField("net_param") else param.train_net_param
-        net_edit(net_param)
-        param.net_param.CopyFrom(net_param)
-        param.ClearField("train_net_param")
-    solver = get_solver(param, divergence_check=divergence_check)
-    if weights:
-        for w in _split_csv(weights):
-            report = solver.net.copy_from(w)
-            for net in solver.test_nets:
-                net.share_weights(solver.net)
-            click.echo(weights_report(solver.net, report, w), err=True)
-    if snapshot:
-        solver.restore(snapshot)
-    monitor = TrainingMonitor(solver, progress=progress)
-    _install_signals(solver, sigint_effect, sighup_effect)
-    log.info("Starting Optimization")
-    solver.solve()
-    monitor.close()
-    log.info("Optimization Done.")
-    return solver, monitor
-
-
 def _train_options(f):
-    f = click.option("--no-divergence-check", is_flag=True,
-                     help="Keep training when the loss or the weights become NaN or "
-                          "infinite (Caffe's behaviour); by default training stops "
-                          "there and keeps the last finite snapshot.")(f)
-    f = click.option("--threads", type=int, default=0,
-                     help="Threads for BLAS and kernels (default: all cores).")(f)
-    f = click.option("--stage", default="",
-                     help="Comma-separated net stages for the train net.")(f)
+    f = click.option(
+        "--no-divergence-check",
+        is_flag=True,
+        help="Keep training when the loss or the weights become NaN or "
+        "infinite (Caffe's behaviour); by default training stops "
+        "there and keeps the last finite snapshot.",
+    )(f)
+    f = _gpu_option(f)
+    f = click.option(
+        "--threads",
+        type=int,
+        default=0,
+        help="Threads for BLAS and kernels (default: all cores).",
+    )(f)
+    f = click.option(
+        "--stage", default="", help="Comma-separated net stages for the train net."
+    )(f)
     f = click.option("--level", type=int, default=0, help="Net level.")(f)
-    f = click.option("--sighup_effect", type=_EFFECTS, default="snapshot",
-                     show_default=True, help="What SIGHUP does.")(f)
-    f = click.option("--sigint_effect", type=_EFFECTS, default="stop",
-                     show_default=True, help="What Ctrl-C (SIGINT) does.")(f)
-    f = click.option("--no-progress", is_flag=True,
-                     help="No progress bar (it only shows on a terminal anyway).")(f)
+    f = click.option(
+        "--sighup_effect",
+        type=_EFFECTS,
+        default="snapshot",
+        show_default=True,
+        help="What SIGHUP does.",
+    )(f)
+    f = click.option(
+        "--sigint_effect",
+        type=_EFFECTS,
+        default="stop",
+        show_default=True,
+        help="What Ctrl-C (SIGINT) does.",
+    )(f)
+    f = click.option(
+        "--no-progress",
+        is_flag=True,
+        help="No progress bar (it only shows on a terminal anyway).",
+    )(f)
     return f
 
 
-@cli.command()
-@click.option("--solver", "solver_path", required=True, type=click.Path(),
-              help="The solver prototxt.")
-@click.option("--weights", default="",
-              help="Start from these weights (comma-separated .caffemodel files).")
-@click.option("--snapshot", default="",
-              help="Resume training from this .solverstate.")
-@_train_options
-def train(solver_path, weights, snapshot, sigint_effect, sighup_effect, level, stage,
-          threads, no_progress, no_divergence_check):
-    """Train a model from a solver prototxt (Caffe's `caffe train`)."""
-    _check_train_args(weights, snapshot)
-    solver, monitor = _run_training(
-        solver_path, weights, snapshot, sigint_effect, sighup_effect, level,
-        _split_csv(stage), threads, progress=not no_progress,
+def _training(
+    sigint_effect,
+    sighup_effect,
+    level,
+    stage,
+    threads,
+    gpu,
+    no_progress,
+    no_divergence_check,
+):
+    """The keyword arguments of tools.train.run_training from the shared options."""
+    return dict(
+        sigint_effect=sigint_effect,
+        sighup_effect=sighup_effect,
+        level=level,
+        stages=_split_csv(stage),
+        threads=threads,
+        gpu=gpu,
+        progress=not no_progress,
         divergence_check=not no_divergence_check,
     )
-    monitor.print_summary()
 
 
 @cli.command()
-@click.option("--solver", "solver_path", required=True, type=click.Path(),
-              help="The solver prototxt of the fine-tuning run.")
-@click.option("--weights", required=True,
-              help="The pretrained .caffemodel to start from (copied by layer name).")
-@click.option("--freeze", multiple=True,
-              help="Freeze layers whose name matches this glob (lr_mult 0); repeatable.")
-@click.option("--lr-mult", "lr_mults", multiple=True,
-              help="PATTERN=MULT: scale the lr_mult of matching layers; repeatable.")
+@click.option(
+    "--solver",
+    "solver_path",
+    required=True,
+    type=click.Path(),
+    help="The solver prototxt.",
+)
+@click.option(
+    "--weights",
+    default="",
+    help="Start from these weights (comma-separated .caffemodel files).",
+)
+@click.option("--snapshot", default="", help="Resume training from this .solverstate.")
 @_train_options
-def finetune(solver_path, weights, freeze, lr_mults, sigint_effect, sighup_effect,
-             level, stage, threads, no_progress, no_divergence_check):
+def train(solver_path, weights, snapshot, **options):
+    """Train a model from a solver prototxt (Caffe's `caffe train`)."""
+    from caffepy.tools.train import train as run
+
+    run(solver_path, weights, snapshot, **_training(**options))
+
+
+@cli.command()
+@click.option(
+    "--solver",
+    "solver_path",
+    required=True,
+    type=click.Path(),
+    help="The solver prototxt of the fine-tuning run.",
+)
+@click.option(
+    "--weights",
+    required=True,
+    help="The pretrained .caffemodel to start from (copied by layer name).",
+)
+@click.option(
+    "--freeze",
+    multiple=True,
+    help="Freeze layers whose name matches this glob (lr_mult 0); repeatable.",
+)
+@click.option(
+    "--lr-mult",
+    "lr_mults",
+    multiple=True,
+    help="PATTERN=MULT: scale the lr_mult of matching layers; repeatable.",
+)
+@_train_options
+def finetune(solver_path, weights, freeze, lr_mults, **options):
     """Fine-tune pretrained weights: copy by layer name, freeze, per-layer rates."""
-    from caffepy.training import edit_learning_rates
+    from caffepy.tools.train import finetune as run
 
-    rules = []
-    for item in lr_mults:
-        pattern, sep, mult = item.partition("=")
-        try:
-            rules.append((pattern, float(mult)))
-        except ValueError:
-            raise click.BadParameter(
-                f"expected PATTERN=MULT (e.g. 'fc8*=10'), got {item!r}",
-                param_hint="--lr-mult",
-            ) from None
-        if not sep:
-            raise click.BadParameter(f"expected PATTERN=MULT, got {item!r}",
-                                     param_hint="--lr-mult")
-
-    def edit(net_param):
-        edit_learning_rates(net_param, freeze, rules)
-
-    solver, monitor = _run_training(
-        solver_path, weights, "", sigint_effect, sighup_effect, level,
-        _split_csv(stage), threads, net_edit=edit if (freeze or rules) else None,
-        progress=not no_progress, divergence_check=not no_divergence_check,
-    )
-    monitor.print_summary()
+    run(solver_path, weights, freeze, lr_mults, **_training(**options))
 
 
 @cli.command("test")
 @click.option("--model", required=True, type=click.Path(), help="The net prototxt.")
 @click.option("--weights", required=True, help="The .caffemodel to test.")
-@click.option("--iterations", type=int, default=50, show_default=True,
-              help="Number of test batches.")
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TEST",
-              show_default=True)
+@click.option(
+    "--iterations",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Number of test batches.",
+)
+@click.option(
+    "--phase", type=click.Choice(["TRAIN", "TEST"]), default="TEST", show_default=True
+)
 @click.option("--level", type=int, default=0)
 @click.option("--stage", default="")
 @click.option("--threads", type=int, default=0)
-def test_cmd(model, weights, iterations, phase, level, stage, threads):
+@_gpu_option
+def test_cmd(model, weights, stage, **options):
     """Score a model: forward --iterations batches and average each output."""
-    import numpy as np
+    from caffepy.tools.score import score_model
 
-    import caffepy
-
-    _threads(threads)
-    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
-                      stages=_split_csv(stage), weights=weights)
-    totals, loss_total = {}, 0.0
-    for i in range(iterations):
-        loss_total += net.forward_prefilled()
-        for name in net.outputs:
-            values = np.asarray(net.blobs[name].data).reshape(-1)
-            for k, v in enumerate(values):
-                key = (name, k)
-                totals[key] = totals.get(key, 0.0) + float(v)
-                log.info("Batch %d, %s = %g", i, name, v)
-    log.info("Loss: %g", loss_total / iterations)
-    for (name, k), total in totals.items():
-        mean = total / iterations
-        suffix = f"[{k}]" if np.asarray(net.blobs[name].data).size > 1 else ""
-        click.echo(f"{name}{suffix} = {mean:.6g}")
+    click.echo(score_model(model, weights, stages=_split_csv(stage), **options))
 
 
 @cli.command("time")
 @click.option("--model", required=True, type=click.Path(), help="The net prototxt.")
 @click.option("--iterations", type=int, default=50, show_default=True)
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
-              show_default=True)
+@click.option(
+    "--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True
+)
 @click.option("--weights", default="", help="Optional weights to load.")
 @click.option("--level", type=int, default=0)
 @click.option("--stage", default="")
 @click.option("--threads", type=int, default=0)
-def time_cmd(model, iterations, phase, weights, level, stage, threads):
+@_gpu_option
+def time_cmd(model, stage, **options):
     """Time each layer's forward and backward (Caffe's `caffe time`)."""
-    import caffepy
-    from caffepy.training import time_net
+    from caffepy.tools.score import time_model
 
-    _threads(threads)
-    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
-                      stages=_split_csv(stage), weights=weights or None)
-    click.echo(time_net(net, iterations))
+    click.echo(time_model(model, stages=_split_csv(stage), **options))
+
+
+@cli.command("device_query")
+@click.option(
+    "--gpu", type=GpuId(), default=0, show_default=True, help="The GPU to describe."
+)
+def device_query_cmd(gpu):
+    """Print a GPU's properties (Caffe's `caffe device_query`)."""
+    from caffepy.tools.device import device_query
+
+    click.echo(device_query(gpu))
 
 
 # -- data ------------------------------------------------------------------------
@@ -306,27 +230,15 @@ def time_cmd(model, iterations, phase, weights, level, stage, threads):
 @click.option("--encoded", is_flag=True, help="Store encoded image bytes.")
 @click.option("--encode_type", default="", help="png or jpg for --encoded.")
 @click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
-def convert_imageset_cmd(root, listfile, db, gray, shuffle, resize_height, resize_width,
-                         check_size, encoded, encode_type, backend):
+def convert_imageset_cmd(root, listfile, db, backend, **options):
     """Convert a list of images (`path label` lines) to an LMDB of Datum."""
-    from caffepy.tools.convert_imageset import convert_imageset
+    from caffepy.tools.convert_imageset import convert_imageset, format_stats
 
     if backend == "leveldb":
-        raise click.BadParameter("caffepy writes LMDB only; use --backend lmdb",
-                                 param_hint="--backend")
-    stats = convert_imageset(root, listfile, db, gray=gray, shuffle=shuffle,
-                             resize_height=resize_height, resize_width=resize_width,
-                             check_size=check_size, encoded=encoded,
-                             encode_type=encode_type, backend=backend)
-    click.echo(f"Processed {_stat(stats, 'written')} files into {db}"
-               + (f" ({_stat(stats, 'skipped')} skipped)" if _stat(stats, 'skipped')
-                  else ""))
-
-
-def _stat(stats, key):
-    if isinstance(stats, dict):
-        return stats.get(key, 0)
-    return getattr(stats, key, 0)
+        raise click.BadParameter(
+            "caffepy writes LMDB only; use --backend lmdb", param_hint="--backend"
+        )
+    click.echo(format_stats(convert_imageset(root, listfile, db, **options)))
 
 
 @cli.command("compute_image_mean")
@@ -335,15 +247,11 @@ def _stat(stats, key):
 @click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
 def compute_image_mean_cmd(db, output, backend):
     """Compute the mean image of an LMDB; write it as a .binaryproto."""
-    from caffepy.tools.compute_image_mean import compute_image_mean
+    from caffepy.tools.compute_image_mean import compute_image_mean, format_mean
 
     if backend == "leveldb":
         raise click.BadParameter("caffepy reads LMDB only", param_hint="--backend")
-    mean, channel_means = compute_image_mean(db, output)
-    for c, m in enumerate(channel_means):
-        click.echo(f"mean_value channel [{c}]: {m:.6g}")
-    if output:
-        click.echo(f"Wrote {output} (shape {tuple(mean.shape)})")
+    click.echo(format_mean(*compute_image_mean(db, output), output))
 
 
 @cli.group()
@@ -353,15 +261,20 @@ def data():
 
 @data.command("fashion-mnist")
 @click.argument("out_dir", type=click.Path(), default="data")
-@click.option("--source", default="/usr/share/datasets/fashion-mnist",
-              show_default=True, help="Folder with the four IDX files.")
+@click.option(
+    "--source",
+    default="/usr/share/datasets/fashion-mnist",
+    show_default=True,
+    help="Folder with the four IDX files.",
+)
 @click.option("--no-download", is_flag=True, help="Never download the IDX files.")
 def data_fashion_mnist(out_dir, source, no_download):
     """Write Fashion-MNIST train/test LMDBs (from Debian's dataset-fashion-mnist)."""
     from caffepy.tools.fashion_mnist import make_fashion_mnist_lmdbs
 
-    result = make_fashion_mnist_lmdbs(out_dir, source_dir=source,
-                                      download=not no_download)
+    result = make_fashion_mnist_lmdbs(
+        out_dir, source_dir=source, download=not no_download
+    )
     click.echo(f"Fashion-MNIST LMDBs ready in {out_dir}: {result}")
 
 
@@ -381,12 +294,23 @@ def parse_log_cmd(log_file, output_dir):
 
 
 @cli.command("plot_log")
-@click.argument("logs", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="The image to write (.png, .svg or .pdf).")
-@click.option("--x", "x_axis", type=click.Choice(["iters", "seconds"]), default="iters",
-              show_default=True, help="What the x axis counts.")
+@click.argument(
+    "logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The image to write (.png, .svg or .pdf).",
+)
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(["iters", "seconds"]),
+    default="iters",
+    show_default=True,
+    help="What the x axis counts.",
+)
 def plot_log_cmd(logs, out, x_axis):
     """Plot train/test loss, test accuracy and lr of one or more training logs."""
     from caffepy.tools.logs import plot_logs
@@ -404,43 +328,63 @@ def diagnose():
 @click.option("--layers", type=int, default=10, show_default=True)
 @click.option("--width", type=int, default=500, show_default=True)
 @click.option("--batch", type=int, default=1000, show_default=True)
-@click.option("--nonlinearity", "nonlinearities", multiple=True,
-              type=click.Choice(["tanh", "relu", "sigmoid"]),
-              help="tanh (default), relu or sigmoid; repeat to compare them.")
-@click.option("--filler", "fillers", multiple=True,
-              help="xavier, msra, gaussian:STD or FillerParameter text such as "
-                   "\"type: 'gaussian' std: 0.01\"; repeat to compare side by side.")
-@click.option("--batchnorm", is_flag=True,
-              help="BatchNorm + Scale before each nonlinearity.")
-@click.option("--out", type=click.Path(dir_okay=False), default="",
-              help="Save a figure: per-layer histograms and mean/std curves.")
+@click.option(
+    "--nonlinearity",
+    "nonlinearities",
+    multiple=True,
+    type=click.Choice(["tanh", "relu", "sigmoid"]),
+    help="tanh (default), relu or sigmoid; repeat to compare them.",
+)
+@click.option(
+    "--filler",
+    "fillers",
+    multiple=True,
+    help="xavier, msra, gaussian:STD or FillerParameter text such as "
+    "\"type: 'gaussian' std: 0.01\"; repeat to compare side by side.",
+)
+@click.option(
+    "--batchnorm", is_flag=True, help="BatchNorm + Scale before each nonlinearity."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="",
+    help="Save a figure: per-layer histograms and mean/std curves.",
+)
 def diagnose_init(layers, width, batch, nonlinearities, fillers, batchnorm, out):
     """Activation statistics of a deep fully connected net, layer by layer."""
-    from caffepy.diagnose import format_table, init_experiment, plot_init
+    from caffepy.tools.diagnose.init import run_init
 
-    results = []
-    for nonlinearity in nonlinearities or ("tanh",):
-        for filler in fillers or ("gaussian",):
-            res = init_experiment(layers, width, nonlinearity, filler, batchnorm,
-                                  batch, keep_values=bool(out))
-            results.append(res)
-            click.echo(format_table(res))
-            click.echo("")
-    if out:
-        plot_init(results, out)
-        click.echo(f"Wrote {out}")
+    run_init(
+        layers, width, batch, nonlinearities, fillers, batchnorm, out, echo=click.echo
+    )
 
 
 @diagnose.command("activations")
-@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The net prototxt (Data layers need their database).")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The net prototxt (Data layers need their database).",
+)
 @click.option("--weights", default="", help="Weights to load (.caffemodel).")
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
-              show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True,
-              help="Learning rate for the update/weight ratios (base_lr).")
-@click.option("--seed", type=int, default=1701, show_default=True,
-              help="Random seed for the fillers and the filled inputs.")
+@click.option(
+    "--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True
+)
+@click.option(
+    "--lr",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Learning rate for the update/weight ratios (base_lr).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=1701,
+    show_default=True,
+    help="Random seed for the fillers and the filled inputs.",
+)
 @click.option("--level", type=int, default=0)
 @click.option("--stage", default="")
 def diagnose_activations(model, weights, phase, lr, seed, level, stage):
@@ -449,34 +393,48 @@ def diagnose_activations(model, weights, phase, lr, seed, level, stage):
 
     Input layers get unit-gaussian data, and random valid classes where a loss or
     accuracy layer reads them as labels."""
-    import caffepy
-    from caffepy import rng
-    from caffepy.diagnose import activation_report, format_activation_report
+    from caffepy.tools.diagnose.activations import diagnose_net
 
-    rng.set_random_seed(seed)
-    net = caffepy.Net(model, getattr(caffepy, phase), level=level,
-                      stages=_split_csv(stage), weights=weights or None)
-    try:
-        click.echo(format_activation_report(activation_report(net, lr, seed)))
-    finally:
-        for layer in net.data_layers:
-            if hasattr(layer, "close"):
-                layer.close()
+    click.echo(diagnose_net(model, weights, phase, lr, seed, level, _split_csv(stage)))
 
 
 @diagnose.command("overfit")
-@click.option("--solver", "solver_path", required=True,
-              type=click.Path(exists=True, dir_okay=False), help="The solver prototxt.")
-@click.option("--samples", type=int, default=32, show_default=True,
-              help="How many of the train data's first records to overfit.")
-@click.option("--max-iter", type=int, default=0,
-              help="Give up after this many iterations (default: the solver's "
-                   "max_iter, at most 1000).")
+@click.option(
+    "--solver",
+    "solver_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The solver prototxt.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=32,
+    show_default=True,
+    help="How many of the train data's first records to overfit.",
+)
+@click.option(
+    "--max-iter",
+    type=int,
+    default=0,
+    help="Give up after this many iterations (default: the solver's "
+    "max_iter, at most 1000).",
+)
 @click.option("--lr", type=float, default=None, help="Override the solver's base_lr.")
-@click.option("--every", type=int, default=10, show_default=True,
-              help="Print loss and accuracy every this many iterations.")
-@click.option("--seed", type=int, default=1701, show_default=True,
-              help="Random seed, unless the solver sets random_seed.")
+@click.option(
+    "--every",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Print loss and accuracy every this many iterations.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=1701,
+    show_default=True,
+    help="Random seed, unless the solver sets random_seed.",
+)
 @click.option("--threads", type=int, default=0)
 def diagnose_overfit(solver_path, samples, max_iter, lr, every, seed, threads):
     """Overfit a tiny subset: train on the first --samples records with weight
@@ -484,20 +442,16 @@ def diagnose_overfit(solver_path, samples, max_iter, lr, every, seed, threads):
 
     Exits non-zero when it never gets there: a net that cannot memorise 32
     examples usually has a bug (labels, learning rate, a broken layer)."""
-    from caffepy.diagnose import overfit, overfit_message
+    from caffepy.tools.diagnose.overfit import run_overfit
 
     if samples < 1:
-        raise click.BadParameter(f"must be at least 1, got {samples}",
-                                 param_hint="--samples")
-    _threads(threads)
-
-    def progress(it, loss, acc):
-        click.echo(f"iteration {it}: loss {loss:.4g}, accuracy on the subset {acc:.1%}")
-
-    result = overfit(solver_path, samples, max_iter or None, lr, max(every, 1), progress,
-                     seed)
-    message = overfit_message(result)
-    if result.reached is None:
+        raise click.BadParameter(
+            f"must be at least 1, got {samples}", param_hint="--samples"
+        )
+    ok, message = run_overfit(
+        solver_path, samples, max_iter, lr, every, seed, threads, echo=click.echo
+    )
+    if not ok:
         raise click.ClickException(message)
     click.echo(message)
 
@@ -505,45 +459,78 @@ def diagnose_overfit(solver_path, samples, max_iter, lr, every, seed, threads):
 @cli.command("draw_net")
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--rankdir", type=click.Choice(["LR", "TB", "RL", "BT"]), default="LR",
-              show_default=True, help="Direction of the graph: left-right or top-bottom.")
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST", "ALL"]), default="TRAIN",
-              show_default=True, help="Which phase's layers to draw (ALL: every layer).")
-@click.option("--input-shape", default="",
-              help="C,H,W (or N,C,H,W) of data layers whose database is not here, "
-                   "to show blob shapes.")
-@click.option("--engine", type=click.Choice(["auto", "dot", "matplotlib"]),
-              default="auto", show_default=True,
-              help="Graphviz's dot when installed, else matplotlib.")
+@click.option(
+    "--rankdir",
+    type=click.Choice(["LR", "TB", "RL", "BT"]),
+    default="LR",
+    show_default=True,
+    help="Direction of the graph: left-right or top-bottom.",
+)
+@click.option(
+    "--phase",
+    type=click.Choice(["TRAIN", "TEST", "ALL"]),
+    default="TRAIN",
+    show_default=True,
+    help="Which phase's layers to draw (ALL: every layer).",
+)
+@click.option(
+    "--input-shape",
+    default="",
+    help="C,H,W (or N,C,H,W) of data layers whose database is not here, "
+    "to show blob shapes.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "dot", "matplotlib"]),
+    default="auto",
+    show_default=True,
+    help="Graphviz's dot when installed, else matplotlib.",
+)
 def draw_net_cmd(model, output, rankdir, phase, input_shape, engine):
     """Draw a net (.png, .svg, .pdf or .dot): layers with their key parameters,
     blobs with their shapes."""
     from caffepy.tools.draw_net import draw_net
     from caffepy.tools.summary import parse_shape
 
-    used, notes = draw_net(model, output, rankdir=rankdir, phase=phase,
-                           input_shape=parse_shape(input_shape),
-                           engine=None if engine == "auto" else engine)
+    used, notes = draw_net(
+        model,
+        output,
+        rankdir=rankdir,
+        phase=phase,
+        input_shape=parse_shape(input_shape),
+        engine=None if engine == "auto" else engine,
+    )
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"Wrote {output} (drawn with {used})")
 
 
 @cli.command("summary")
-@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="The net prototxt.")
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN",
-              show_default=True)
-@click.option("--input-shape", default="",
-              help="C,H,W (or N,C,H,W) of data layers whose database is not here.")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The net prototxt.",
+)
+@click.option(
+    "--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True
+)
+@click.option(
+    "--input-shape",
+    default="",
+    help="C,H,W (or N,C,H,W) of data layers whose database is not here.",
+)
 def summary_cmd(model, phase, input_shape):
     """Per layer: output shape, parameters, FLOPs and activation memory, with
     totals; checks a Data layer's database against the net. No data needed."""
     import caffepy
     from caffepy.tools.summary import format_summary, parse_shape, summarize
 
-    click.echo(format_summary(summarize(model, getattr(caffepy, phase),
-                                        parse_shape(input_shape))))
+    click.echo(
+        format_summary(
+            summarize(model, getattr(caffepy, phase), parse_shape(input_shape))
+        )
+    )
 
 
 # -- format upgrades -----------------------------------------------------------------
@@ -583,6 +570,7 @@ def upgrade_solver_proto_text(input_file, output_file):
 def main(argv=None):
     """Entry point: run the click group, turning caffepy errors into one line."""
     from caffepy.errors import CaffepyError
+    from caffepy.tools.glog import setup_logging
 
     setup_logging()
     try:

@@ -94,6 +94,11 @@ class ResourceError(CaffepyError, MemoryError):
     """Not enough memory (or another resource) for what was asked."""
 
 
+class GpuUnavailableError(CaffepyError, RuntimeError):
+    """GPU mode was asked for but cannot run: no CUDA device, no such device, or
+    the GPU packages are missing (``pip install 'caffepy[gpu]'``)."""
+
+
 def did_you_mean(word, choices, n=3):
     """Return ' (did you mean X?)' for the closest names, or '' if none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.6)

@@ -16,8 +16,11 @@ A subclass overrides only the hooks, the same four a pycaffe Python layer has::
 (top[0] is bottom[0]) must be correct when both are the same Blob.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
+from caffepy.backend import mode as _mode
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, ShapeError
 from caffepy.phase import TEST, TRAIN  # noqa: F401 - re-exported
@@ -71,12 +74,12 @@ class Layer:
     """
 
     # Arity is data, checked in one place (None: unchecked).
-    exact_num_bottom = None
-    min_num_bottom = None
-    max_num_bottom = None
-    exact_num_top = None
-    min_num_top = None
-    max_num_top = None
+    exact_num_bottom: int | None = None
+    min_num_bottom: int | None = None
+    max_num_bottom: int | None = None
+    exact_num_top: int | None = None
+    min_num_top: int | None = None
+    max_num_top: int | None = None
     equal_num_bottom_top = False
     #: Loss layers put an implicit loss_weight of 1 on their first top.
     is_loss = False
@@ -109,6 +112,37 @@ class Layer:
         """Whether force_backward may ask for this bottom's gradient (not labels)."""
         return True
 
+    @classmethod
+    def param_blob_count(cls, layer_param) -> int:
+        """How many parameter blobs a layer of this ``layer_param`` creates, known
+        before it is built (to edit its ``param`` specs, e.g. when fine-tuning).
+
+        Layers with learnable parameters override this; the default is 0.
+        """
+        return 0
+
+    @classmethod
+    def fixed_lr_mults(cls, layer_param) -> list[float] | None:
+        """The ``lr_mult`` per parameter blob that this layer type imposes, or
+        None when the prototxt's ``param`` specs decide (the default).
+
+        BatchNorm returns zeros: its blobs are statistics, never learned. The Net
+        applies these, and a fixed ``lr_mult`` of 0 also means ``decay_mult`` 0.
+        """
+        return None
+
+    def close(self) -> None:
+        """Release what the layer holds outside the net (data readers, prefetch
+        threads, open databases). A no-op by default; ``Net.close`` calls it."""
+
+    def workspace(self, ops):
+        """This layer's :class:`~caffepy.backend.base.Workspace` on ``ops``'s
+        device: one per layer, a new one after a mode switch."""
+        ws = self.__dict__.get("_layer_ws")
+        if ws is None or ws[0] is not ops:
+            ws = self._layer_ws = (ops, ops.workspace())
+        return ws[1]
+
     # -- entry points ----------------------------------------------------------
     def SetUp(self, bottom, top):
         self.check_blob_counts(bottom, top)
@@ -118,19 +152,33 @@ class Layer:
 
     def Forward(self, bottom, top):
         """Reshape, compute, and return the weighted loss of this layer's tops."""
-        self.reshape(bottom, top)
-        self.forward(bottom, top)
+        ops = _mode.ops()
+        if ops.name == "cpu" or ops.supports(self):
+            self.reshape(bottom, top)
+            self.forward(bottom, top)
+        else:
+            # NOTE: Caffe's Forward_gpu defaults to Forward_cpu: the hooks run on
+            # the CPU backend and the blobs sync through their host accessors.
+            with _mode.cpu_fallback():
+                self.reshape(bottom, top)
+                self.forward(bottom, top)
         loss = 0.0
         for weight, blob in zip(self.loss_weights, top):
             if weight:
                 # NOTE: as Caffe, a loss top's diff holds its loss weight, which is
-                # the gradient that backward starts from.
-                blob.diff[...] = weight
-                loss += weight * float(blob.data.sum())
+                # the gradient that backward starts from. The sum runs where the
+                # top lives: one scalar comes back from a device.
+                ops.mutable_diff(blob)[...] = weight
+                loss += weight * ops.asum(ops.data(blob))
         return loss
 
     def Backward(self, top, propagate_down, bottom):
-        self.backward(top, propagate_down, bottom)
+        ops = _mode.ops()
+        if ops.name == "cpu" or ops.supports(self):
+            self.backward(top, propagate_down, bottom)
+        else:
+            with _mode.cpu_fallback():
+                self.backward(top, propagate_down, bottom)
 
     # -- helpers -------------------------------------------------------------
     def check_blob_counts(self, bottom, top):

@@ -1,148 +1,75 @@
 """Net: layers in order over named Blobs, built from a NetParameter as Caffe does.
 
-Building is a chain of small pure steps, each tested on its own:
+Building is a chain of small steps, each tested on its own (Caffe's net.cpp)::
 
-    read_net (upgrade) -> filter_net (phase/level/stage) -> insert_splits -> build
+    read_net (upgrade) -> filter_net (phase/level/stage) -> insert_splits
+      -> per layer: create, append_bottom, append_top, SetUp, append_param
+      -> backward-need analysis (prune layers that feed no loss)
 
-``build`` creates each layer, wires bottoms and tops (in-place tops reuse the
-bottom blob), shares parameters by ``param { name }``, and works out which
-layers need backward: a layer does when a bottom needs a gradient or a
-parameter has ``lr_mult != 0``, and only if it contributes to a loss. Frozen
-layers at the bottom of a net therefore cost no backward work.
+In-place tops reuse the bottom blob, parameters are shared by ``param { name }``
+(the same memory, each blob its own shape), and a layer needs backward when a
+bottom needs a gradient or a parameter has ``lr_mult != 0``, and only if it
+contributes to a loss. Frozen layers at the bottom of a net cost no backward work.
 """
+
+from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from caffepy.blob import Blob
 from caffepy.errors import (
     CaffepyError,
-    DataError,
     LayerError,
     NetError,
     ShapeError,
-    WeightsError,
 )
-from caffepy.io.blobproto import array_from_proto, proto_from_array, proto_shape
-from caffepy.layer import TEST, TRAIN
-from caffepy.registry import layer_class
+from caffepy.io.blobproto import proto_from_array
+from caffepy.layer import TEST, TRAIN, Layer
+from caffepy.netbuild import (  # noqa: F401 - re-exported
+    filter_net,
+    insert_splits,
+    layer_included,
+    param_mults,
+    prune_backward,
+    split_blob_name,
+    split_layer_name,
+    state_meets_rule,
+)
+from caffepy.proto import caffe_pb2
+from caffepy.registry import create_layer
 
 log = logging.getLogger("caffepy")
 
 _PHASE_NAMES = {TRAIN: "TRAIN", TEST: "TEST"}
+_PERMISSIVE = 1  # ParamSpec.DimCheckMode
 
 
-# -- building steps ------------------------------------------------------------
-def state_meets_rule(state, rule):
-    """Caffe's StateMeetsRule: does a NetState satisfy one include/exclude rule?"""
-    if rule.HasField("phase") and rule.phase != state.phase:
-        return False
-    if rule.HasField("min_level") and state.level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and state.level > rule.max_level:
-        return False
-    stages = set(state.stage)
-    if any(s not in stages for s in rule.stage):
-        return False
-    if any(s in stages for s in rule.not_stage):
-        return False
-    return True
+@dataclass
+class _Owner:
+    """A learnable parameter as AppendParam records it (shared ones point here)."""
+
+    blob: Blob
+    layer: int
+    index: int
+    learnable: int  # index into Net.learnable_params
+    has_lr: bool
+    has_decay: bool
 
 
-def filter_net(param, state):
-    """A copy of ``param`` holding only the layers that ``state`` includes."""
-    out = copy.deepcopy(param)
-    del out.layer[:]
-    for layer in param.layer:
-        if layer.include and layer.exclude:
-            raise NetError(
-                f"layer '{layer.name}': specify either include rules or exclude rules, "
-                "not both"
-            )
-        included = not layer.include
-        if any(state_meets_rule(state, r) for r in layer.exclude):
-            included = False
-        if any(state_meets_rule(state, r) for r in layer.include):
-            included = True
-        if included:
-            out.layer.add().CopyFrom(layer)
-    return out
+@dataclass
+class _BuildState:
+    """What the append steps share while a net is built (dropped afterwards)."""
 
-
-def _split_layer_name(blob, layer, top_idx):
-    return f"{blob}_{layer}_{top_idx}_split"
-
-
-def _split_blob_name(blob, layer, top_idx, split_idx):
-    return f"{blob}_{layer}_{top_idx}_split_{split_idx}"
-
-
-def _label(layer):
-    return f"layer '{layer.name}' ({layer.type})"
-
-
-def insert_splits(param, label=_label):
-    """Caffe's InsertSplits: a Split layer for every blob read by several layers.
-
-    The gradients of the split's tops are summed into the original blob, so a
-    blob used twice gets the sum of both paths. ``label(layer_param)`` names a
-    layer in errors (the Net adds its file and line).
-    """
-    last_top = {}  # blob name -> (layer index, top index)
-    source_of = {}  # (layer, bottom index) -> (layer, top index)
-    consumers = {}  # (layer, top index) -> count (loss weight counts as one)
-    loss_weight = {}
-    for i, layer in enumerate(param.layer):
-        for j, name in enumerate(layer.bottom):
-            if name not in last_top:
-                raise NetError(
-                    f"{label(layer)}: unknown bottom blob '{name}' (bottom[{j}]); no "
-                    "earlier layer produces it"
-                )
-            src = last_top[name]
-            source_of[(i, j)] = src
-            consumers[src] = consumers.get(src, 0) + 1
-        for j, name in enumerate(layer.top):
-            last_top[name] = (i, j)
-        for j in range(len(layer.top)):
-            w = layer.loss_weight[j] if j < len(layer.loss_weight) else 0.0
-            loss_weight[(i, j)] = w
-            if w:
-                consumers[(i, j)] = consumers.get((i, j), 0) + 1
-    out = copy.deepcopy(param)
-    del out.layer[:]
-    next_split = {}
-    for i, layer in enumerate(param.layer):
-        new = out.layer.add()
-        new.CopyFrom(layer)
-        for j, name in enumerate(layer.bottom):
-            src = source_of[(i, j)]
-            if consumers.get(src, 0) > 1:
-                k = next_split.get(src, 0)
-                next_split[src] = k + 1
-                new.bottom[j] = _split_blob_name(name, param.layer[src[0]].name, src[1], k)
-        for j, name in enumerate(layer.top):
-            count = consumers.get((i, j), 0)
-            if count <= 1:
-                continue
-            split = out.layer.add()
-            split.name = _split_layer_name(name, layer.name, j)
-            split.type = "Split"
-            split.bottom.append(name)
-            w = loss_weight[(i, j)]
-            for k in range(count):
-                split.top.append(_split_blob_name(name, layer.name, j, k))
-                if w:
-                    split.loss_weight.append(w if k == 0 else 0.0)
-            if w:
-                del new.loss_weight[:]
-                next_split[(i, j)] = 1
-    return out
+    available: set = field(default_factory=set)  # blob names a later layer may read
+    blob_need_backward: dict = field(default_factory=dict)
+    owners: dict = field(default_factory=dict)  # param name -> _Owner
 
 
 # -- the Net ---------------------------------------------------------------------
@@ -159,10 +86,24 @@ class Net:
         layers, layer_dict, inputs, outputs, top_names, bottom_names.
         learnable_params, params_lr, params_weight_decay: one entry per learnable
             parameter (shared parameters once, at their owner).
+        param_owners: per parameter blob, ``(layer index, param index, owner)``
+            with owner ``(layer index, param index)`` of the blob it shares, or None.
+
+    ``net.close()`` (or ``with Net(...) as net:``) releases the data readers.
     """
 
-    def __init__(self, network_file=None, phase=None, level=0, stages=None,
-                 weights=None, *, param=None, dtype=np.float32, source=None):
+    def __init__(
+        self,
+        network_file: str | os.PathLike | None = None,
+        phase: int | None = None,
+        level: int = 0,
+        stages: list[str] | None = None,
+        weights: Any = None,
+        *,
+        param: caffe_pb2.NetParameter | None = None,
+        dtype: Any = np.float32,
+        source: str | os.PathLike | None = None,
+    ) -> None:
         if isinstance(phase, (str, os.PathLike)) and (
             isinstance(level, int) and level in (TRAIN, TEST) and weights is None
         ):
@@ -170,22 +111,7 @@ class Net:
             weights, phase, level = phase, level, 0
         self.source = None if source is None else os.fspath(source)
         self._text = None
-        if param is None:
-            if network_file is None:
-                raise NetError("Net needs a network file or a NetParameter (param=)")
-            from caffepy.io.prototxt import _read_text, parse_net_text
-
-            self.source = os.fspath(network_file)
-            self._text = _read_text(self.source, "net")
-            param = parse_net_text(self._text, self.source)
-        else:
-            from caffepy.io.upgrade import net_needs_upgrade, upgrade_net
-
-            if net_needs_upgrade(param):
-                param = copy.deepcopy(param)
-                upgrade_net(param, source=self.source or "<NetParameter>")
-        if not len(param.layer):
-            raise NetError(f"{self.source or 'the net'}: the net has no layers")
+        param = self._load_param(network_file, param)
         self.dtype = np.dtype(dtype)
         state = copy.deepcopy(param.state)
         if phase is not None:
@@ -204,21 +130,39 @@ class Net:
                 f"{_PHASE_NAMES.get(state.phase, state.phase)} (level {state.level}, "
                 f"stages {list(state.stage)}); check the include/exclude rules"
             )
-        # to_proto writes the layers as the user wrote them (no split renaming)
-        self._user_layers = {lp.name: lp for lp in filtered.layer}
-        self._build(insert_splits(filtered, self._label))
+        self._build(filtered)
         if weights is not None:
-            for w in ([weights] if isinstance(weights, (str, os.PathLike)) else weights):
+            for w in [weights] if isinstance(weights, (str, os.PathLike)) else weights:
                 self.copy_from(w)
+
+    def _load_param(self, network_file, param):
+        """The NetParameter read from ``network_file``, or ``param`` upgraded."""
+        if param is None:
+            if network_file is None:
+                raise NetError("Net needs a network file or a NetParameter (param=)")
+            from caffepy.io.prototxt import _read_text, parse_net_text
+
+            self.source = os.fspath(network_file)
+            self._text = _read_text(self.source, "net")
+            param = parse_net_text(self._text, self.source)
+        else:
+            from caffepy.io.upgrade import net_needs_upgrade, upgrade_net
+
+            if net_needs_upgrade(param):
+                param = copy.deepcopy(param)
+                upgrade_net(param, source=self.source or "<NetParameter>")
+        if not len(param.layer):
+            raise NetError(f"{self.source or 'the net'}: the net has no layers")
+        return param
 
     # -- construction ------------------------------------------------------------
     def _label(self, lp):
-        """"layer 'name' (Type, file:line)" for error messages."""
+        """The layer as errors name it: ``layer 'name' (Type, file:line)``."""
         loc = self._where(lp.name)[2:-1]
         return f"layer '{lp.name}' ({lp.type}{', ' + loc if loc else ''})"
 
     def _where(self, layer_name):
-        """" (file:line)" of a layer for error messages ("" when unknown)."""
+        """`` (file:line)`` of a layer for error messages ("" when unknown)."""
         from caffepy.io.prototxt import layer_location
 
         if self._text is None and self.source and os.path.isfile(self.source):
@@ -232,104 +176,144 @@ class Net:
             return f" ({self.source}:{line})"
         return f" ({self.source})" if self.source else ""
 
-    def _build(self, param):
-        self.layers = []
-        self.layer_dict = OrderedDict()
-        self.blobs = OrderedDict()
-        self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_names, self.top_names = OrderedDict(), OrderedDict()
-        self.inputs = []
-        self._split_layers = set()
-        self._param_layers = []  # (layer index, param index) for each param blob
-        self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
-        self.learnable_param_names = []
-        owners = {}  # param name -> (blob, lr_mult, decay_mult, shape)
-        need_blob = {}  # blob name -> needs backward
-        self.bottom_need_backward, self.layer_need_backward = [], []
-        self.layer_param = []
-        self._producer = {}  # blob name -> (name the user wrote, layer name, type)
-        available = set()
+    def _build(self, filtered):
+        """Caffe's Net::Init after filtering: splits, then each layer in order."""
+        param, inserted = insert_splits(filtered, self._label)
+        self._split_layers = set(inserted)
+        # to_proto writes each layer as the user wrote it (no split renaming)
+        written = iter(filtered.layer)
+        self._user_layer_param = [
+            None if li in self._split_layers else next(written)
+            for li in range(len(param.layer))
+        ]
+        self._init_containers()
+        state = _BuildState()
         for li, lp in enumerate(param.layer):
-            if lp.name in self.layer_dict:
-                raise NetError(f"two layers are named '{lp.name}'{self._where(lp.name)}")
-            loc = self._where(lp.name)[2:-1]
-            cls = layer_class(lp.type,
-                              f"layer '{lp.name}'" + (f" at {loc}" if loc else ""))
-            layer = cls(lp, self.phase, self.dtype)
-            if lp.type == "Split" and lp.name.endswith("_split"):
-                self._split_layers.add(li)
-            bottoms, bneed = [], []
-            for j, bname in enumerate(lp.bottom):
-                if bname not in available:
-                    raise NetError(
-                        f"{self._label(lp)}: unknown bottom blob '{bname}' (bottom[{j}])"
-                    )
-                bottoms.append(self.blobs[bname])
-                need = need_blob.get(bname, False)
-                if len(lp.propagate_down) > 0:
-                    if len(lp.propagate_down) != len(lp.bottom):
-                        raise NetError(
-                            f"{self._label(lp)}: propagate_down has "
-                            f"{len(lp.propagate_down)} values for {len(lp.bottom)} bottoms"
-                        )
-                    need = bool(lp.propagate_down[j])
-                bneed.append(need)
-                # In-place tops replace the blob; other bottoms are consumed.
-                if bname not in lp.top:
-                    available.discard(bname)
-            tops = []
-            for tname in lp.top:
-                if tname in lp.bottom:
-                    tops.append(self.blobs[tname])
-                else:
-                    if tname in available:
-                        raise NetError(
-                            f"{self._label(lp)}: top blob '{tname}' is produced by more "
-                            "than one layer"
-                        )
-                    blob = Blob((), self.dtype)
-                    self.blobs[tname] = blob
-                    tops.append(blob)
-                available.add(tname)
-            if lp.type == "Input":
-                self.inputs.extend(lp.top)
-            in_place = [(t, self.blobs[t].shape) for t in lp.top if t in lp.bottom]
-            try:
-                layer.SetUp(bottoms, tops)
-                for tname, before in in_place:
-                    after = self.blobs[tname].shape
-                    if after != before:
-                        raise LayerError(
-                            layer, f"cannot compute top '{tname}' in place of its "
-                            f"bottom: the output has shape {after}, the input "
-                            f"{before}; give the top a name of its own")
-            except CaffepyError as err:
-                self._add_context(err, layer, lp)
-                raise
-            for tname in lp.top:
-                if li in self._split_layers:
-                    self._producer[tname] = self._producer.get(lp.bottom[0])
-                else:
-                    self._producer[tname] = (tname, lp.name, lp.type)
-            self._append_params(li, layer, lp, owners)
-            need = any(bneed) or any(layer.param_propagate_down)
-            for tname in lp.top:
-                need_blob[tname] = need
-            self.layers.append(layer)
-            self.layer_dict[lp.name] = layer
-            self.layer_param.append(lp)
-            self.bottom_vecs.append(bottoms)
-            self.top_vecs.append(tops)
-            self.bottom_names[lp.name] = list(lp.bottom)
-            self.top_names[lp.name] = list(lp.top)
-            self.bottom_need_backward.append(bneed)
-            self.layer_need_backward.append(need)
-        self.outputs = [n for n in self.blobs if n in available]
+            self._append_layer(li, lp, state)
+        self.outputs = [n for n in self.blobs if n in state.available]
         self._prune_backward(param.force_backward)
         self.params = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if len(layer.blobs)
         )
         self._log_summary()
+
+    def _init_containers(self):
+        self.layers = []
+        self.layer_dict = OrderedDict()
+        self.layer_param = []
+        self.blobs = OrderedDict()
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_names, self.top_names = OrderedDict(), OrderedDict()
+        self.bottom_need_backward, self.layer_need_backward = [], []
+        self.inputs = []
+        self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
+        self.learnable_param_names = []
+        #: per parameter blob of the net: (layer index, param index, owner or None)
+        self.param_owners = []
+        self._producer = {}  # blob name -> (name the user wrote, layer name, type)
+
+    def _append_layer(self, li, lp, state):
+        """Create one layer, wire it (bottoms, tops), set it up, append its
+        parameters, and record whether it needs backward."""
+        layer = self._create_layer(lp)
+        bottoms, bneed = [], []
+        for j in range(len(lp.bottom)):
+            blob, need = self.append_bottom(lp, j, state)
+            bottoms.append(blob)
+            bneed.append(need)
+        tops = [self.append_top(lp, j, state) for j in range(len(lp.top))]
+        self._setup_layer(layer, lp, bottoms, tops)
+        self._record_producers(li, lp)
+        layer.param_propagate_down = [True] * len(layer.blobs)
+        for j in range(len(layer.blobs)):
+            self.append_param(li, layer, lp, j, state)
+        need = any(bneed) or any(layer.param_propagate_down)
+        for tname in lp.top:
+            state.blob_need_backward[tname] = need
+        self.layers.append(layer)
+        self.layer_dict[lp.name] = layer
+        self.layer_param.append(lp)
+        self.bottom_vecs.append(bottoms)
+        self.top_vecs.append(tops)
+        self.bottom_names[lp.name] = list(lp.bottom)
+        self.top_names[lp.name] = list(lp.top)
+        self.bottom_need_backward.append(bneed)
+        self.layer_need_backward.append(need)
+
+    def _create_layer(self, lp):
+        if lp.name in self.layer_dict:
+            raise NetError(f"two layers are named '{lp.name}'{self._where(lp.name)}")
+        loc = self._where(lp.name)[2:-1]
+        where = f"layer '{lp.name}'" + (f" at {loc}" if loc else "")
+        return create_layer(lp, self.phase, self.dtype, where)
+
+    def append_bottom(
+        self, lp: caffe_pb2.LayerParameter, j: int, state: _BuildState
+    ) -> tuple[Blob, bool]:
+        """Caffe's AppendBottom: the blob bottom ``j`` of ``lp`` reads, and whether
+        it needs a gradient (``propagate_down`` overrides what its producer says).
+        A bottom that is not also a top is consumed: no later layer may read it."""
+        bname = lp.bottom[j]
+        if bname not in state.available:
+            raise NetError(
+                f"{self._label(lp)}: unknown bottom blob '{bname}' (bottom[{j}])"
+            )
+        need = state.blob_need_backward.get(bname, False)
+        if len(lp.propagate_down) > 0:
+            if len(lp.propagate_down) != len(lp.bottom):
+                raise NetError(
+                    f"{self._label(lp)}: propagate_down has {len(lp.propagate_down)} "
+                    f"values for {len(lp.bottom)} bottoms"
+                )
+            need = bool(lp.propagate_down[j])
+        if bname not in lp.top:
+            state.available.discard(bname)
+        return self.blobs[bname], need
+
+    def append_top(
+        self, lp: caffe_pb2.LayerParameter, j: int, state: _BuildState
+    ) -> Blob:
+        """Caffe's AppendTop: top ``j`` of ``lp``, a new blob unless it is computed
+        in place of a bottom of the same name."""
+        tname = lp.top[j]
+        if tname in lp.bottom:
+            blob = self.blobs[tname]
+        else:
+            if tname in state.available:
+                raise NetError(
+                    f"{self._label(lp)}: top blob '{tname}' is produced by more than "
+                    "one layer"
+                )
+            blob = self.blobs[tname] = Blob((), self.dtype)
+        state.available.add(tname)
+        if lp.type == "Input":
+            self.inputs.append(tname)
+        return blob
+
+    def _setup_layer(self, layer, lp, bottoms, tops):
+        """``layer.SetUp``; an in-place top must keep its bottom's shape."""
+        in_place = [(t, self.blobs[t].shape) for t in lp.top if t in lp.bottom]
+        try:
+            layer.SetUp(bottoms, tops)
+            for tname, before in in_place:
+                after = self.blobs[tname].shape
+                if after != before:
+                    raise LayerError(
+                        layer,
+                        f"cannot compute top '{tname}' in place of its bottom: "
+                        f"the output has shape {after}, the input {before}; give the "
+                        "top a name of its own",
+                    )
+        except CaffepyError as err:
+            self._add_context(err, layer, lp)
+            raise
+
+    def _record_producers(self, li, lp):
+        for tname in lp.top:
+            if li in self._split_layers:
+                self._producer[tname] = self._producer.get(lp.bottom[0])
+            else:
+                self._producer[tname] = (tname, lp.name, lp.type)
 
     def _add_context(self, err, layer, lp):
         """Name the layer and its place in the file in ``err``; for a shape error,
@@ -339,91 +323,114 @@ class Net:
             parts = []
             for j, bname in enumerate(lp.bottom):
                 user, lname, ltype = self._producer.get(bname) or (bname, "?", "?")
-                parts.append(f"bottom[{j}] '{user}' comes from layer '{lname}' "
-                             f"({ltype})")
+                parts.append(
+                    f"bottom[{j}] '{user}' comes from layer '{lname}' ({ltype})"
+                )
             note = "; " + ", ".join(parts)
         return err.in_layer(layer, self._where(lp.name), note)
 
-    def _append_params(self, li, layer, lp, owners):
-        fixed = lp.type == "BatchNorm"  # its blobs are statistics, never learned
-        for j, blob in enumerate(layer.blobs):
-            spec = lp.param[j] if j < len(lp.param) else None
-            lr = spec.lr_mult if spec is not None else 1.0
-            decay = spec.decay_mult if spec is not None else 1.0
-            if fixed:
-                lr = decay = 0.0
-            name = spec.name if spec is not None else ""
-            if name and name in owners:
-                owner, o_lr, o_decay, oli = owners[name]
-                mode = spec.share_mode  # STRICT = 0, PERMISSIVE = 1
-                if mode == 0 and owner.shape != blob.shape:
-                    raise NetError(
-                        f"{self._label(lp)}: cannot share param '{name}' owned by layer "
-                        f"'{self.layers[oli].name}': shape {blob.shape} vs owner's "
-                        f"{owner.shape} (use share_mode: PERMISSIVE to compare counts)"
-                    )
-                if mode == 1 and owner.count != blob.count:
-                    raise NetError(
-                        f"{self._label(lp)}: cannot share param '{name}': count "
-                        f"{blob.count} vs owner's {owner.count}"
-                    )
-                if spec.HasField("lr_mult") and spec.lr_mult != o_lr:
-                    raise NetError(
-                        f"{self._label(lp)}: shared param '{name}' has lr_mult "
-                        f"{spec.lr_mult} but its owner has {o_lr}"
-                    )
-                if owner.shape == blob.shape:
-                    blob.share_data(owner)
-                    blob.share_diff(owner)
-                else:
-                    blob.reshape(owner.shape)
-                    blob.share_data(owner)
-                    blob.share_diff(owner)
-                    blob.reshape(blob.shape)
-                lr = o_lr
+    def append_param(
+        self,
+        li: int,
+        layer: Layer,
+        lp: caffe_pb2.LayerParameter,
+        j: int,
+        state: _BuildState,
+    ) -> None:
+        """Caffe's AppendParam: parameter blob ``j`` of layer ``li`` becomes a
+        learnable parameter, or shares the memory of the one owning its name.
+
+        A layer may fix its own multipliers (:meth:`Layer.fixed_lr_mults`:
+        BatchNorm's statistics are never learned); a fixed ``lr_mult`` of 0 also
+        sets ``decay_mult`` to 0. ``param_propagate_down[j]`` is whether the
+        parameter learns (its lr_mult, the owner's when shared, is not 0).
+        """
+        spec = lp.param[j] if j < len(lp.param) else None
+        lr, decay, has_lr, has_decay = param_mults(type(layer), lp, spec, j)
+        blob = layer.blobs[j]
+        name = spec.name if spec is not None else ""
+        owner = state.owners.get(name) if name else None
+        if owner is None:
+            owner = _Owner(blob, li, j, len(self.learnable_params), has_lr, has_decay)
+            if name:
+                state.owners[name] = owner
+            self.learnable_params.append(blob)
+            self.params_lr.append(lr)
+            self.params_weight_decay.append(decay)
+            self.learnable_param_names.append(f"{lp.name}/{j}")
+            self.param_owners.append((li, j, None))
+        else:
+            self._share_param(lp, spec, blob, owner)
+            self._merge_mults(lp, name, owner, lr, decay, has_lr, has_decay)
+            self.param_owners.append((li, j, (owner.layer, owner.index)))
+        layer.param_propagate_down[j] = self.params_lr[owner.learnable] != 0
+
+    def _share_param(self, lp, spec, blob, owner):
+        """Make ``blob`` the owner's memory, checked as Caffe: PERMISSIVE compares
+        counts, STRICT (the default) shapes; each blob keeps its own shape."""
+        other = self.layers[owner.layer].name
+        what = (
+            f"{self._label(lp)}: cannot share param '{spec.name}' owned by layer "
+            f"'{other}' (param {owner.index})"
+        )
+        if spec.share_mode == _PERMISSIVE:
+            if blob.count != owner.blob.count:
+                raise NetError(
+                    f"{what}: count mismatch, the owner's shape is {owner.blob.shape} "
+                    f"({owner.blob.count}), this layer's {blob.shape} ({blob.count})"
+                )
+        elif blob.shape != owner.blob.shape:
+            raise NetError(
+                f"{what}: shape mismatch, the owner's shape is {owner.blob.shape}, "
+                f"this layer's {blob.shape} (share_mode: PERMISSIVE compares only "
+                "counts)"
+            )
+        blob.share_data(owner.blob)
+        blob.share_diff(owner.blob)
+
+    def _merge_mults(self, lp, name, owner, lr, decay, has_lr, has_decay):
+        """A sharing layer's explicit lr_mult/decay_mult must agree with the
+        owner's explicit ones, or sets them when the owner left them unset."""
+        k = owner.learnable
+        for has, value, mults, what in (
+            (has_lr, lr, self.params_lr, "lr_mult"),
+            (has_decay, decay, self.params_weight_decay, "decay_mult"),
+        ):
+            if not has:
+                continue
+            owner_has = owner.has_lr if what == "lr_mult" else owner.has_decay
+            if owner_has and mults[k] != value:
+                raise NetError(
+                    f"{self._label(lp)}: shared param '{name}' has {what} {value:g} "
+                    f"but its owner, layer '{self.layers[owner.layer].name}', has "
+                    f"{mults[k]:g}"
+                )
+            mults[k] = value
+            if what == "lr_mult":
+                owner.has_lr = True
             else:
-                if name:
-                    owners[name] = (blob, lr, decay, li)
-                self.learnable_params.append(blob)
-                self.params_lr.append(lr)
-                self.params_weight_decay.append(decay)
-                self.learnable_param_names.append(f"{lp.name}/{j}")
-            if len(layer.param_propagate_down) <= j:
-                layer.param_propagate_down.append(lr != 0)
-            else:
-                layer.param_propagate_down[j] = lr != 0
+                owner.has_decay = True
 
     def _prune_backward(self, force_backward):
         """Skip backward for layers that do not contribute to a loss (Caffe's rule)."""
-        under_loss, skip = set(), set()
-        for li in range(len(self.layers) - 1, -1, -1):
-            layer, lp = self.layers[li], self.layer_param[li]
-            contributes, all_skip = False, True
-            for j, tname in enumerate(lp.top):
-                if layer.loss_weights[j] or tname in under_loss:
-                    contributes = True
-                if tname not in skip:
-                    all_skip = False
-            if self.layer_need_backward[li] and all_skip and lp.top:
-                self.layer_need_backward[li] = False
-                self.bottom_need_backward[li] = [False] * len(lp.bottom)
-            if not contributes:
-                self.layer_need_backward[li] = False
-            for j, bname in enumerate(lp.bottom):
-                if contributes:
-                    under_loss.add(bname)
-                else:
-                    self.bottom_need_backward[li][j] = False
-                if not self.bottom_need_backward[li][j]:
-                    skip.add(bname)
+        prune_backward(
+            self.layer_param,
+            [layer.loss_weights for layer in self.layers],
+            self.layer_need_backward,
+            self.bottom_need_backward,
+        )
         if force_backward:
-            for li, layer in enumerate(self.layers):
-                self.layer_need_backward[li] = True
-                self.bottom_need_backward[li] = [
-                    need or layer.allow_force_backward(j)
-                    for j, need in enumerate(self.bottom_need_backward[li])
-                ]
-                layer.param_propagate_down = [True] * len(layer.blobs)
+            self._force_backward()
+
+    def _force_backward(self):
+        """``force_backward: true``: every layer and bottom the layer allows."""
+        for li, layer in enumerate(self.layers):
+            self.layer_need_backward[li] = True
+            self.bottom_need_backward[li] = [
+                need or layer.allow_force_backward(j)
+                for j, need in enumerate(self.bottom_need_backward[li])
+            ]
+            layer.param_propagate_down = [True] * len(layer.blobs)
 
     def _log_summary(self):
         if not log.isEnabledFor(logging.DEBUG):
@@ -460,9 +467,11 @@ class Net:
         try:
             for li in range(start, end - 1, -1):
                 if self.layer_need_backward[li]:
-                    self.layers[li].Backward(self.top_vecs[li],
-                                             self.bottom_need_backward[li],
-                                             self.bottom_vecs[li])
+                    self.layers[li].Backward(
+                        self.top_vecs[li],
+                        self.bottom_need_backward[li],
+                        self.bottom_vecs[li],
+                    )
         except CaffepyError as err:
             self._add_context(err, self.layers[li], self.layer_param[li])
             raise
@@ -480,15 +489,21 @@ class Net:
         return loss
 
     def clear_param_diffs(self):
+        from caffepy.backend.mode import ops
+
+        backend = ops()
         for blob in self.learnable_params:
-            blob.diff[...] = 0
+            # NOTE: zeroed where the diff lives (Caffe's caffe_gpu_set in GPU mode).
+            backend.mutable_diff(blob)[...] = 0
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
         """pycaffe's forward: set inputs from kwargs, run, return output arrays."""
         for name, value in kwargs.items():
             if name not in self.inputs:
-                raise NetError(f"'{name}' is not an input of net '{self.name}' "
-                               f"(inputs: {', '.join(self.inputs) or 'none'})")
+                raise NetError(
+                    f"'{name}' is not an input of net '{self.name}' "
+                    f"(inputs: {', '.join(self.inputs) or 'none'})"
+                )
             value = np.asarray(value)
             if value.shape[:1] != self.blobs[name].shape[:1]:
                 raise NetError(
@@ -512,7 +527,9 @@ class Net:
         s = self._index(start, len(self.layers) - 1)
         e = self._index(end, 0)
         self.backward_from_to(s, e)
-        ins = set(self.inputs if end is None else self.bottom_names[self.layers[e].name])
+        ins = set(
+            self.inputs if end is None else self.bottom_names[self.layers[e].name]
+        )
         ins.update(diffs or [])
         return {n: self.blobs[n].diff for n in ins}
 
@@ -520,7 +537,9 @@ class Net:
         """pycaffe: feed arrays to the net's first layer, which must be MemoryData."""
         first = self.layers[0] if self.layers else None
         if first is None or first.type != "MemoryData":
-            raise NetError("set_input_arrays needs a MemoryData layer as the first layer")
+            raise NetError(
+                "set_input_arrays needs a MemoryData layer as the first layer"
+            )
         first.set_input_arrays(data, labels)
 
     def reshape(self):
@@ -540,65 +559,21 @@ class Net:
         return self.layer_names
 
     # -- weights -------------------------------------------------------------------
-    def share_weights(self, other):
-        """Use ``other``'s parameter data for layers of the same name (test nets)."""
-        for name, layer in self.layer_dict.items():
-            src = other.layer_dict.get(name)
-            if src is None or not len(layer.blobs):
-                continue
-            if len(src.blobs) != len(layer.blobs):
-                raise NetError(f"layer '{name}': {len(src.blobs)} vs "
-                               f"{len(layer.blobs)} parameter blobs")
-            for mine, theirs in zip(layer.blobs, src.blobs):
-                if mine.shape != theirs.shape:
-                    raise NetError(f"layer '{name}': cannot share weights of shape "
-                                   f"{theirs.shape} with {mine.shape}")
-                mine.share_data(theirs)
+    def share_weights(self, other: Net) -> None:
+        """Use ``other``'s parameter data for layers of the same name (a solver's
+        test nets share the train net's weights, as Caffe's ShareTrainedLayersWith).
+        """
+        from caffepy.netweights import share_trained_layers
 
-    def copy_from(self, weights):
-        """Copy weights by layer name from a .caffemodel path or NetParameter."""
-        if isinstance(weights, (str, os.PathLike)):
-            from caffepy.io.prototxt import read_weights
+        share_trained_layers(self, other)
 
-            source = os.fspath(weights)
-            weights = read_weights(source)
-        else:
-            source = "<NetParameter>"
-        copied, ignored = [], []
-        for src in weights.layer:
-            target = self.layer_dict.get(src.name)
-            if target is None:
-                if src.blobs:
-                    log.info("Ignoring source layer %s", src.name)
-                ignored.append(src.name)
-                continue
-            if not src.blobs:
-                continue
-            if len(src.blobs) != len(target.blobs):
-                raise WeightsError(
-                    f"{source}: layer '{src.name}' has {len(src.blobs)} parameter "
-                    f"blobs, the net's layer has {len(target.blobs)}; to learn it from "
-                    "scratch rather than copy it, rename the layer"
-                )
-            for j, (bp, blob) in enumerate(zip(src.blobs, target.blobs)):
-                shape = proto_shape(bp)
-                if not _shapes_match(bp, shape, blob.shape):
-                    raise WeightsError(
-                        f"{source}: cannot copy param {j} of layer '{src.name}': shape "
-                        f"mismatch, source {shape} ({math.prod(shape)}) vs target "
-                        f"{blob.shape} ({blob.count}); to learn this layer's parameters "
-                        "from scratch rather than copying them, rename the layer"
-                    )
-                try:
-                    values = array_from_proto(bp)
-                except DataError as err:
-                    raise WeightsError(
-                        f"{source}: param {j} of layer '{src.name}': {err}; the file "
-                        "is truncated or corrupt"
-                    ) from None
-                blob.data[...] = values.reshape(blob.shape)
-            copied.append(src.name)
-        self.last_copy = {"copied": copied, "ignored": ignored}
+    def copy_from(self, weights: Any) -> dict:
+        """Copy weights by layer name from a .caffemodel path or NetParameter
+        (Caffe's CopyTrainedLayersFrom); returns ``{"copied": [...], "ignored":
+        [...]}`` layer names, also kept as ``last_copy``."""
+        from caffepy.netweights import copy_trained_layers
+
+        self.last_copy = copy_trained_layers(self, weights)
         return self.last_copy
 
     def to_proto(self, write_diff=False):
@@ -611,7 +586,7 @@ class Net:
             if li in self._split_layers:
                 continue
             lp = out.layer.add()
-            lp.CopyFrom(self._user_layers.get(layer.name, self.layer_param[li]))
+            lp.CopyFrom(self._user_layer_param[li])
             del lp.blobs[:]
             for blob in layer.blobs:
                 diff = blob.diff if write_diff else None
@@ -624,21 +599,21 @@ class Net:
 
         write_binary(path, self.to_proto(write_diff))
 
+    # -- resources -------------------------------------------------------------
+    def close(self) -> None:
+        """Release every layer's outside resources (data readers, prefetch
+        threads); the net must not run afterwards. Safe to call twice."""
+        for layer in self.layers:
+            layer.close()
+
+    def __enter__(self) -> Net:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def __repr__(self):
-        return (f"<Net {self.name!r} {_PHASE_NAMES.get(self.phase, self.phase)}: "
-                f"{len(self.layers)} layers>")
-
-
-def _shapes_match(bp, proto_dims, blob_shape):
-    if tuple(proto_dims) == tuple(blob_shape):
-        return True
-    if not bp.HasField("shape"):
-        # Legacy 4-D blob: Caffe compares num/channels/height/width with the
-        # blob's shape padded with 1s; older files also right-align them.
-        n = len(blob_shape)
-        if n <= 4:
-            left = tuple(blob_shape) + (1,) * (4 - n)
-            right = (1,) * (4 - n) + tuple(blob_shape)
-            if tuple(proto_dims) in (left, right):
-                return True
-    return False
+        return (
+            f"<Net {self.name!r} {_PHASE_NAMES.get(self.phase, self.phase)}: "
+            f"{len(self.layers)} layers>"
+        )

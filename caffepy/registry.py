@@ -1,14 +1,25 @@
-"""Layer and solver registries, keyed by the type strings used in prototxt."""
+"""The layer registry, keyed by the type strings used in prototxt (solvers have
+theirs in :mod:`caffepy.solvers.registry`)."""
 
 from caffepy.errors import UnsupportedError, did_you_mean
 
 _LAYERS = {}
-_SOLVERS = {}
+_CREATORS = {}
 
 #: Types BVLC Caffe knows that caffepy does not implement yet.
 UNSUPPORTED_LAYERS = {
-    "LSTM", "RNN", "Recurrent", "SPP", "WindowData", "HDF5Data", "HDF5Output",
-    "ImageData_Multi", "Im2col", "BatchReindex", "Filter", "Parameter",
+    "LSTM",
+    "RNN",
+    "Recurrent",
+    "SPP",
+    "WindowData",
+    "HDF5Data",
+    "HDF5Output",
+    "ImageData_Multi",
+    "Im2col",
+    "BatchReindex",
+    "Filter",
+    "Parameter",
 }
 
 
@@ -19,15 +30,6 @@ def register_layer(type_name):
         if type_name in _LAYERS and _LAYERS[type_name] is not cls:
             raise ValueError(f"layer type {type_name!r} registered twice")
         _LAYERS[type_name] = cls
-        cls.type_name = type_name
-        return cls
-
-    return wrap
-
-
-def register_solver(type_name):
-    def wrap(cls):
-        _SOLVERS[type_name] = cls
         cls.type_name = type_name
         return cls
 
@@ -57,27 +59,32 @@ def layer_class(type_name, where=""):
     )
 
 
+def register_layer_creator(type_name):
+    """Function decorator: create ``type: "<type_name>"`` layers with it, as
+    Caffe's ``REGISTER_LAYER_CREATOR`` (the Python layer builds the user's class).
+
+    The creator is called as ``creator(layer_param, phase, dtype)``; the type must
+    also have a registered class (for its parameter-blob count, ...).
+    """
+
+    def wrap(fn):
+        _CREATORS[type_name] = fn
+        return fn
+
+    return wrap
+
+
+def create_layer(layer_param, phase, dtype, where=""):
+    """The layer for ``layer_param`` (Caffe's ``LayerRegistry::CreateLayer``): its
+    type's creator where one is registered, else its class."""
+    cls = layer_class(layer_param.type, where)
+    creator = _CREATORS.get(layer_param.type)
+    if creator is not None:
+        return creator(layer_param, phase, dtype)
+    return cls(layer_param, phase, dtype)
+
+
 def layer_type_list():
     """Sorted list of the registered layer type names (as pycaffe's)."""
     _load_builtin_layers()
     return sorted(_LAYERS)
-
-
-def solver_class(type_name):
-    import caffepy.solvers  # noqa: F401
-
-    cls = _SOLVERS.get(type_name)
-    if cls is None:
-        from caffepy.errors import SolverError
-
-        raise SolverError(
-            f"unknown solver type {type_name!r}{did_you_mean(type_name, _SOLVERS)}; "
-            f"known types: {', '.join(sorted(_SOLVERS))}"
-        )
-    return cls
-
-
-def solver_type_list():
-    import caffepy.solvers  # noqa: F401
-
-    return sorted(_SOLVERS)

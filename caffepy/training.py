@@ -12,20 +12,16 @@ import numpy as np
 
 log = logging.getLogger("caffepy")
 
-# Parameter blobs per layer type (for editing lr_mult before the net is built).
-_PARAM_COUNT = {
-    "Convolution": lambda lp: 1 + lp.convolution_param.bias_term,
-    "Deconvolution": lambda lp: 1 + lp.convolution_param.bias_term,
-    "InnerProduct": lambda lp: 1 + lp.inner_product_param.bias_term,
-    "Embed": lambda lp: 1 + lp.embed_param.bias_term,
-    "Scale": lambda lp: (0 if len(lp.bottom) > 1 else 1) + lp.scale_param.bias_term,
-    "Bias": lambda lp: 0 if len(lp.bottom) > 1 else 1,
-    "PReLU": lambda lp: 1,
-}
-
 
 def _ensure_specs(lp):
-    count = _PARAM_COUNT.get(lp.type, lambda _: 0)(lp)
+    """Give ``lp`` one ParamSpec per parameter blob its layer type creates; 0
+    (nothing to edit) for layers whose type fixes its own lr_mult (BatchNorm)."""
+    from caffepy.registry import layer_class
+
+    cls = layer_class(lp.type, f"layer '{lp.name}'")
+    if cls.fixed_lr_mults(lp) is not None:
+        return 0
+    count = cls.param_blob_count(lp)
     while len(lp.param) < count:
         lp.param.add()
     return count
@@ -176,10 +172,22 @@ def _snapshot_prefix(solver):
     return solver.param.snapshot_prefix or None
 
 
+def fallback_note(layer):
+    """``"  (cpu fallback)"`` for a layer that runs on the CPU in GPU mode."""
+    from caffepy.backend import mode
+
+    if mode.is_gpu() and not mode.runs_on_gpu(layer):
+        return "  (cpu fallback)"
+    return ""
+
+
 def time_net(net, iterations=50):
     """Per-layer forward/backward timings in ms (averages), as Caffe's ``time``."""
+    from caffepy.backend import mode
+
     n = len(net.layers)
     fwd, bwd = np.zeros(n), np.zeros(n)
+    sync = mode.ops().synchronize  # GPU work is queued: time it when done
     net.forward_prefilled()  # warm up (JIT compilation, buffers)
     net.backward_prefilled()
     t_fwd = t_bwd = 0.0
@@ -188,6 +196,7 @@ def time_net(net, iterations=50):
         for i, layer in enumerate(net.layers):
             t = time.perf_counter()
             layer.Forward(net.bottom_vecs[i], net.top_vecs[i])
+            sync()
             fwd[i] += time.perf_counter() - t
         t1 = time.perf_counter()
         for i in range(n - 1, -1, -1):
@@ -195,6 +204,7 @@ def time_net(net, iterations=50):
                 t = time.perf_counter()
                 net.layers[i].Backward(net.top_vecs[i], net.bottom_need_backward[i],
                                        net.bottom_vecs[i])
+                sync()
                 bwd[i] += time.perf_counter() - t
         t2 = time.perf_counter()
         t_fwd += t1 - t0
@@ -206,7 +216,8 @@ def time_net(net, iterations=50):
         back = f"{bwd[i] * scale:9.3f} ms" if net.layer_need_backward[i] else \
             "        -   (no backward)"
         lines.append(f"  {layer.name:>{width}} {layer.type:<18} forward: "
-                     f"{fwd[i] * scale:9.3f} ms  backward: {back}")
+                     f"{fwd[i] * scale:9.3f} ms  backward: {back}"
+                     + fallback_note(layer))
     lines.append(f"Average Forward pass: {t_fwd * scale:.3f} ms.")
     lines.append(f"Average Backward pass: {t_bwd * scale:.3f} ms.")
     lines.append(f"Average Forward-Backward: {(t_fwd + t_bwd) * scale:.3f} ms.")

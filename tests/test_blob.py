@@ -10,11 +10,13 @@ def test_reshape_reuses_buffer_and_keeps_dtype(dtype):
     b = Blob((2, 3, 4), dtype)
     assert b.shape == (2, 3, 4) and b.count == 24 and b.num_axes == 3
     assert b.data.dtype == dtype
-    buf = b._data_buf
+    b.data[...] = 1
+    mem = b.data_mem
     b.reshape(4, 3)
-    assert b._data_buf is buf, "shrinking must not reallocate"
+    assert b.data_mem is mem, "shrinking must not reallocate"
+    assert np.all(b.data == 1), "data is kept when it fits"
     b.reshape((5, 5))
-    assert b.count == 25 and b._data_buf is not buf
+    assert b.count == 25 and b.data_mem is not mem
 
 
 def test_diff_is_lazy_and_sized():

@@ -25,8 +25,13 @@ def test_every_command_has_help(path):
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "caffepy.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "caffepy.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_error_is_one_line_without_traceback(tmp_path):
@@ -41,8 +46,15 @@ def test_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_weights_with_snapshot_refused():
-    res = run_cli("train", "--solver", "s.prototxt", "--weights", "a.caffemodel",
-                  "--snapshot", "b.solverstate")
+    res = run_cli(
+        "train",
+        "--solver",
+        "s.prototxt",
+        "--weights",
+        "a.caffemodel",
+        "--snapshot",
+        "b.solverstate",
+    )
     assert res.returncode == 2 and "not both" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -50,3 +62,118 @@ def test_weights_with_snapshot_refused():
 def test_caffemodel_as_snapshot_refused():
     res = run_cli("train", "--solver", "s.prototxt", "--snapshot", "x.caffemodel")
     assert res.returncode == 2 and ".solverstate" in res.stderr
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys, caffepy.cli; "
+        "print(sorted(m for m in ('numpy', 'numba', 'caffepy.net') "
+        "if m in sys.modules))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_caffe_single_dash_flags():
+    res = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "-solver",
+            "s.prototxt",
+            "-weights",
+            "a.caffemodel",
+            "-snapshot=b.solverstate",
+        ],
+    )
+    assert res.exit_code == 2 and "not both" in res.output
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("all", "multi-GPU is not supported yet: use one id"),
+        ("0,1", "multi-GPU is not supported yet: use one id"),
+        ("gpu0", "expected a GPU id such as 0"),
+        ("-1", "a GPU id is 0 or more"),
+    ],
+)
+def test_gpu_id_refused(value, message):
+    for cmd in (
+        ["train", "--solver", "s.prototxt"],
+        ["time", "--model", "m"],
+        ["test", "--model", "m", "--weights", "w"],
+    ):
+        res = CliRunner().invoke(cli, [*cmd, f"--gpu={value}"])
+        assert res.exit_code == 2 and message in res.output, res.output
+
+
+def _captured_solver_param(monkeypatch, tmp_path, **options):
+    from caffepy.tools import device, train
+
+    (tmp_path / "s.prototxt").write_text(
+        'net: "n.prototxt" base_lr: 0.1 lr_policy: "fixed" max_iter: 1\n'
+    )
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_solver(param, **kwargs):  # noqa: ARG001
+        seen["param"] = param
+        raise Stop
+
+    monkeypatch.setattr("caffepy.solvers.get_solver", fake_solver)
+    monkeypatch.setattr(device, "use_gpu", lambda i: seen.setdefault("gpu", i))
+    with pytest.raises(Stop):
+        train.run_training(str(tmp_path / "s.prototxt"), **options)
+    return seen
+
+
+def test_gpu_overrides_the_solver_mode(monkeypatch, tmp_path):
+    from caffepy.proto import caffe_pb2
+
+    seen = _captured_solver_param(monkeypatch, tmp_path, gpu=1)
+    assert seen["gpu"] == 1
+    assert seen["param"].solver_mode == caffe_pb2.SolverParameter.GPU
+    assert seen["param"].device_id == 1
+    seen = _captured_solver_param(monkeypatch, tmp_path)
+    assert "gpu" not in seen and not seen["param"].HasField("solver_mode")
+
+
+def test_device_query_prints_the_backend_report(monkeypatch):
+    from caffepy.tools import device
+
+    monkeypatch.setattr(device, "device_query", lambda i: f"Device id: {i}")
+    res = CliRunner().invoke(cli, ["device_query", "-gpu", "0"])
+    assert res.exit_code == 0 and res.output.strip() == "Device id: 0"
+
+
+def test_importing_the_proto_package_spawns_no_process(monkeypatch):
+    import importlib
+    import importlib.util
+
+    import caffepy.proto
+    from caffepy.errors import CaffepyError
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("importing caffepy.proto started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    importlib.reload(caffepy.proto)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "caffepy.proto.caffe_pb2" else real(name, *a),
+    )
+    try:
+        with pytest.raises(CaffepyError, match=r"pip install -e \.. \(or `make proto`"):
+            importlib.reload(caffepy.proto)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(caffepy.proto)
+    assert caffepy.proto.caffe_pb2.NetParameter

@@ -1,4 +1,4 @@
-"""Divergence (caffepy/divergence.py and the solver's checks) and the memory
+"""Divergence (caffepy/solvers/divergence.py and the solver's checks) and the memory
 estimate made before training."""
 
 import math
@@ -148,11 +148,11 @@ def test_memory_estimate_counts_blobs_gradients_and_history(make_solver):
 
 
 def test_a_net_that_does_not_fit_is_refused_before_training(tmp_path, monkeypatch):
-    from caffepy.solvers import base
+    from caffepy.solvers import memory
 
     monkeypatch.chdir(tmp_path)
     mlp_training(tmp_path, hidden=100)
-    monkeypatch.setattr(base, "_available_memory", lambda: 50_000)
+    monkeypatch.setattr(memory, "available_memory", lambda: 50_000)
     with pytest.raises(ResourceError, match=r"training this net needs at least "
                                             r"\d+ kB .* but only 49 kB of memory "
                                             "is available; reduce batch_size"):

@@ -220,7 +220,7 @@ def _solver_param(text):
     from caffepy.io.prototxt import parse_text
     from caffepy.io.upgrade import upgrade_solver
     from caffepy.proto import caffe_pb2
-    from caffepy.registry import solver_class
+    from caffepy.solvers import solver_class
     from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
 
     param = parse_text(text, caffe_pb2.SolverParameter(), "fuzz_solver.prototxt")

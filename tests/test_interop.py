@@ -53,7 +53,7 @@ def test_real_caffe_solverstate_resumes_lenet(fashion_test_lmdb, tmp_path, monke
     """Training resumes from BVLC's own .solverstate at iteration 1000 with its lr."""
     require_fixtures()
     from caffepy.solvers import get_solver
-    from caffepy.solvers.base import read_solver_param
+    from caffepy.solvers import read_solver_param
 
     param, _ = read_solver_param(str(ROOT / "models" / "lenet" / "solver.prototxt"))
     net = read_net(ROOT / "models" / "lenet" / "train_val.prototxt")

@@ -51,16 +51,19 @@ def test_filter_by_phase():
 
 
 def test_filter_refuses_include_and_exclude():
-    p = net_param('layer { name: "x" type: "ReLU" include { phase: TRAIN } '
-                  'exclude { phase: TEST } }')
+    p = net_param(
+        'layer { name: "x" type: "ReLU" include { phase: TRAIN } '
+        "exclude { phase: TEST } }"
+    )
     with pytest.raises(NetError, match="either include rules or exclude rules"):
         filter_net(p, caffe_pb2.NetState())
 
 
 def test_insert_splits_names_and_counts():
     p = filter_net(net_param(MLP), caffe_pb2.NetState(phase=caffe_pb2.TEST))
-    s = insert_splits(p)
+    s, inserted = insert_splits(p)
     names = [lp.name for lp in s.layer]
+    assert sorted(names[i] for i in inserted) == ["ip2_ip2_0_split", "label_in_1_split"]
     assert "ip2_ip2_0_split" in names and "label_in_1_split" in names
     split = s.layer[names.index("ip2_ip2_0_split")]
     assert list(split.top) == ["ip2_ip2_0_split_0", "ip2_ip2_0_split_1"]
@@ -76,10 +79,14 @@ def test_unknown_bottom_names_layer():
 
 def test_unknown_layer_type_suggests(tmp_path):
     f = tmp_path / "n.prototxt"
-    f.write_text('layer { name: "in" type: "Input" top: "x" '
-                 'input_param { shape { dim: 1 } } }\n'
-                 'layer { name: "r" type: "ReLu" bottom: "x" top: "y" }\n')
-    with pytest.raises(UnsupportedError, match=r"'ReLu'.*n.prototxt:2.*did you mean 'ReLU'"):
+    f.write_text(
+        'layer { name: "in" type: "Input" top: "x" '
+        "input_param { shape { dim: 1 } } }\n"
+        'layer { name: "r" type: "ReLu" bottom: "x" top: "y" }\n'
+    )
+    with pytest.raises(
+        UnsupportedError, match=r"'ReLu'.*n.prototxt:2.*did you mean 'ReLU'"
+    ):
         Net(str(f), caffepy.TRAIN)
 
 
@@ -188,8 +195,19 @@ def test_float64_net():
 
 def test_layer_type_list_has_core_types():
     types = caffepy.layer_type_list()
-    for t in ("Convolution", "Pooling", "InnerProduct", "ReLU", "SoftmaxWithLoss",
-              "BatchNorm", "Scale", "Dropout", "Data", "Input", "Python"):
+    for t in (
+        "Convolution",
+        "Pooling",
+        "InnerProduct",
+        "ReLU",
+        "SoftmaxWithLoss",
+        "BatchNorm",
+        "Scale",
+        "Dropout",
+        "Data",
+        "Input",
+        "Python",
+    ):
         assert t in types
 
 

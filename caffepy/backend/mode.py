@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 from caffepy.backend.base import Ops
 
 CPU = "CPU"
@@ -9,6 +13,9 @@ GPU = "GPU"
 
 _state = {"mode": CPU, "device": 0}
 _backends: dict[str, Ops] = {}
+# NOTE: the CPU fallback of one layer (Caffe's Forward_gpu -> Forward_cpu) is
+# per thread, so a data prefetch thread keeps the mode it was started in.
+_local = threading.local()
 
 
 def get_mode() -> str:
@@ -47,8 +54,10 @@ def set_device(device_id: int) -> None:
 
 
 def ops() -> Ops:
-    """The backend of the current mode."""
+    """The backend of the current mode (the CPU inside :func:`cpu_fallback`)."""
     mode = _state["mode"]
+    if mode == GPU and getattr(_local, "fallback", 0):
+        return cpu_ops()
     backend = _backends.get(mode)
     if backend is None:
         if mode == CPU:
@@ -60,7 +69,16 @@ def ops() -> Ops:
 
             backend = CudaOps(_state["device"])
         _backends[mode] = backend
+    elif mode == GPU and backend.device_id != _state["device"]:
+        from caffepy.backend.cuda import CudaOps
+
+        backend = _backends[mode] = CudaOps(_state["device"])
     return backend
+
+
+def is_gpu() -> bool:
+    """True in GPU mode."""
+    return _state["mode"] == GPU
 
 
 def cpu_ops() -> Ops:
@@ -71,3 +89,22 @@ def cpu_ops() -> Ops:
 
         backend = _backends[CPU] = CpuOps()
     return backend
+
+
+@contextlib.contextmanager
+def cpu_fallback() -> Iterator[Ops]:
+    """Run a layer's hooks on the CPU backend in GPU mode (Caffe's ``Forward_gpu``
+    defaulting to ``Forward_cpu``): :func:`ops` returns the CPU backend inside,
+    and the blobs sync to the host through their CPU accessors."""
+    _local.fallback = getattr(_local, "fallback", 0) + 1
+    try:
+        yield cpu_ops()
+    finally:
+        _local.fallback -= 1
+
+
+def runs_on_gpu(layer: object) -> bool:
+    """True when ``layer`` runs natively in the current mode's GPU backend."""
+    if _state["mode"] != GPU:
+        return False
+    return ops().supports(layer)

@@ -13,6 +13,11 @@ that state and prefetching again yields exactly the batches that came next.
 The thread is a daemon and references only the source and the queues, never the
 layer, so a layer that is garbage-collected can stop it (``weakref.finalize``).
 An exception in the thread is handed to the consumer and re-raised there.
+
+In GPU mode the thread also moves each filled batch to the device (on its own
+CUDA stream on a real GPU; a plain copy under numba's simulator), so the forward
+pass copies device to device: that is the batch's one host-to-device copy, off
+the critical path, as Caffe's ``BasePrefetchingDataLayer::InternalThreadEntry``.
 """
 
 import queue
@@ -34,6 +39,43 @@ class Batch:
         self.label = Blob((0,), dtype)
         self.state = None
 
+    def copy_into(self, top):
+        """Reshape ``top[0]`` (and ``top[1]``, if given) like this batch and copy
+        the data (and labels) there, on the device of the current mode."""
+        from caffepy.backend import mode
+
+        ops = mode.ops()
+        for src, dst in zip((self.data, self.label), top[:2]):
+            dst.reshape(src.shape)
+            ops.copy(ops.data(src), ops.mutable_data(dst))
+
+
+_local = threading.local()
+
+
+def _to_device(batch):
+    """In GPU mode, move a filled batch to the device (its own stream on a GPU)."""
+    from caffepy.backend import mode
+
+    if not mode.is_gpu():
+        return
+    from caffepy.backend.cuda import memory
+
+    blobs = [b for b in (batch.data, batch.label) if b.count]
+    if memory.simulated():
+        for b in blobs:
+            b.gpu_data()
+        return
+    import cupy
+
+    stream = getattr(_local, "stream", None)
+    if stream is None:
+        stream = _local.stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        for b in blobs:
+            b.gpu_data()
+    stream.synchronize()
+
 
 class _Failure:
     __slots__ = ("exc",)
@@ -54,6 +96,7 @@ def _run(source, free, full, stop):
         try:
             source.fill(batch)
             batch.state = source.state()
+            _to_device(batch)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
             full.put(_Failure(exc))
             return
@@ -95,8 +138,10 @@ class Prefetcher:
             self._free.put(batch)
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=_run, args=(self.source, self._free, self._full, self._stop),
-            name=self.name, daemon=True,
+            target=_run,
+            args=(self.source, self._free, self._full, self._stop),
+            name=self.name,
+            daemon=True,
         )
         self._thread.start()
 
@@ -106,6 +151,7 @@ class Prefetcher:
             batch = self._batches[0]
             self.source.fill(batch)
             batch.state = self.source.state()
+            _to_device(batch)
             return batch
         self.start()
         while True:

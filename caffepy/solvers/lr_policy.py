@@ -114,13 +114,15 @@ def check_lr_policy(param):
         if field in ("stepsize", "max_iter"):
             continue
         if not param.HasField(field):
-            log.warning("lr_policy %r reads %s, which is not set (Caffe uses 0)",
-                        policy, field)
+            log.warning(
+                "lr_policy %r reads %s, which is not set (Caffe uses 0)", policy, field
+            )
     if policy == "multistep":
         values = list(param.stepvalue)
         if not values:
-            log.warning("lr_policy 'multistep' without stepvalue: the rate stays "
-                        "base_lr")
+            log.warning(
+                "lr_policy 'multistep' without stepvalue: the rate stays base_lr"
+            )
         elif any(b <= a for a, b in itertools.pairwise(values)):
             raise SolverError(
                 f"lr_policy 'multistep' needs increasing stepvalue; got {values}"

@@ -1,18 +1,38 @@
-"""The six update rules of Caffe, each overriding only ``compute_update_value``.
+"""The six update rules of Caffe (``sgd_solvers.hpp``), each overriding only
+``compute_update_value`` (and ``check_update_param`` for its own parameters).
 
 On entry the parameter's diff holds the gradient g (normalised by iter_size and
 regularised); on exit it holds the update u that ``apply_update`` subtracts
-(w -= u). ``lr`` below is the local rate, base rate * lr_mult. All arithmetic is
-in place on preallocated arrays of the parameter's dtype (Caffe's ``history_``,
-``update_`` and ``temp_`` blobs), in the order Caffe performs it.
+(w -= u). ``lr`` below is the local rate, base rate * lr_mult. The arithmetic is
+the backend's solver ops, in place on preallocated arrays of the parameter's
+dtype (Caffe's ``history_``, ``update_`` and ``temp_`` blobs), in the order
+Caffe performs it.
 """
+
+from __future__ import annotations
 
 import math
 
-import numpy as np
+from caffepy.errors import SolverError
+from caffepy.solvers.registry import register_solver
+from caffepy.solvers.solver import Solver
 
-from caffepy.registry import register_solver
-from caffepy.solvers.base import Solver, _axpby
+
+def _check_unit_interval(solver: Solver, field: str) -> None:
+    value = getattr(solver.param, field)
+    if not 0 <= value < 1:
+        raise SolverError(
+            f"{solver.type_name} solver: {field} must lie in [0, 1); got {value:g}"
+        )
+
+
+def _check_no_momentum(solver: Solver) -> None:
+    name, momentum = solver.type_name, solver.param.momentum
+    if momentum != 0:
+        raise SolverError(
+            f"{name} solver: momentum must be 0 (Caffe: momentum cannot be used "
+            f"with {name}); got momentum: {momentum:g}"
+        )
 
 
 @register_solver("SGD")
@@ -23,27 +43,34 @@ class SGDSolver(Solver):
     Parameters: ``momentum`` (default 0). History: h, one per parameter.
     """
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        h = self.history[param_id]
-        _axpby(self.local_rate(param_id, rate), diff,
-               self.scalar(self.param.momentum), h, self._update[param_id])
-        np.copyto(diff, h)
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
+        ops.sgd_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.local_rate(param_id, rate),
+            self.scalar(self.param.momentum),
+            self._update[param_id],
+        )
 
-    def update_param(self, i, rate):
-        # NOTE: plain SGD with L2 (or no) decay runs as one fused kernel with the
-        # same float operations; the subclasses' rules and L1 take the general path.
-        if (type(self).compute_update_value is not SGDSolver.compute_update_value
-                or self.param.regularization_type != "L2"):
+    def update_param(self, i: int, rate: float) -> None:
+        # NOTE: plain SGD with L2 (or no) decay runs as one fused op with the same
+        # float operations; the subclasses' rules and L1 take the general path.
+        if (
+            type(self).compute_update_value is not SGDSolver.compute_update_value
+            or self.param.regularization_type != "L2"
+        ):
             super().update_param(i, rate)
             return
-        from caffepy.kernels.solver import sgd_update
-
-        blob = self._params[i]
-        decay = self.scalar(self.param.weight_decay) * self.scalar(self._decay_mult[i])
-        sgd_update(blob.data.reshape(-1), blob.diff.reshape(-1),
-                   self.history[i].reshape(-1), decay, self.local_rate(i, rate),
-                   self.scalar(self.param.momentum))
+        ops, blob = self.ops, self._params[i]
+        ops.sgd_update(
+            ops.mutable_data(blob),
+            ops.mutable_diff(blob),
+            self.history[i],
+            self.local_decay(i),
+            self.local_rate(i, rate),
+            self.scalar(self.param.momentum),
+        )
 
 
 @register_solver("Nesterov")
@@ -54,17 +81,16 @@ class NesterovSolver(SGDSolver):
     Parameters: ``momentum``. History: h.
     """
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        h = self.history[param_id]
-        prev, tmp = self._update[param_id], self._temp[param_id]
-        m = self.scalar(self.param.momentum)
-        np.copyto(prev, h)
-        _axpby(self.local_rate(param_id, rate), diff, m, h, tmp)
-        # u = (1 + m) * h - m * h_prev: "step back, then over-step"
-        np.multiply(h, self.scalar(1) + m, out=diff)
-        np.multiply(prev, m, out=tmp)
-        np.subtract(diff, tmp, out=diff)
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
+        ops.nesterov_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.local_rate(param_id, rate),
+            self.scalar(self.param.momentum),
+            self._update[param_id],
+            self._temp[param_id],
+        )
 
 
 @register_solver("AdaGrad")
@@ -74,17 +100,18 @@ class AdaGradSolver(SGDSolver):
     Parameters: ``delta`` (default 1e-8); ``momentum`` must be 0. History: h.
     """
 
-    allows_momentum = False
+    def check_update_param(self) -> None:
+        _check_no_momentum(self)
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        h, upd = self.history[param_id], self._update[param_id]
-        np.square(diff, out=upd)
-        np.add(h, upd, out=h)
-        np.sqrt(h, out=upd)
-        np.add(upd, self.scalar(self.param.delta), out=upd)
-        np.divide(diff, upd, out=upd)
-        np.multiply(upd, self.local_rate(param_id, rate), out=diff)
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
+        ops.adagrad_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.local_rate(param_id, rate),
+            self.scalar(self.param.delta),
+            self._update[param_id],
+        )
 
 
 @register_solver("RMSProp")
@@ -96,21 +123,20 @@ class RMSPropSolver(SGDSolver):
     ``momentum`` must be 0. History: h.
     """
 
-    allows_momentum = False
-    checks_rms_decay = True
+    def check_update_param(self) -> None:
+        _check_no_momentum(self)
+        _check_unit_interval(self, "rms_decay")
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        h, upd = self.history[param_id], self._update[param_id]
-        decay = self.scalar(self.param.rms_decay)
-        np.square(diff, out=upd)
-        np.multiply(h, decay, out=h)
-        np.multiply(upd, self.scalar(1) - decay, out=upd)
-        np.add(h, upd, out=h)
-        np.sqrt(h, out=upd)
-        np.add(upd, self.scalar(self.param.delta), out=upd)
-        np.divide(diff, upd, out=upd)
-        np.multiply(upd, self.local_rate(param_id, rate), out=diff)
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
+        ops.rmsprop_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.local_rate(param_id, rate),
+            self.scalar(self.param.rms_decay),
+            self.scalar(self.param.delta),
+            self._update[param_id],
+        )
 
 
 @register_solver("AdaDelta")
@@ -127,28 +153,18 @@ class AdaDeltaSolver(SGDSolver):
 
     history_sets = 2
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        h1 = self.history[param_id]
-        h2 = self.history[len(self._params) + param_id]
-        upd, tmp = self._update[param_id], self._temp[param_id]
-        m = self.scalar(self.param.momentum)
-        one_m = self.scalar(1) - m
-        delta = self.scalar(self.param.delta)
-        np.square(diff, out=upd)
-        np.multiply(upd, one_m, out=upd)
-        np.multiply(h1, m, out=h1)
-        np.add(h1, upd, out=h1)
-        np.add(h2, delta, out=upd)
-        np.add(h1, delta, out=tmp)
-        np.divide(upd, tmp, out=upd)
-        np.sqrt(upd, out=upd)
-        np.multiply(diff, upd, out=diff)
-        np.square(diff, out=upd)
-        np.multiply(upd, one_m, out=upd)
-        np.multiply(h2, m, out=h2)
-        np.add(h2, upd, out=h2)
-        np.multiply(diff, self.local_rate(param_id, rate), out=diff)
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
+        ops.adadelta_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.history[len(self._params) + param_id],
+            self.local_rate(param_id, rate),
+            self.scalar(self.param.momentum),
+            self.scalar(self.param.delta),
+            self._update[param_id],
+            self._temp[param_id],
+        )
 
 
 @register_solver("Adam")
@@ -158,30 +174,33 @@ class AdamSolver(SGDSolver):
     m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
     u = lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + delta),  t = iter + 1
     Parameters: ``momentum`` (b1), ``momentum2`` (b2, default 0.999), ``delta``
-    (1e-8). History: m for every parameter, then v for every parameter.
+    (1e-8); b1 and b2 in [0, 1). History: m for every parameter, then v for
+    every parameter.
     """
 
     history_sets = 2
-    checks_betas = True
 
-    def compute_update_value(self, param_id, rate):
-        diff = self._params[param_id].diff
-        m_ = self.history[param_id]
-        v = self.history[len(self._params) + param_id]
-        tmp = self._temp[param_id]
+    def check_update_param(self) -> None:
+        _check_unit_interval(self, "momentum")
+        _check_unit_interval(self, "momentum2")
+
+    def compute_update_value(self, param_id: int, rate: float) -> None:
+        ops = self.ops
         b1 = self.scalar(self.param.momentum)
         b2 = self.scalar(self.param.momentum2)
         t = self.iter + 1
         # NOTE: as Caffe, the powers are taken in double and the correction
         # rounded to the blob type once.
         correction = self.scalar(
-            math.sqrt(1.0 - float(b2) ** t) / (1.0 - float(b1) ** t))
-        _axpby(self.scalar(1) - b1, diff, b1, m_, tmp)
-        np.multiply(diff, diff, out=tmp)
-        np.multiply(tmp, self.scalar(1) - b2, out=tmp)
-        np.multiply(v, b2, out=v)
-        np.add(v, tmp, out=v)
-        np.sqrt(v, out=tmp)
-        np.add(tmp, self.scalar(self.param.delta), out=tmp)
-        np.divide(m_, tmp, out=tmp)
-        np.multiply(tmp, self.local_rate(param_id, rate) * correction, out=diff)
+            math.sqrt(1.0 - float(b2) ** t) / (1.0 - float(b1) ** t)
+        )
+        ops.adam_compute_update(
+            ops.mutable_diff(self._params[param_id]),
+            self.history[param_id],
+            self.history[len(self._params) + param_id],
+            self.local_rate(param_id, rate) * correction,
+            b1,
+            b2,
+            self.scalar(self.param.delta),
+            self._temp[param_id],
+        )

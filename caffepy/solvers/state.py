@@ -66,8 +66,11 @@ def read_solverstate(path):
         state = None
     from caffepy.io.prototxt import text_fields_decode
 
-    if state is None or not _looks_like_state(state, raw) or not text_fields_decode(
-            state):
+    if (
+        state is None
+        or not _looks_like_state(state, raw)
+        or not text_fields_decode(state)
+    ):
         raise SolverError(
             f"{path} is not a solver state (SolverState); to resume training point "
             "to the .solverstate a snapshot wrote (not a .caffemodel or prototxt)"
@@ -85,8 +88,11 @@ def _looks_like_state(state, raw):
         return False
     if len(unknown_fields.UnknownFieldSet(state)):
         return False
-    return state.HasField("iter") or len(state.history) > 0 or state.HasField(
-        "learned_net")
+    return (
+        state.HasField("iter")
+        or len(state.history) > 0
+        or state.HasField("learned_net")
+    )
 
 
 def make_solverstate(iteration, learned_net, history, current_step):
@@ -107,8 +113,7 @@ def write_solverstate(path, state):
     atomic_write_bytes(path, state.SerializeToString())
 
 
-def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD",
-                   sets=1):
+def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD", sets=1):
     """The history blobs of ``state`` as arrays, checked against the solver.
 
     Args:
@@ -123,8 +128,11 @@ def history_arrays(state, shapes, names, dtype=np.float32, solver_type="SGD",
         SolverError: wrong number of blobs, or a blob whose shape does not fit.
     """
     if len(state.history) != len(shapes):
-        per = ("one per learnable parameter" if sets == 1 else
-               f"{sets} per learnable parameter")
+        per = (
+            "one per learnable parameter"
+            if sets == 1
+            else f"{sets} per learnable parameter"
+        )
         raise SolverError(
             f"the solver state holds {len(state.history)} history blobs but a "
             f"{solver_type} solver on this net expects {len(shapes)} ({per}); the "
@@ -182,8 +190,9 @@ def resolve_learned_net(learned_net, state_path):
     beside = os.path.join(os.path.dirname(os.path.abspath(state_path)), learned_net)
     if os.path.exists(beside):
         return beside
-    beside_base = os.path.join(os.path.dirname(os.path.abspath(state_path)),
-                               os.path.basename(learned_net))
+    beside_base = os.path.join(
+        os.path.dirname(os.path.abspath(state_path)), os.path.basename(learned_net)
+    )
     if os.path.exists(beside_base):
         return beside_base
     raise SolverError(

@@ -1,2 +1,11 @@
-"""The tools the ``caffepy`` commands call: convert_imageset, compute_image_mean,
-the Fashion-MNIST databases, ... (functions returning simple stats)."""
+"""What the ``caffepy`` commands call; ``caffepy/cli.py`` only parses and calls.
+
+- training: :mod:`~caffepy.tools.train` (train, finetune), :mod:`~caffepy.tools.score`
+  (test, time), :mod:`~caffepy.tools.device` (threads, ``--gpu``, device_query),
+  :mod:`~caffepy.tools.glog` (Caffe's log format), :mod:`~caffepy.tools.cliargs`
+  (Caffe's single-dash flags, the GPU id);
+- nets: :mod:`~caffepy.tools.netsurgery` (every NetParameter transformation),
+  :mod:`~caffepy.tools.summary`, :mod:`~caffepy.tools.draw_net`,
+  :mod:`~caffepy.tools.diagnose`;
+- data and logs: convert_imageset, compute_image_mean, fashion_mnist, logs.
+"""

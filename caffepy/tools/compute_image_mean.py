@@ -66,3 +66,11 @@ def compute_image_mean(db_path, out_path=None):
 
         write_binaryproto(out_path, mean, legacy_4d=True)
     return mean, channel_means
+
+
+def format_mean(mean, channel_means, out_path=None):
+    """Caffe's per-channel lines, and where the mean was written."""
+    lines = [f"mean_value channel [{c}]: {m:.6g}" for c, m in enumerate(channel_means)]
+    if out_path:
+        lines.append(f"Wrote {out_path} (shape {tuple(mean.shape)})")
+    return "\n".join(lines)

@@ -54,9 +54,20 @@ def _encode(path, img, is_color, height, width, encoding):
     return buf.tobytes()
 
 
-def convert_imageset(root, listfile, db_path, gray=False, shuffle=False,
-                     resize_height=0, resize_width=0, check_size=False, encoded=False,
-                     encode_type="", backend="lmdb", progress=True):
+def convert_imageset(
+    root,
+    listfile,
+    db_path,
+    gray=False,
+    shuffle=False,
+    resize_height=0,
+    resize_width=0,
+    check_size=False,
+    encoded=False,
+    encode_type="",
+    backend="lmdb",
+    progress=True,
+):
     """Convert the images of a list file into an LMDB database of Datum.
 
     Args:
@@ -151,9 +162,23 @@ def convert_imageset(root, listfile, db_path, gray=False, shuffle=False,
                 f"(first: {skipped[0]!r}); is root {root!r} right?"
             )
     if skipped:
-        log.warning("%d of %d images could not be read and were skipped",
-                    len(skipped), len(lines))
+        log.warning(
+            "%d of %d images could not be read and were skipped",
+            len(skipped),
+            len(lines),
+        )
     return {
-        "db_path": db_path, "total": len(lines), "written": len(lines) - len(skipped),
-        "skipped": len(skipped), "skipped_paths": skipped,
+        "db_path": db_path,
+        "total": len(lines),
+        "written": len(lines) - len(skipped),
+        "skipped": len(skipped),
+        "skipped_paths": skipped,
     }
+
+
+def format_stats(stats):
+    """One line: how many files went into the database (and how many were skipped)."""
+    skipped = stats.get("skipped", 0)
+    return f"Processed {stats.get('written', 0)} files into {stats['db_path']}" + (
+        f" ({skipped} skipped)" if skipped else ""
+    )

@@ -27,11 +27,18 @@ FORMATS = ("png", "svg", "pdf", "dot")
 
 # Caffe's draw.py colours, and a few more families.
 _COLORS = {
-    "Convolution": "#FF5050", "Deconvolution": "#FF5050",
-    "Pooling": "#FF9900", "InnerProduct": "#CC33FF",
-    "BatchNorm": "#66CC66", "Scale": "#99DD99", "LRN": "#66CC66",
-    "Data": "#33CCCC", "ImageData": "#33CCCC", "Input": "#33CCCC",
-    "MemoryData": "#33CCCC", "DummyData": "#33CCCC",
+    "Convolution": "#FF5050",
+    "Deconvolution": "#FF5050",
+    "Pooling": "#FF9900",
+    "InnerProduct": "#CC33FF",
+    "BatchNorm": "#66CC66",
+    "Scale": "#99DD99",
+    "LRN": "#66CC66",
+    "Data": "#33CCCC",
+    "ImageData": "#33CCCC",
+    "Input": "#33CCCC",
+    "MemoryData": "#33CCCC",
+    "DummyData": "#33CCCC",
 }
 _DEFAULT_COLOR = "#6495ED"
 _LOSS_COLOR = "#F2C94C"
@@ -78,8 +85,10 @@ def layer_details(lp):
     if t in ("Convolution", "Deconvolution"):
         p = lp.convolution_param
         out.append(f"{p.num_output} outputs")
-        parts = [f"kernel {_spatial(p.kernel_size, p.kernel_h, p.kernel_w)}",
-                 f"stride {_spatial(p.stride, p.stride_h, p.stride_w, 1)}"]
+        parts = [
+            f"kernel {_spatial(p.kernel_size, p.kernel_h, p.kernel_w)}",
+            f"stride {_spatial(p.stride, p.stride_h, p.stride_w, 1)}",
+        ]
         pad = _spatial(p.pad, p.pad_h, p.pad_w, 0)
         if pad != "0":
             parts.append(f"pad {pad}")
@@ -121,7 +130,9 @@ def layer_details(lp):
     elif t == "Concat" and lp.concat_param.axis != 1:
         out.append(f"axis {lp.concat_param.axis}")
     elif t == "BatchNorm" and lp.batch_norm_param.HasField("use_global_stats"):
-        out.append(f"use_global_stats {str(lp.batch_norm_param.use_global_stats).lower()}")
+        out.append(
+            f"use_global_stats {str(lp.batch_norm_param.use_global_stats).lower()}"
+        )
     elif t == "Scale" and lp.scale_param.bias_term:
         out.append("with bias")
     elif t == "Data":
@@ -186,8 +197,9 @@ def net_graph(param, shapes=None, phase_tags=False):
         lid = g.add(Node(f"layer{li}", "layer", lines, color))
         for name in lp.bottom:
             if name not in current:  # an undefined bottom: draw it anyway
-                current[name] = g.add(Node(f"blob_{name}_in", "blob", [name],
-                                           _BLOB_COLOR))
+                current[name] = g.add(
+                    Node(f"blob_{name}_in", "blob", [name], _BLOB_COLOR)
+                )
             g.edges.append((current[name], lid))
         for j, name in enumerate(lp.top):
             shape = shapes.get((lp.name, j))
@@ -208,16 +220,22 @@ def _dot_escape(text):
 
 def to_dot(graph, rankdir="LR"):
     """The graph as Graphviz DOT text."""
-    graph_attrs = (f'  graph [rankdir={rankdir}, fontname="Helvetica", nodesep=0.25, '
-                   f'ranksep=0.3, label="{_dot_escape(graph.name)}", labelloc=t];')
-    lines = [f'digraph "{_dot_escape(graph.name)}" {{', graph_attrs,
-             '  node [fontname="Helvetica", fontsize=10, style=filled];',
-             '  edge [color="#555555", arrowsize=0.6];']
+    graph_attrs = (
+        f'  graph [rankdir={rankdir}, fontname="Helvetica", nodesep=0.25, '
+        f'ranksep=0.3, label="{_dot_escape(graph.name)}", labelloc=t];'
+    )
+    lines = [
+        f'digraph "{_dot_escape(graph.name)}" {{',
+        graph_attrs,
+        '  node [fontname="Helvetica", fontsize=10, style=filled];',
+        '  edge [color="#555555", arrowsize=0.6];',
+    ]
     for n in graph.nodes:
         label = "\\n".join(_dot_escape(s) for s in n.lines)
         shape = "octagon" if n.kind == "blob" else "box"
-        lines.append(f'  "{n.id}" [label="{label}", shape={shape}, '
-                     f'fillcolor="{n.color}"];')
+        lines.append(
+            f'  "{n.id}" [label="{label}", shape={shape}, fillcolor="{n.color}"];'
+        )
     for a, b in graph.edges:
         lines.append(f'  "{a}" -> "{b}";')
     lines.append("}")
@@ -234,8 +252,10 @@ def _net_shapes(param, phase, input_shape):
     except CaffepyError as err:
         return {}, f"shapes left out: the net does not build ({err})"
     if net is None:
-        return {}, ("shapes left out: a data layer's input shape is unknown (its "
-                    "database is not here); pass --input-shape C,H,W to show them")
+        return {}, (
+            "shapes left out: a data layer's input shape is unknown (its "
+            "database is not here); pass --input-shape C,H,W to show them"
+        )
     shapes = {}
     for li, layer in enumerate(net.layers):
         if li in net._split_layers:
@@ -255,7 +275,9 @@ def build_graph(model, phase="TRAIN", input_shape=None, shapes=True):
 
     if phase not in PHASES:
         raise CaffepyError(f"phase {phase!r}: expected one of {', '.join(PHASES)}")
-    param = read_net(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    param = (
+        read_net(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    )
     notes, found = [], {}
     phases = ("TRAIN", "TEST") if phase == "ALL" else (phase,)
     if shapes:
@@ -287,8 +309,14 @@ def dot_available():
 
 def _render_dot(dot_text, out, fmt):
     try:
-        proc = subprocess.run(["dot", f"-T{fmt}", "-o", out], input=dot_text,
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            ["dot", f"-T{fmt}", "-o", out],
+            input=dot_text,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise CaffepyError(f"running Graphviz's dot failed: {err}") from None
     if proc.returncode != 0:
@@ -353,20 +381,41 @@ def _render_matplotlib(graph, out, rankdir, fmt):
         x, y = xy(n.id)
         box = "round,pad=0.3" if n.kind == "blob" else "square,pad=0.35"
         texts[n.id] = ax.text(
-            x, y, "\n".join(n.lines), ha="center", va="center", zorder=3,
+            x,
+            y,
+            "\n".join(n.lines),
+            ha="center",
+            va="center",
+            zorder=3,
             fontsize=7 if n.kind == "layer" else 6.5,
             fontweight="bold" if n.kind == "layer" else "normal",
-            bbox={"boxstyle": box, "facecolor": n.color, "edgecolor": "#333333",
-                  "lw": 0.6})
+            bbox={
+                "boxstyle": box,
+                "facecolor": n.color,
+                "edgecolor": "#333333",
+                "lw": 0.6,
+            },
+        )
     # NOTE: a first draw places the text boxes, so the arrows can be clipped at
     # their borders (patchA/patchB) and their heads stay visible.
     fig.canvas.draw()
     for a, b in graph.edges:
-        ax.annotate("", xy=xy(b), xytext=xy(a), zorder=2,
-                    arrowprops={"arrowstyle": "-|>", "color": "#444444", "lw": 0.9,
-                                "mutation_scale": 9, "shrinkA": 1, "shrinkB": 1,
-                                "patchA": texts[a].get_bbox_patch(),
-                                "patchB": texts[b].get_bbox_patch()})
+        ax.annotate(
+            "",
+            xy=xy(b),
+            xytext=xy(a),
+            zorder=2,
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": "#444444",
+                "lw": 0.9,
+                "mutation_scale": 9,
+                "shrinkA": 1,
+                "shrinkB": 1,
+                "patchA": texts[a].get_bbox_patch(),
+                "patchB": texts[b].get_bbox_patch(),
+            },
+        )
     fig.suptitle(graph.name, fontsize=9)
     fig.savefig(out, format=fmt, dpi=dpi)
     plt.close(fig)
@@ -386,8 +435,9 @@ def draw_net(model, out, rankdir="LR", phase="TRAIN", input_shape=None, engine=N
     """
     fmt = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
     if fmt not in FORMATS:
-        raise CaffepyError(f"{out}: unknown image type {fmt!r}; use .png, .svg, .pdf "
-                           "or .dot")
+        raise CaffepyError(
+            f"{out}: unknown image type {fmt!r}; use .png, .svg, .pdf or .dot"
+        )
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise CaffepyError(f"rankdir {rankdir!r}: expected LR or TB")
     graph, notes = build_graph(model, phase, input_shape)
@@ -400,13 +450,16 @@ def draw_net(model, out, rankdir="LR", phase="TRAIN", input_shape=None, engine=N
         engine = "dot" if dot_available() else "matplotlib"
     if engine == "dot":
         if not dot_available():
-            raise CaffepyError("Graphviz's dot is not installed (apt-get install "
-                               "graphviz); leave the engine unset to draw with "
-                               "matplotlib instead")
+            raise CaffepyError(
+                "Graphviz's dot is not installed (apt-get install "
+                "graphviz); leave the engine unset to draw with "
+                "matplotlib instead"
+            )
         _render_dot(dot_text, os.fspath(out), fmt)
     elif engine == "matplotlib":
-        _render_matplotlib(graph, os.fspath(out), "LR" if rankdir in ("LR", "RL")
-                           else "TB", fmt)
+        _render_matplotlib(
+            graph, os.fspath(out), "LR" if rankdir in ("LR", "RL") else "TB", fmt
+        )
     else:
         raise CaffepyError(f"unknown engine {engine!r}: expected dot or matplotlib")
     return engine, notes

@@ -140,8 +140,9 @@ def _write_db(db_path, images, labels, progress_name):
     log.info("wrote %s (%d records)", progress_name, n)
 
 
-def make_fashion_mnist_lmdbs(out_dir, source_dir=DEFAULT_SOURCE_DIR, download=True,
-                             limit=None):
+def make_fashion_mnist_lmdbs(
+    out_dir, source_dir=DEFAULT_SOURCE_DIR, download=True, limit=None
+):
     """Write fashion_mnist_train_lmdb and fashion_mnist_test_lmdb into out_dir.
 
     Returns quickly when both exist with the expected number of records.
@@ -166,8 +167,12 @@ def make_fashion_mnist_lmdbs(out_dir, source_dir=DEFAULT_SOURCE_DIR, download=Tr
 
     out_dir = os.fspath(out_dir)
     paths = {split: os.path.join(out_dir, DB_NAMES[split]) for split in FILES}
-    result = {"train": paths["train"], "test": paths["test"], "created": False,
-              "source_dir": None}
+    result = {
+        "train": paths["train"],
+        "test": paths["test"],
+        "created": False,
+        "source_dir": None,
+    }
     folder = _existing_folder(source_dir, out_dir)
     if folder is None:
         # No source to compare with: databases are renamed into place only when

@@ -36,8 +36,15 @@ def _stamp(line, year=2000):
     else:
         month, day = int(date[:2]), int(date[2:])
     sec = float(m.group(4))
-    return datetime(year, month, day, int(m.group(2)), int(m.group(3)), int(sec),
-                    int(round((sec % 1) * 1e6)) % 1000000)
+    return datetime(
+        year,
+        month,
+        day,
+        int(m.group(2)),
+        int(m.group(3)),
+        int(sec),
+        int(round((sec % 1) * 1e6)) % 1000000,
+    )
 
 
 def parse_log(path):
@@ -70,19 +77,37 @@ def parse_log(path):
                 continue
             m = _TRAIN.search(line)
             if m:
-                _add(train, iteration, seconds, lr, m.group(2), float(m.group(3)),
-                     int(m.group(1)))
+                _add(
+                    train,
+                    iteration,
+                    seconds,
+                    lr,
+                    m.group(2),
+                    float(m.group(3)),
+                    int(m.group(1)),
+                )
                 continue
             m = _TEST.search(line)
             if m:
                 it = test_iter if test_iter is not None else iteration
-                _add(test, it, seconds, lr, m.group(2), float(m.group(3)),
-                     int(m.group(1)))
+                _add(
+                    test,
+                    it,
+                    seconds,
+                    lr,
+                    m.group(2),
+                    float(m.group(3)),
+                    int(m.group(1)),
+                )
     return train, test
 
 
 def _add(rows, iteration, seconds, lr, name, value, index):
-    if not rows or rows[-1]["NumIters"] != iteration or (index == 0 and name in rows[-1]):
+    if (
+        not rows
+        or rows[-1]["NumIters"] != iteration
+        or (index == 0 and name in rows[-1])
+    ):
         rows.append({"NumIters": iteration, "Seconds": seconds, "LearningRate": lr})
     rows[-1][name] = value
 
@@ -101,8 +126,12 @@ def write_csv(train, test, log_path, out_dir):
             w = csv.DictWriter(f, fieldnames=keys, restval="")
             w.writeheader()
             for row in rows:
-                w.writerow({k: (f"{v:g}" if isinstance(v, float) else v)
-                            for k, v in row.items()})
+                w.writerow(
+                    {
+                        k: (f"{v:g}" if isinstance(v, float) else v)
+                        for k, v in row.items()
+                    }
+                )
         paths.append(path)
     return paths
 
@@ -124,22 +153,45 @@ def plot_logs(log_paths, out_path, x="iters"):
         if train:
             loss_key = next((k for k in train[0] if "loss" in k), None)
             if loss_key:
-                ax_loss.plot([r[key] for r in train], [r.get(loss_key) for r in train],
-                             color=color, label=f"{name} train")
-            ax_lr.plot([r[key] for r in train], [r["LearningRate"] for r in train],
-                       color=color, label=name)
+                ax_loss.plot(
+                    [r[key] for r in train],
+                    [r.get(loss_key) for r in train],
+                    color=color,
+                    label=f"{name} train",
+                )
+            ax_lr.plot(
+                [r[key] for r in train],
+                [r["LearningRate"] for r in train],
+                color=color,
+                label=name,
+            )
         if test:
             loss_key = next((k for k in test[0] if "loss" in k), None)
             if loss_key:
-                ax_loss.plot([r[key] for r in test], [r.get(loss_key) for r in test],
-                             "--o", ms=3, color=color, label=f"{name} test")
+                ax_loss.plot(
+                    [r[key] for r in test],
+                    [r.get(loss_key) for r in test],
+                    "--o",
+                    ms=3,
+                    color=color,
+                    label=f"{name} test",
+                )
             acc_key = next((k for k in test[0] if "acc" in k), None)
             if acc_key:
-                ax_acc.plot([r[key] for r in test], [r.get(acc_key) for r in test],
-                            "-o", ms=3, color=color, label=name)
+                ax_acc.plot(
+                    [r[key] for r in test],
+                    [r.get(acc_key) for r in test],
+                    "-o",
+                    ms=3,
+                    color=color,
+                    label=name,
+                )
     xlabel = "iteration" if x == "iters" else "seconds"
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "test accuracy"),
-                      (ax_lr, "learning rate")):
+    for ax, title in (
+        (ax_loss, "loss"),
+        (ax_acc, "test accuracy"),
+        (ax_lr, "learning rate"),
+    ):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)

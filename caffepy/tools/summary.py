@@ -21,17 +21,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from caffepy.errors import CaffepyError, DataError
+from caffepy.tools.netsurgery import DATA_LAYER_TYPES as DATA_TYPES
+from caffepy.tools.netsurgery import (
+    LABEL_LAYERS,
+    class_axis,
+    data_to_input,
+    input_shapes,
+)
 
-#: Layer types that read records and are replaced by Input layers.
-DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData")
-#: Layer types whose bottom[1] holds class labels for the scores in bottom[0].
-LABEL_LAYERS = ("SoftmaxWithLoss", "Accuracy", "MultinomialLogisticLoss",
-                "InfogainLoss", "HingeLoss")
 #: Records whose labels are read for the label check.
 LABEL_RECORDS = 10000
 
-_PLUMBING = {"Input", "Split", "Concat", "Slice", "Flatten", "Reshape", "Silence",
-             "Crop", "Tile", "MemoryData", "DummyData", "ArgMax"} | set(DATA_TYPES)
+_PLUMBING = {
+    "Input",
+    "Split",
+    "Concat",
+    "Slice",
+    "Flatten",
+    "Reshape",
+    "Silence",
+    "Crop",
+    "Tile",
+    "MemoryData",
+    "DummyData",
+    "ArgMax",
+} | set(DATA_TYPES)
 #: Rough operations per element of layers that are not one per element.
 _ELEMENT_OPS = {"BatchNorm": 2, "MVN": 3, "Softmax": 3, "SoftmaxWithLoss": 4}
 
@@ -44,11 +58,15 @@ def parse_shape(text):
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
-        raise CaffepyError(f"input shape {text!r} is not a list of integers such as "
-                           "'3,224,224' or '64,1,28,28'") from None
+        raise CaffepyError(
+            f"input shape {text!r} is not a list of integers such as "
+            "'3,224,224' or '64,1,28,28'"
+        ) from None
     if len(shape) not in (3, 4) or min(shape) <= 0:
-        raise CaffepyError(f"input shape {text!r}: expected 3 (C,H,W) or 4 (N,C,H,W) "
-                           "positive dimensions")
+        raise CaffepyError(
+            f"input shape {text!r}: expected 3 (C,H,W) or 4 (N,C,H,W) "
+            "positive dimensions"
+        )
     return shape
 
 
@@ -156,16 +174,19 @@ def data_layer_info(lp, input_shape=None, label_records=LABEL_RECORDS):
         info.how = "--input-shape"
     if channels is None and hw is not None:
         channels = 3
-        info.warnings.append(f"layer '{lp.name}': the number of channels is unknown "
-                             "(no database, mean file or mean_value); assuming 3, "
-                             "pass --input-shape C,H,W to set it")
+        info.warnings.append(
+            f"layer '{lp.name}': the number of channels is unknown "
+            "(no database, mean file or mean_value); assuming 3, "
+            "pass --input-shape C,H,W to set it"
+        )
     if channels is not None and hw is not None:
         info.batch_shape = (batch, int(channels)) + tuple(int(d) for d in hw)
     return info
 
 
-def replace_data_layers(param, phase, input_shape=None, strict=True,
-                        label_records=LABEL_RECORDS):
+def replace_data_layers(
+    param, phase, input_shape=None, strict=True, label_records=LABEL_RECORDS
+):
     """The phase's layers of ``param`` with data layers replaced by Input layers.
 
     Args:
@@ -185,31 +206,28 @@ def replace_data_layers(param, phase, input_shape=None, strict=True,
     state.CopyFrom(param.state)
     state.phase = int(phase)
     filtered = filter_net(param, state)
-    out = caffe_pb2.NetParameter()
-    out.CopyFrom(filtered)
-    del out.layer[:]
     infos = {}
-    for lp in filtered.layer:
-        if lp.type not in DATA_TYPES or len(lp.bottom):
-            out.layer.add().CopyFrom(lp)
-            continue
-        info = data_layer_info(lp, input_shape, label_records)
-        infos[lp.name] = info
+
+    def shapes(lp):
+        info = infos[lp.name] = data_layer_info(lp, input_shape, label_records)
         if info.batch_shape is None:
             if not strict:
-                return None, infos
+                raise _UnknownShape
             raise CaffepyError(
                 f"cannot tell the input shape of {lp.type} layer '{lp.name}': its "
                 f"source {info.source!r} cannot be read and it has no crop_size; pass "
                 "--input-shape C,H,W (or N,C,H,W)"
             )
-        new = out.layer.add()
-        new.name, new.type = lp.name, "Input"
-        new.top.extend(lp.top)
-        new.input_param.shape.add().dim.extend(info.batch_shape)
-        for _label_top in lp.top[1:]:
-            new.input_param.shape.add().dim.extend(info.batch_shape[:1])
-    return out, infos
+        return input_shapes(info.batch_shape, len(lp.top))
+
+    try:
+        return data_to_input(filtered, shapes, DATA_TYPES), infos
+    except _UnknownShape:
+        return None, infos
+
+
+class _UnknownShape(Exception):
+    """A data layer's shape is unknown (``replace_data_layers(strict=False)``)."""
 
 
 def build_shaped_net(param, phase, input_shape=None, strict=True):
@@ -313,13 +331,24 @@ def summarize_net(net, infos=None):
             if key not in seen:  # shared parameters count once
                 seen.add(key)
                 params += blob.count
-        memory = sum(top.count * top.dtype.itemsize for top in tops
-                     if not any(top is b for b in bottoms))
-        rows.append(LayerRow(lp.name, lp.type,
-                             [(n, t.shape) for n, t in zip(lp.top, tops)],
-                             params, layer_flops(lp, layer, bottoms, tops), memory))
-    summary = Summary(net.name, net.phase, rows, infos or {}, [], [],
-                      np.dtype(net.dtype).itemsize)
+        memory = sum(
+            top.count * top.dtype.itemsize
+            for top in tops
+            if not any(top is b for b in bottoms)
+        )
+        rows.append(
+            LayerRow(
+                lp.name,
+                lp.type,
+                [(n, t.shape) for n, t in zip(lp.top, tops)],
+                params,
+                layer_flops(lp, layer, bottoms, tops),
+                memory,
+            )
+        )
+    summary = Summary(
+        net.name, net.phase, rows, infos or {}, [], [], np.dtype(net.dtype).itemsize
+    )
     return summary
 
 
@@ -337,16 +366,21 @@ def check_data(summary, net, param):
             continue
         tp = lp.transform_param
         if info.how:
-            summary.notes.append(f"layer '{name}': input shape {_fmt_shape(info.batch_shape)}"
-                                 f" from the {info.how}")
+            summary.notes.append(
+                f"layer '{name}': input shape {_fmt_shape(info.batch_shape)}"
+                f" from the {info.how}"
+            )
         if not info.readable:
             if info.source:
-                summary.notes.append(f"layer '{name}': source {info.source!r} not "
-                                     "readable here, so it was not checked")
+                summary.notes.append(
+                    f"layer '{name}': source {info.source!r} not "
+                    "readable here, so it was not checked"
+                )
             continue
         c, h, w = info.record_shape
-        summary.notes.append(f"layer '{name}': {info.source} holds {info.count} records "
-                             f"of {c}x{h}x{w}")
+        summary.notes.append(
+            f"layer '{name}': {info.source} holds {info.count} records of {c}x{h}x{w}"
+        )
         if tp.crop_size and (tp.crop_size > h or tp.crop_size > w):
             summary.warnings.append(
                 f"layer '{name}': crop_size {tp.crop_size} is larger than the records "
@@ -370,7 +404,9 @@ def _check_mean_file(summary, name, path, record_shape):
     try:
         mshape = _mean_file_shape(path)
     except (CaffepyError, OSError) as err:
-        summary.warnings.append(f"layer '{name}': cannot read mean file {path!r}: {err}")
+        summary.warnings.append(
+            f"layer '{name}': cannot read mean file {path!r}: {err}"
+        )
         return
     if tuple(mshape) != tuple(record_shape):
         summary.warnings.append(
@@ -391,12 +427,12 @@ def _check_labels(summary, net, layers, lp, info):
         if user.bottom[1] != label_top or user.bottom[0] not in net.blobs:
             continue
         scores = net.blobs[user.bottom[0]]
-        axis = user.softmax_param.axis if user.type == "SoftmaxWithLoss" else (
-            user.accuracy_param.axis if user.type == "Accuracy" else 1)
-        classes = scores.shape[scores.canonical_axis(axis)]
+        classes = scores.shape[scores.canonical_axis(class_axis(user))]
         what = f"'{user.bottom[0]}' (classifier of {user.type} '{user.name}')"
-        if lo < 0 and not (user.loss_param.HasField("ignore_label")
-                           and user.loss_param.ignore_label == lo):
+        if lo < 0 and not (
+            user.loss_param.HasField("ignore_label")
+            and user.loss_param.ignore_label == lo
+        ):
             summary.warnings.append(
                 f"layer '{lp.name}': labels in {read} go down to {lo}; class labels "
                 "must be >= 0"
@@ -426,7 +462,9 @@ def summarize(model, phase=None, input_shape=None, label_records=LABEL_RECORDS):
     from caffepy.net import Net
 
     phase = caffepy.TRAIN if phase is None else phase
-    param = read_net(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    param = (
+        read_net(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    )
     shaped, infos = replace_data_layers(param, phase, input_shape, True, label_records)
     net = Net(param=shaped, phase=phase)
     summary = summarize_net(net, infos)
@@ -463,21 +501,38 @@ def format_summary(summary):
             if len(r.shapes) > 1:
                 label = f"{label} ({tname})"
             if first:
-                rows.append((r.name, r.type, label, f"{r.params:,}",
-                             human(r.flops), human(r.memory, "B")))
+                rows.append(
+                    (
+                        r.name,
+                        r.type,
+                        label,
+                        f"{r.params:,}",
+                        human(r.flops),
+                        human(r.memory, "B"),
+                    )
+                )
                 first = False
             else:
                 rows.append(("", "", label, "", "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(
-            cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i])
-            for i, cell in enumerate(row)).rstrip())
+        lines.append(
+            "  ".join(
+                cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
         if k == 0:
             lines.append("-" * len(lines[0]))
-    batch = next((r.shapes[0][1][0] for r in summary.rows
-                  if r.type == "Input" and r.shapes and r.shapes[0][1]), None)
+    batch = next(
+        (
+            r.shapes[0][1][0]
+            for r in summary.rows
+            if r.type == "Input" and r.shapes and r.shapes[0][1]
+        ),
+        None,
+    )
     phase = "TRAIN" if summary.phase == caffepy.TRAIN else "TEST"
     per = f" for a batch of {batch}" if batch else ""
     lines.append("-" * len(lines[0]))
@@ -497,7 +552,12 @@ def format_summary(summary):
 
 def flops_per_image(summary):
     """Forward FLOPs divided by the batch size (None when no Input layer)."""
-    batch = next((r.shapes[0][1][0] for r in summary.rows
-                  if r.type == "Input" and r.shapes and r.shapes[0][1]), None)
+    batch = next(
+        (
+            r.shapes[0][1][0]
+            for r in summary.rows
+            if r.type == "Input" and r.shapes and r.shapes[0][1]
+        ),
+        None,
+    )
     return summary.total_flops / batch if batch else None
-

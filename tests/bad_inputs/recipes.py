@@ -112,8 +112,11 @@ def release_locks():
 def leveldb(path):
     """A folder that looks like a LevelDB database."""
     os.makedirs(path, exist_ok=True)
-    for name, text in (("CURRENT", "MANIFEST-000002\n"), ("MANIFEST-000002", "x"),
-                       ("000003.log", "")):
+    for name, text in (
+        ("CURRENT", "MANIFEST-000002\n"),
+        ("MANIFEST-000002", "x"),
+        ("000003.log", ""),
+    ):
         with open(os.path.join(path, name), "w") as f:
             f.write(text)
 
@@ -202,8 +205,9 @@ def garbage(path, size=200, seed=3, text=None):
         if text is not None:
             f.write(text.encode("utf-8"))
         else:
-            f.write(np.random.default_rng(seed).integers(0, 256, size, np.uint8)
-                    .tobytes())
+            f.write(
+                np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes()
+            )
 
 
 def remove(path):
@@ -233,11 +237,21 @@ def image(path, shape=(8, 8), corrupt=False):
 
 
 RECIPES = {
-    "lmdb": lmdb, "empty_lmdb": empty_lmdb, "corrupt_lmdb": corrupt_lmdb,
-    "partial_lmdb": partial_lmdb, "leveldb": leveldb, "caffemodel": caffemodel,
-    "absurd_caffemodel": absurd_caffemodel, "solverstate": solverstate,
-    "bad_utf8_caffemodel": bad_utf8_caffemodel, "sidecar": sidecar,
-    "mean": mean, "garbage": garbage, "copy": copy, "remove": remove, "image": image,
+    "lmdb": lmdb,
+    "empty_lmdb": empty_lmdb,
+    "corrupt_lmdb": corrupt_lmdb,
+    "partial_lmdb": partial_lmdb,
+    "leveldb": leveldb,
+    "caffemodel": caffemodel,
+    "absurd_caffemodel": absurd_caffemodel,
+    "solverstate": solverstate,
+    "bad_utf8_caffemodel": bad_utf8_caffemodel,
+    "sidecar": sidecar,
+    "mean": mean,
+    "garbage": garbage,
+    "copy": copy,
+    "remove": remove,
+    "image": image,
 }
 
 
@@ -301,8 +315,15 @@ layer {{
 """
 
 
-def mlp_training(folder, records=200, hidden=16, source="train_lmdb", test_source=None,
-                 solver="solver.prototxt", **solver_fields):
+def mlp_training(
+    folder,
+    records=200,
+    hidden=16,
+    source="train_lmdb",
+    test_source=None,
+    solver="solver.prototxt",
+    **solver_fields,
+):
     """A 200-record LMDB of learnable 1 x 8 x 8 images (the label is the bright
     quadrant), an MLP on it and a solver, written into ``folder``.
 
@@ -321,14 +342,25 @@ def mlp_training(folder, records=200, hidden=16, source="train_lmdb", test_sourc
                 label = i % 4
                 img = (rng.random((1, 8, 8)) * 60).astype(np.uint8)
                 r, c = (label // 2) * 4, (label % 2) * 4
-                img[0, r:r + 4, c:c + 4] += 150
+                img[0, r : r + 4, c : c + 4] += 150
                 writer.put(f"{i:08d}", _datum_bytes(img, label))
     with open(os.path.join(folder, "net.prototxt"), "w") as f:
-        f.write(MLP_NET.format(source=source, test_source=test_source or source,
-                               hidden=hidden))
-    fields = {"net": '"net.prototxt"', "base_lr": 0.1, "momentum": 0.9,
-              "lr_policy": '"fixed"', "display": 10, "max_iter": 40, "snapshot": 10,
-              "snapshot_prefix": '"snap/mlp"', "random_seed": 1701}
+        f.write(
+            MLP_NET.format(
+                source=source, test_source=test_source or source, hidden=hidden
+            )
+        )
+    fields = {
+        "net": '"net.prototxt"',
+        "base_lr": 0.1,
+        "momentum": 0.9,
+        "lr_policy": '"fixed"',
+        "display": 10,
+        "max_iter": 40,
+        "snapshot": 10,
+        "snapshot_prefix": '"snap/mlp"',
+        "random_seed": 1701,
+    }
     fields.update(solver_fields)
     lines = []
     for key, value in fields.items():

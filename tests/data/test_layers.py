@@ -46,15 +46,16 @@ def test_data_layer_equals_direct_read(tmp_path, build):
     assert top[0].shape == (3, 3, 6, 5) and top[1].shape == (3,)
     order = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4]  # wraps around at the end
     for k, (data, label) in enumerate(batches(layer, top, 4)):
-        idx = order[3 * k:3 * k + 3]
+        idx = order[3 * k : 3 * k + 3]
         np.testing.assert_array_equal(data, images[idx].astype(np.float32) * 0.5)
         np.testing.assert_array_equal(label, labels[idx])
 
 
 def test_float64_and_single_top(tmp_path, build):
     path, images, _, _ = raw_db(tmp_path / "db", n=4)
-    layer, top = build(layer_text(path, 2).replace(' top: "label"', ""), ntop=1,
-                       dtype=np.float64)
+    layer, top = build(
+        layer_text(path, 2).replace(' top: "label"', ""), ntop=1, dtype=np.float64
+    )
     layer.Forward([], top)
     assert top[0].data.dtype == np.float64
     np.testing.assert_array_equal(top[0].data, images[:2])
@@ -83,8 +84,9 @@ def test_train_crop_mirror_deterministic_with_seed(tmp_path, build):
             np.testing.assert_array_equal(la, lb)
     caffe_rng.set_random_seed(43)
     layer, top = build(layer_text(path, 2, TRAIN_T), TRAIN)
-    assert any(not np.array_equal(a[0], b[0])
-               for a, b in zip(runs[0], batches(layer, top, 5)))
+    assert any(
+        not np.array_equal(a[0], b[0]) for a, b in zip(runs[0], batches(layer, top, 5))
+    )
     # mirrors and crops did happen: some item differs from the centre crop
     centre = (images[:, :, 1:5, 0:4].astype(np.float32) - 10) * 0.25
     assert not np.array_equal(runs[0][0][0], centre[:2])
@@ -154,15 +156,16 @@ def test_encoded_records_of_different_sizes(tmp_path, build):
     for i, img in enumerate(imgs):
         h, w = img.shape[:2]
         ho, wo = (h - 5) // 2, (w - 5) // 2
-        np.testing.assert_array_equal(top[0].data[i],
-                                      img[ho:ho + 5, wo:wo + 5].transpose(2, 0, 1))
+        np.testing.assert_array_equal(
+            top[0].data[i], img[ho : ho + 5, wo : wo + 5].transpose(2, 0, 1)
+        )
     gray, gtop = build(layer_text(path, 3, "crop_size: 5 force_gray: true"))
     assert gtop[0].shape == (3, 1, 5, 5)
     gray.Forward([], gtop)
     for i, img in enumerate(imgs):
         ho, wo = (img.shape[0] - 5) // 2, (img.shape[1] - 5) // 2
         g = cv2.imdecode(cv2.imencode(".png", img)[1], cv2.IMREAD_GRAYSCALE)
-        np.testing.assert_array_equal(gtop[0].data[i, 0], g[ho:ho + 5, wo:wo + 5])
+        np.testing.assert_array_equal(gtop[0].data[i, 0], g[ho : ho + 5, wo : wo + 5])
 
 
 def test_close_stops_the_thread(tmp_path, build):
@@ -191,11 +194,14 @@ def test_errors(tmp_path, build):
     with pytest.raises(DataError, match="old_leveldb.*LevelDB.*--backend lmdb"):
         build(layer_text(str(level)).replace("backend: LMDB", ""))
     path, *_ = raw_db(tmp_path / "db", n=3, shape=(1, 5, 5))
-    with pytest.raises(DataError, match="crop_size 6 is larger than record "
-                                        "'00000000_img0.png' of '.*db'"):
+    with pytest.raises(
+        DataError,
+        match="crop_size 6 is larger than record '00000000_img0.png' of '.*db'",
+    ):
         build(layer_text(path, 2, "crop_size: 6"))
-    with pytest.raises(LayerError, match="Data layer 'data'.*batch_size must be "
-                                         "positive, got 0"):
+    with pytest.raises(
+        LayerError, match="Data layer 'data'.*batch_size must be positive, got 0"
+    ):
         build(layer_text(path, 0))
 
 
@@ -213,8 +219,10 @@ def test_bad_record_fails_in_forward_naming_the_key(tmp_path, build):
 
     bad = caffe_pb2.Datum(channels=1, height=2, width=2, data=b"abc")
     good = array_to_datum(np.zeros((1, 2, 2), np.uint8))
-    records = [("00000000_ok", good.SerializeToString()),
-               ("00000001_bad", bad.SerializeToString())]
+    records = [
+        ("00000000_ok", good.SerializeToString()),
+        ("00000001_bad", bad.SerializeToString()),
+    ]
     path = write_lmdb(tmp_path / "db", records)
     layer, top = build(layer_text(path, 1))
     layer.Forward([], top)
@@ -263,8 +271,9 @@ def test_image_data_resize(tmp_path, build, is_color):
 
 def test_image_data_shuffle_per_epoch_and_resume(tmp_path, build):
     folder = image_files(tmp_path / "imgs")
-    layer, top = build(image_text(folder, "shuffle: true new_height: 4 new_width: 4",
-                                  batch=5), TRAIN)
+    layer, top = build(
+        image_text(folder, "shuffle: true new_height: 4 new_width: 4", batch=5), TRAIN
+    )
     epochs = [b[1] for b in batches(layer, top, 3)]
     for labels in epochs:
         assert sorted(labels) == [0, 10, 20, 30, 40]  # every image once per epoch

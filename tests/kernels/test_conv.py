@@ -1,17 +1,18 @@
 """The fused convolution and inner-product kernels (kernels/conv.py) against
-PyTorch, on one and two threads, and the layers' fallback path (numpy's matmul
-from Python threads) for a numpy whose BLAS the kernels cannot call."""
+PyTorch, on one and two threads, and the CPU backend's fallback path (numpy's
+matmul from Python threads) for a numpy whose BLAS the kernels cannot call."""
 
 import numba
 import numpy as np
 import pytest
 
 from caffepy.kernels import blas, conv
+from caffepy.testing.oracle import lazy_module
 
 pytestmark = pytest.mark.skipif(not blas.AVAILABLE,
                                 reason="numpy's BLAS is not callable from kernels")
 
-torch = pytest.importorskip("torch")
+torch = lazy_module("torch")  # oracle: imported on first call
 F = torch.nn.functional
 
 
@@ -129,7 +130,6 @@ def test_inner_product(rows, transpose, threads):
     'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
 ])
 def test_fallback_path_gives_the_same_results(layer, monkeypatch):
-    from caffepy.layers import vision
     from caffepy.testing import layer_from_text, make_blobs
 
     def run():
@@ -148,7 +148,7 @@ def test_fallback_path_gives_the_same_results(layer, monkeypatch):
             b.diff.copy() for b in lay.blobs]
 
     fused = run()
-    monkeypatch.setattr(vision._blas, "AVAILABLE", False)
+    monkeypatch.setattr(blas, "AVAILABLE", False)
     fallback = run()
     for a, b in zip(fused, fallback):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)

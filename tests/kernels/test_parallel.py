@@ -114,7 +114,7 @@ def test_conv_gradients_are_deterministic_with_threads(params):
 
 def test_fused_sgd_update_matches_the_general_path():
     from caffepy.solvers import SGDSolver
-    from caffepy.solvers.base import Solver
+    from caffepy.solvers import Solver
 
     text = """
     base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed" max_iter: 10

@@ -8,10 +8,15 @@ from caffepy import TEST, TRAIN
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, ShapeError, UnsupportedError
 from caffepy.io.blobproto import write_binaryproto
-from caffepy.testing import GradientChecker, layer_from_text, make_blobs
+from caffepy.testing import (
+    GradientChecker,
+    layer_from_text,
+    lazy_module,
+    make_blobs,
+)
 from tests import naive
 
-torch = pytest.importorskip("torch")
+torch = lazy_module("torch")  # forward oracle: imported on first call
 F = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]

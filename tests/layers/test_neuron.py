@@ -9,10 +9,15 @@ from caffepy import TEST, TRAIN
 from caffepy import rng as caffe_rng
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, UnsupportedError
-from caffepy.testing import GradientChecker, layer_from_text, make_blobs
+from caffepy.testing import (
+    GradientChecker,
+    layer_from_text,
+    lazy_module,
+    make_blobs,
+)
 from tests import naive
 
-torch = pytest.importorskip("torch")
+torch = lazy_module("torch")  # forward oracle: imported on first call
 F = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]
@@ -529,3 +534,29 @@ def test_error_names_layer():
             make_blobs((2, 3)),
             [Blob((), np.float64)],
         )
+
+
+# -- layer knowledge and the op boundary ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "type_name, count", [("PReLU", 1), ("ReLU", 0), ("Dropout", 0)]
+)
+def test_param_blob_count(type_name, count):
+    from caffepy.proto import caffe_pb2
+    from caffepy.registry import layer_class
+
+    lp = caffe_pb2.LayerParameter(type=type_name)
+    assert layer_class(type_name).param_blob_count(lp) == count
+
+
+def test_cpu_neuron_ops_implement_the_interface():
+    import inspect
+
+    from caffepy.backend.base import Ops
+    from caffepy.backend.cpu.neuron import NeuronOps
+
+    for name, fn in vars(NeuronOps).items():
+        if callable(fn) and not name.startswith("_"):
+            want = inspect.signature(getattr(Ops, name))
+            assert list(inspect.signature(fn).parameters) == list(want.parameters)

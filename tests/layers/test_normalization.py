@@ -7,10 +7,15 @@ import pytest
 from caffepy import TEST, TRAIN
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, ShapeError
-from caffepy.testing import GradientChecker, layer_from_text, make_blobs
+from caffepy.testing import (
+    GradientChecker,
+    layer_from_text,
+    lazy_module,
+    make_blobs,
+)
 from tests import naive
 
-torch = pytest.importorskip("torch")
+torch = lazy_module("torch")  # forward oracle: imported on first call
 F = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]
@@ -228,7 +233,7 @@ def test_batchnorm_train_gradient(shape):
     layer = layer_from_text('type: "BatchNorm"', TRAIN, np.float64)
     # NOTE: sum(y^2) is constant under batch normalisation, so check one top
     # element at a time (Caffe's exhaustive check for BatchNorm).
-    GradientChecker(1e-4, 1e-5).check_gradient_eltwise(layer, bottom, top)
+    GradientChecker(1e-4, 1e-5).check_gradient_exhaustive(layer, bottom, top)
     for blob in layer.blobs:
         assert not blob.diff.any()
 
@@ -702,7 +707,7 @@ def test_mvn_gradient(name):
     bottom, top = make_blobs((2, 2, 2, 3)), [_blob()]
     layer = layer_from_text(MVN[name][0], TEST, np.float64)
     # NOTE: sum(y^2) is constant when normalising the variance: check per element.
-    GradientChecker(1e-4, 1e-5).check_gradient_eltwise(layer, bottom, top)
+    GradientChecker(1e-4, 1e-5).check_gradient_exhaustive(layer, bottom, top)
 
 
 def test_mvn_gradient_across_channels():
@@ -711,7 +716,7 @@ def test_mvn_gradient_across_channels():
     layer = layer_from_text(
         'type: "MVN" mvn_param { across_channels: true }', TEST, np.float64
     )
-    GradientChecker(1e-4, 1e-5).check_gradient_eltwise(layer, bottom, top)
+    GradientChecker(1e-4, 1e-5).check_gradient_exhaustive(layer, bottom, top)
 
 
 def test_mvn_in_place():
@@ -719,3 +724,50 @@ def test_mvn_in_place():
     dy = np.random.default_rng(8).standard_normal(x.shape)
     for text, _ in MVN.values():
         _assert_pair_equal(_run_pair(text, [x], TEST, dy))
+
+
+# -- layer knowledge and the op boundary ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, count",
+    [
+        ('type: "BatchNorm"', 3),
+        ('type: "Scale"', 1),
+        ('type: "Scale" scale_param { bias_term: true }', 2),
+        ('type: "Scale" bottom: "x" bottom: "s"', 0),
+        ('type: "Scale" bottom: "x" bottom: "s" scale_param { bias_term: true }', 1),
+        ('type: "Bias"', 1),
+        ('type: "Bias" bottom: "x" bottom: "b"', 0),
+        ('type: "LRN"', 0),
+    ],
+)
+def test_param_blob_count(text, count):
+    from google.protobuf import text_format
+
+    from caffepy.proto import caffe_pb2
+    from caffepy.registry import layer_class
+
+    lp = text_format.Parse(text, caffe_pb2.LayerParameter())
+    assert layer_class(lp.type).param_blob_count(lp) == count
+
+
+def test_batchnorm_fixes_its_own_lr_mults():
+    from caffepy.proto import caffe_pb2
+    from caffepy.registry import layer_class
+
+    lp = caffe_pb2.LayerParameter(type="BatchNorm")
+    assert layer_class("BatchNorm").fixed_lr_mults(lp) == [0.0, 0.0, 0.0]
+    assert layer_class("Scale").fixed_lr_mults(lp) is None
+
+
+def test_cpu_normalization_ops_implement_the_interface():
+    import inspect
+
+    from caffepy.backend.base import Ops
+    from caffepy.backend.cpu.normalization import NormalizationOps
+
+    for name, fn in vars(NormalizationOps).items():
+        if callable(fn) and not name.startswith("_"):
+            want = inspect.signature(getattr(Ops, name))
+            assert list(inspect.signature(fn).parameters) == list(want.parameters)

@@ -10,10 +10,15 @@ import pytest
 from caffepy.blob import Blob
 from caffepy.errors import LayerError, ShapeError, UnsupportedError
 from caffepy.layer import TEST, TRAIN
-from caffepy.testing import GradientChecker, layer_from_text, make_blobs
+from caffepy.testing import (
+    GradientChecker,
+    layer_from_text,
+    lazy_module,
+    make_blobs,
+)
 from tests import naive
 
-torch = pytest.importorskip("torch")
+torch = lazy_module("torch")  # forward oracle: imported on first call
 F = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]
@@ -220,17 +225,18 @@ def test_convolution_backward_with_reused_columns_matches_torch():
 def test_convolution_in_image_chunks(kind, monkeypatch):
     # A column buffer too small for the batch: the layer works a few images at a
     # time (here 2 of 3) with the same results and gradients.
-    from caffepy.layers import vision
+    from caffepy.backend.cpu import conv as cpu_conv
+    from caffepy.kernels import parallel
 
     params = "num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 2"
     # Columns per image: C_in*kh*kw rows by the conv-output positions (3x3 for the
     # convolution; for the deconvolution its 5x5 bottom).
     per_image = 4 * 9 * 9 if kind == "Convolution" else 4 * 9 * 25
-    monkeypatch.setattr(vision, "COL_BUFFER_ELEMENTS", 2 * per_image)
+    monkeypatch.setattr(cpu_conv, "COL_BUFFER_ELEMENTS", 2 * per_image)
     # (one thread: with more, the batch is also cut into chunks per thread)
-    monkeypatch.setattr(vision._pool.POOL, "size", 1)
+    monkeypatch.setattr(parallel.POOL, "size", 1)
     layer, bottom, top = _build(_conv_text(params, kind), [(3, 4, 5, 5)])
-    assert len(layer._chunks()) == 2
+    assert len(cpu_conv.image_chunks(layer.geom)) == 2
     layer.Forward(bottom, top)
     fn = F.conv2d if kind == "Convolution" else F.conv_transpose2d
     ref = fn(

@@ -38,7 +38,9 @@ def test_get_solver_picks_class_and_pycaffe_surface():
     assert solver.iter == 0 and solver.test_nets == []
     assert isinstance(solver.net, Net) and solver.net.phase == caffepy.TRAIN
     assert len(solver.history) == 4  # two sets for weight and bias
-    assert isinstance(Solver(solver_param(SGD)), SGDSolver)
+    assert isinstance(SGDSolver(solver_param(SGD)), SGDSolver)  # pycaffe's way
+    with pytest.raises(SolverError, match="Solver is abstract"):
+        Solver(solver_param(SGD))
     assert caffepy.get_solver is get_solver
 
 

@@ -27,12 +27,14 @@ def test_golden_mean_files(golden, tmp_path):
         want = read_binaryproto(data / info["file"])
         np.testing.assert_allclose(mean, want, rtol=1e-6)
         # Caffe printed 6 significant digits of its float accumulation: the same.
-        assert [float(f"{m:.6g}") for m in channel_means] == \
-            info["printed_channel_means"]
+        assert [float(f"{m:.6g}") for m in channel_means] == info[
+            "printed_channel_means"
+        ]
         proto = caffe_pb2.BlobProto.FromString(out.read_bytes())
         assert not proto.HasField("shape")  # legacy 4-D fields, as Caffe writes
-        assert [proto.num, proto.channels, proto.height, proto.width] == \
-            info["legacy_4d_fields"]
+        assert [proto.num, proto.channels, proto.height, proto.width] == info[
+            "legacy_4d_fields"
+        ]
         np.testing.assert_allclose(read_binaryproto(out), want, rtol=1e-6)
 
 
@@ -53,9 +55,12 @@ def test_errors(tmp_path):
         compute_image_mean(str(tmp_path / "empty"))
     from caffepy.data.datum import array_to_datum
 
-    records = [("0", array_to_datum(np.zeros((1, 2, 2), np.uint8)).SerializeToString()),
-               ("1", array_to_datum(np.zeros((1, 3, 2), np.uint8)).SerializeToString())]
+    records = [
+        ("0", array_to_datum(np.zeros((1, 2, 2), np.uint8)).SerializeToString()),
+        ("1", array_to_datum(np.zeros((1, 3, 2), np.uint8)).SerializeToString()),
+    ]
     path = write_lmdb(tmp_path / "mixed", records)
-    with pytest.raises(DataError, match="record '1' of .* is 1x3x2 .* first record '0' "
-                                        "is 1x2x2"):
+    with pytest.raises(
+        DataError, match="record '1' of .* is 1x3x2 .* first record '0' is 1x2x2"
+    ):
         compute_image_mean(path)

@@ -48,8 +48,9 @@ def test_reproduces_the_golden_databases(golden, tmp_path, monkeypatch):
     monkeypatch.chdir(data)  # ROOTFOLDER "images/" and list.txt are relative
     for name, cmd in meta["convert_imageset"].items():
         (root, listfile, _), kwargs = parse_command(cmd)
-        stats = convert_imageset(root, listfile, str(tmp_path / name), progress=False,
-                                 **kwargs)
+        stats = convert_imageset(
+            root, listfile, str(tmp_path / name), progress=False, **kwargs
+        )
         assert stats["written"] == meta["lmdb"][name]["n_records"]
         assert stats["skipped"] == 0
         # Keys, labels, Datum fields and pixels: byte-identical records.
@@ -59,8 +60,12 @@ def test_reproduces_the_golden_databases(golden, tmp_path, monkeypatch):
 def make_images(folder):
     gen = np.random.default_rng(0)
     folder.mkdir()
-    specs = {"a.png": (7, 9, 3), "b.png": (5, 6), "c.jpg": (8, 8, 3),
-             "d e.png": (6, 4, 3)}
+    specs = {
+        "a.png": (7, 9, 3),
+        "b.png": (5, 6),
+        "c.jpg": (8, 8, 3),
+        "d e.png": (6, 4, 3),
+    }
     for name, shape in specs.items():
         cv2.imwrite(str(folder / name), gen.integers(0, 256, shape, np.uint8))
     (folder / "list.txt").write_text("a.png 3\nb.png 1\n\nc.jpg 0\nd e.png 7\n")
@@ -72,8 +77,15 @@ def make_images(folder):
 def test_read_back_equals_cv2(tmp_path, gray, resize):
     folder, names = make_images(tmp_path / "imgs")
     db = tmp_path / "db"
-    convert_imageset(str(folder) + "/", folder / "list.txt", db, gray=gray,
-                     resize_height=resize[0], resize_width=resize[1], progress=False)
+    convert_imageset(
+        str(folder) + "/",
+        folder / "list.txt",
+        db,
+        gray=gray,
+        resize_height=resize[0],
+        resize_width=resize[1],
+        progress=False,
+    )
     with LMDBReader(str(db)) as reader:
         records = list(reader.items())
     assert [k for k, _ in records] == [f"{i:08d}_{n}" for i, n in enumerate(names)]
@@ -90,8 +102,13 @@ def test_read_back_equals_cv2(tmp_path, gray, resize):
 
 def test_encoded_keeps_or_reencodes(tmp_path):
     folder, names = make_images(tmp_path / "imgs")
-    convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "png",
-                     encode_type="png", progress=False)
+    convert_imageset(
+        str(folder) + "/",
+        folder / "list.txt",
+        tmp_path / "png",
+        encode_type="png",
+        progress=False,
+    )
     with LMDBReader(str(tmp_path / "png")) as reader:
         records = [parse_datum(v) for _, v in reader.items()]
     for datum, name in zip(records, names):
@@ -104,8 +121,15 @@ def test_encoded_keeps_or_reencodes(tmp_path):
             want = cv2.imread(str(folder / name), cv2.IMREAD_COLOR).transpose(2, 0, 1)
             np.testing.assert_array_equal(datum_to_array(datum, name, True), want)
     # With a resize, every record is re-encoded (at the new size).
-    convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "small",
-                     encoded=True, resize_height=3, resize_width=4, progress=False)
+    convert_imageset(
+        str(folder) + "/",
+        folder / "list.txt",
+        tmp_path / "small",
+        encoded=True,
+        resize_height=3,
+        resize_width=4,
+        progress=False,
+    )
     with LMDBReader(str(tmp_path / "small")) as reader:
         shapes = {datum_to_array(parse_datum(v), k).shape for k, v in reader.items()}
     assert shapes == {(3, 3, 4)}
@@ -115,8 +139,9 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, caplog):
     folder, _ = make_images(tmp_path / "imgs")
     (folder / "b.png").write_bytes(b"not a png")
     with caplog.at_level(logging.WARNING):
-        stats = convert_imageset(str(folder) + "/", folder / "list.txt",
-                                 tmp_path / "db", progress=False)
+        stats = convert_imageset(
+            str(folder) + "/", folder / "list.txt", tmp_path / "db", progress=False
+        )
     assert (stats["written"], stats["skipped"]) == (3, 1)
     assert stats["skipped_paths"] == [str(folder) + "/b.png"]
     assert "b.png" in caplog.text
@@ -131,8 +156,9 @@ def test_shuffle_is_seeded(tmp_path):
     for run in range(2):
         caffe_rng.set_random_seed(5)
         db = tmp_path / f"db{run}"
-        convert_imageset(str(folder) + "/", folder / "list.txt", db, shuffle=True,
-                         progress=False)
+        convert_imageset(
+            str(folder) + "/", folder / "list.txt", db, shuffle=True, progress=False
+        )
         with LMDBReader(str(db)) as reader:
             keys.append([k for k, _ in reader.items()])
     assert keys[0] == keys[1]
@@ -143,8 +169,10 @@ def test_refuses_an_existing_database(tmp_path):
     folder, _ = make_images(tmp_path / "imgs")
     args = (str(folder) + "/", folder / "list.txt", tmp_path / "db")
     convert_imageset(*args, progress=False)
-    with pytest.raises(DataError, match="DB exists, refusing to overwrite; remove it "
-                                        "or choose another path"):
+    with pytest.raises(
+        DataError,
+        match="DB exists, refusing to overwrite; remove it or choose another path",
+    ):
         convert_imageset(*args, progress=False)
 
 
@@ -163,22 +191,30 @@ def test_killed_conversion_leaves_no_database(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datum_mod, "read_image", dying)
     with pytest.raises(KeyboardInterrupt):
-        convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "db",
-                         progress=False)
+        convert_imageset(
+            str(folder) + "/", folder / "list.txt", tmp_path / "db", progress=False
+        )
     assert not os.path.exists(tmp_path / "db")
 
 
 def test_errors(tmp_path):
     folder, _ = make_images(tmp_path / "imgs")
     with pytest.raises(DataError, match="check_size"):
-        convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "a",
-                         check_size=True, progress=False)
+        convert_imageset(
+            str(folder) + "/",
+            folder / "list.txt",
+            tmp_path / "a",
+            check_size=True,
+            progress=False,
+        )
     with pytest.raises(UnsupportedError, match="LMDB databases only"):
-        convert_imageset(str(folder) + "/", folder / "list.txt", tmp_path / "b",
-                         backend="leveldb")
+        convert_imageset(
+            str(folder) + "/", folder / "list.txt", tmp_path / "b", backend="leveldb"
+        )
     with pytest.raises(DataError, match="none of the 4 images.*could be read"):
-        convert_imageset("/nowhere/", folder / "list.txt", tmp_path / "c",
-                         progress=False)
+        convert_imageset(
+            "/nowhere/", folder / "list.txt", tmp_path / "c", progress=False
+        )
     assert not os.path.exists(tmp_path / "c")
     with pytest.raises(DataError, match="cannot read list file"):
         convert_imageset(str(folder), tmp_path / "missing.txt", tmp_path / "d")

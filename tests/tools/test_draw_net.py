@@ -19,8 +19,9 @@ from tests.conftest import ROOT
 from tests.test_diagnose import assert_figure, fashion_workdir
 
 LENET = str(ROOT / "models/lenet/train_val.prototxt")
-needs_dot = pytest.mark.skipif(not dot_available(),
-                               reason="Graphviz's dot is not installed")
+needs_dot = pytest.mark.skipif(
+    not dot_available(), reason="Graphviz's dot is not installed"
+)
 
 
 def _layer(text):
@@ -30,20 +31,30 @@ def _layer(text):
 
 
 def test_layer_details_show_key_parameters():
-    conv = _layer('name: "c" type: "Convolution" convolution_param { num_output: 96 '
-                  'kernel_size: 11 stride: 4 pad: 2 group: 2 }')
-    assert layer_details(conv) == ["96 outputs", "kernel 11, stride 4, pad 2",
-                                   "group 2"]
-    rect = _layer('name: "c" type: "Convolution" convolution_param { num_output: 8 '
-                  'kernel_h: 3 kernel_w: 1 bias_term: false }')
+    conv = _layer(
+        'name: "c" type: "Convolution" convolution_param { num_output: 96 '
+        "kernel_size: 11 stride: 4 pad: 2 group: 2 }"
+    )
+    assert layer_details(conv) == [
+        "96 outputs",
+        "kernel 11, stride 4, pad 2",
+        "group 2",
+    ]
+    rect = _layer(
+        'name: "c" type: "Convolution" convolution_param { num_output: 8 '
+        "kernel_h: 3 kernel_w: 1 bias_term: false }"
+    )
     assert layer_details(rect) == ["8 outputs", "kernel 3x1, stride 1", "no bias"]
-    pool = _layer('name: "p" type: "Pooling" pooling_param { pool: AVE kernel_size: 3 '
-                  'stride: 2 pad: 1 }')
+    pool = _layer(
+        'name: "p" type: "Pooling" pooling_param { pool: AVE kernel_size: 3 '
+        "stride: 2 pad: 1 }"
+    )
     assert layer_details(pool) == ["AVE 3, stride 2, pad 1"]
     gpool = _layer('name: "p" type: "Pooling" pooling_param { global_pooling: true }')
     assert layer_details(gpool) == ["global MAX"]
-    lrn = _layer('name: "n" type: "LRN" lrn_param { local_size: 5 alpha: 0.0001 '
-                 'beta: 0.75 }')
+    lrn = _layer(
+        'name: "n" type: "LRN" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }'
+    )
     assert layer_details(lrn) == ["size 5, alpha 0.0001, beta 0.75"]
     elt = _layer('name: "e" type: "Eltwise" eltwise_param { operation: PROD }')
     assert layer_details(elt) == ["PROD"]
@@ -63,10 +74,14 @@ def test_graph_train_test_all(tmp_path, monkeypatch):
     test, _ = build_graph(LENET, "TEST")
     assert any(n.lines[0] == "accuracy" and n.kind == "layer" for n in test.nodes)
     every, _ = build_graph(LENET, "ALL")
-    tags = [n.lines[-1] for n in every.nodes if n.lines[0] == "data" and n.kind == "layer"]
+    tags = [
+        n.lines[-1] for n in every.nodes if n.lines[0] == "data" and n.kind == "layer"
+    ]
     assert tags == ["[TRAIN]", "[TEST]"]
     # both data layers feed the one 'data' blob
-    data_blobs = [n.id for n in every.nodes if n.kind == "blob" and n.lines[0] == "data"]
+    data_blobs = [
+        n.id for n in every.nodes if n.kind == "blob" and n.lines[0] == "data"
+    ]
     assert len(data_blobs) == 1
     assert sum(b == data_blobs[0] for _, b in every.edges) == 2
     pos = layered_layout(every)
@@ -88,8 +103,9 @@ def test_dot_text_has_shapes_and_parameters(tmp_path):
 def test_matplotlib_png(tmp_path, monkeypatch, rankdir):
     fashion_workdir(tmp_path, monkeypatch)
     out = tmp_path / "net.png"
-    engine, notes = draw_net("models/lenet/train_val.prototxt", out, rankdir=rankdir,
-                             engine="matplotlib")
+    engine, notes = draw_net(
+        "models/lenet/train_val.prototxt", out, rankdir=rankdir, engine="matplotlib"
+    )
     assert engine == "matplotlib" and notes == []
     h, w = (200, 1500) if rankdir == "LR" else (1200, 300)
     assert_figure(out, h, w, min_std=10)
@@ -128,8 +144,10 @@ def test_graphviz_svg_and_pdf(tmp_path):
 
 def test_cli_draw_net(tmp_path):
     out = tmp_path / "lenet.png"
-    res = CliRunner().invoke(cli, ["draw_net", LENET, str(out), "--phase", "TEST",
-                                   "--input-shape", "1,28,28"])
+    res = CliRunner().invoke(
+        cli,
+        ["draw_net", LENET, str(out), "--phase", "TEST", "--input-shape", "1,28,28"],
+    )
     assert res.exit_code == 0, res.output
     assert "Wrote" in res.output
     assert_figure(out, 150, 1500, min_std=10)

@@ -19,7 +19,8 @@ from caffepy.tools import fashion_mnist as fm
 
 def write_idx(path, array, gz):
     head = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape)
+        f">{array.ndim}I", *array.shape
+    )
     data = head + array.astype(np.uint8).tobytes()
     if gz:
         with gzip.open(str(path) + ".gz", "wb") as f:
@@ -69,8 +70,9 @@ def test_writes_both_databases(idx_dir, tmp_path):
     again = fm.make_fashion_mnist_lmdbs(out, source_dir=str(folder), download=False)
     assert not again["created"] and time.perf_counter() - start < 1.0
     # Without the source files too.
-    assert not fm.make_fashion_mnist_lmdbs(out, source_dir=str(tmp_path / "none"),
-                                           download=False)["created"]
+    assert not fm.make_fashion_mnist_lmdbs(
+        out, source_dir=str(tmp_path / "none"), download=False
+    )["created"]
 
 
 def test_limit_and_count_mismatch(idx_dir, tmp_path):
@@ -84,8 +86,9 @@ def test_limit_and_count_mismatch(idx_dir, tmp_path):
 
 def test_missing_files_without_download(tmp_path):
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
-        fm.make_fashion_mnist_lmdbs(tmp_path / "out", source_dir=str(tmp_path),
-                                    download=False)
+        fm.make_fashion_mnist_lmdbs(
+            tmp_path / "out", source_dir=str(tmp_path), download=False
+        )
 
 
 def test_failed_download_says_what_to_install(tmp_path, monkeypatch):
@@ -93,8 +96,11 @@ def test_failed_download_says_what_to_install(tmp_path, monkeypatch):
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match="download of http.*train-images-idx3-ubyte.gz"
-                                        " failed.*apt-get install dataset-fashion"):
+    with pytest.raises(
+        DataError,
+        match="download of http.*train-images-idx3-ubyte.gz"
+        " failed.*apt-get install dataset-fashion",
+    ):
         fm.make_fashion_mnist_lmdbs(tmp_path / "out", source_dir=str(tmp_path))
 
 
@@ -117,8 +123,11 @@ def test_download_goes_to_the_cache(idx_dir, tmp_path, monkeypatch):
     def fake(url, timeout=None):
         name = url.rsplit("/", 1)[1][:-3]
         path = folder / name
-        data = path.read_bytes() if path.exists() else gzip.decompress(
-            (folder / (name + ".gz")).read_bytes())
+        data = (
+            path.read_bytes()
+            if path.exists()
+            else gzip.decompress((folder / (name + ".gz")).read_bytes())
+        )
         return Response(gzip.compress(data))
 
     monkeypatch.setattr(urllib.request, "urlopen", fake)
@@ -138,12 +147,15 @@ def test_malformed_idx(tmp_path):
         fm.read_idx(str(bad))
 
 
-@pytest.mark.skipif(not os.path.isdir(fm.DEFAULT_SOURCE_DIR),
-                    reason="dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not os.path.isdir(fm.DEFAULT_SOURCE_DIR),
+    reason="dataset-fashion-mnist is not installed",
+)
 def test_real_files(tmp_path):
     result = fm.make_fashion_mnist_lmdbs(tmp_path, limit=20, download=False)
-    images = fm.read_idx(os.path.join(fm.DEFAULT_SOURCE_DIR,
-                                      "t10k-images-idx3-ubyte.gz"), limit=20)
+    images = fm.read_idx(
+        os.path.join(fm.DEFAULT_SOURCE_DIR, "t10k-images-idx3-ubyte.gz"), limit=20
+    )
     records = read_db(result["test"])
     assert len(records) == 20
     np.testing.assert_array_equal(datum_to_array(records[7][1])[0], images[7])

@@ -44,7 +44,8 @@ def test_parse_caffepy_style_lines(tmp_path):
         "loss = 2.3\n"
         "I1126 10:00:02.000000  4242 base.py:13]     Train net output #0: loss = 2.3 "
         "(* 1 = 2.3 loss)\n"
-        "I1126 10:00:02.000000  4242 base.py:14] Iteration 0, lr = 0.01\n")
+        "I1126 10:00:02.000000  4242 base.py:14] Iteration 0, lr = 0.01\n"
+    )
     train, test = parse_log(log)
     assert train == [{"NumIters": 0, "Seconds": 2.0, "LearningRate": 0.01, "loss": 2.3}]
     assert test[0]["accuracy"] == 0.1
@@ -55,8 +56,18 @@ def test_plot_log_image(tmp_path):
     import cv2
 
     out = tmp_path / "curves.png"
-    res = CliRunner().invoke(cli, ["plot_log", str(CAFFE_LOG), str(CAFFE_LOG),
-                                   "--out", str(out), "--x", "seconds"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "plot_log",
+            str(CAFFE_LOG),
+            str(CAFFE_LOG),
+            "--out",
+            str(out),
+            "--x",
+            "seconds",
+        ],
+    )
     assert res.exit_code == 0, res.output
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 300 and img.shape[1] > 1000

@@ -66,14 +66,15 @@ def test_crop_size_and_mean_values_give_the_shape(tmp_path, monkeypatch):
     net = tmp_path / "n.prototxt"
     net.write_text(
         'layer { name: "d" type: "Data" top: "d" top: "l" transform_param { '
-        'crop_size: 32 mean_value: 1 mean_value: 2 mean_value: 3 } data_param { '
+        "crop_size: 32 mean_value: 1 mean_value: 2 mean_value: 3 } data_param { "
         'source: "nowhere" batch_size: 5 backend: LMDB } }\n'
         'layer { name: "c" type: "Convolution" bottom: "d" top: "c" '
-        'convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }\n'
+        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }\n"
         'layer { name: "up" type: "Deconvolution" bottom: "c" top: "up" '
-        'convolution_param { num_output: 2 kernel_size: 2 stride: 2 } }\n'
+        "convolution_param { num_output: 2 kernel_size: 2 stride: 2 } }\n"
         'layer { name: "p" type: "Pooling" bottom: "up" top: "p" pooling_param { '
-        'pool: AVE global_pooling: true } }\n')
+        "pool: AVE global_pooling: true } }\n"
+    )
     s = summarize(net)
     rows = _rows(s)
     assert rows["d"].shapes[0][1] == (5, 3, 32, 32)
@@ -100,17 +101,19 @@ def test_data_checks_warn(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     images = np.random.randint(0, 255, (6, 1, 8, 8), dtype=np.uint8)
     _write_db(tmp_path / "db", images, [0, 3, 11, 2, 1, 0])
-    write_binaryproto(str(tmp_path / "mean.binaryproto"),
-                      np.zeros((1, 1, 6, 6), np.float32))
+    write_binaryproto(
+        str(tmp_path / "mean.binaryproto"), np.zeros((1, 1, 6, 6), np.float32)
+    )
     net = tmp_path / "n.prototxt"
     net.write_text(
         'layer { name: "d" type: "Data" top: "d" top: "l" transform_param { '
         'crop_size: 10 mean_file: "mean.binaryproto" } data_param { source: "db" '
-        'batch_size: 4 backend: LMDB } }\n'
+        "batch_size: 4 backend: LMDB } }\n"
         'layer { name: "ip" type: "InnerProduct" bottom: "d" top: "ip" '
-        'inner_product_param { num_output: 10 } }\n'
+        "inner_product_param { num_output: 10 } }\n"
         'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "l" '
-        'top: "loss" }\n')
+        'top: "loss" }\n'
+    )
     s = summarize(net)
     text = "\n".join(s.warnings)
     assert "crop_size 10 is larger than the records (8x8)" in text
@@ -135,8 +138,9 @@ def test_replace_data_layers_keeps_other_layers(tmp_path, monkeypatch):
 
 
 def test_summary_cli_deploy_and_helpers():
-    res = CliRunner().invoke(cli, ["summary", "--model",
-                                   str(ROOT / "models/lenet/deploy.prototxt")])
+    res = CliRunner().invoke(
+        cli, ["summary", "--model", str(ROOT / "models/lenet/deploy.prototxt")]
+    )
     assert res.exit_code == 0, res.output
     assert "prob" in res.output and "1x10" in res.output
     assert "431,080 parameters" in res.output

@@ -8,9 +8,18 @@ from typing import Any
 import numpy as np
 
 from caffepy.backend.base import Array, Ops
+from caffepy.backend.cpu.common import CommonOps
+from caffepy.backend.cpu.loss import LossOps
+from caffepy.backend.cpu.neuron import NeuronOps
+from caffepy.backend.cpu.normalization import NormalizationOps
+from caffepy.backend.cpu.solver import SolverOps
+from caffepy.backend.cpu.vision import VisionOps
+
+#: Elements from which :meth:`CpuOps.copy` runs in parallel.
+_PARALLEL_COPY = 1 << 16
 
 
-class CpuOps(Ops):
+class CpuOps(VisionOps, SolverOps, NeuronOps, NormalizationOps, CommonOps, LossOps, Ops):
     """Ops on host memory. Blob arrays are the blob's host (CPU) views."""
 
     name = "cpu"
@@ -23,7 +32,19 @@ class CpuOps(Ops):
         return np.zeros(shape, dtype)
 
     def copy(self, src: Array, dst: Array) -> None:
-        np.copyto(dst, src)
+        # NOTE: large contiguous copies (the input an in-place Scale or LRN keeps
+        # for backward) run on every kernel thread; small ones are not worth it.
+        if (
+            src.size >= _PARALLEL_COPY
+            and src.dtype == dst.dtype
+            and src.flags.c_contiguous
+            and dst.flags.c_contiguous
+        ):
+            from caffepy.kernels.neuron import copy
+
+            copy(src.reshape(-1), dst.reshape(-1))
+        else:
+            np.copyto(dst, src)
 
     def to_host(self, arr: Array) -> np.ndarray:
         return arr

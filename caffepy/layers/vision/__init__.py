@@ -1,0 +1,22 @@
+"""Vision layers: Convolution, Deconvolution, Pooling, InnerProduct, Embed.
+
+One file per layer; importing this package registers them. The layers read
+their parameters and infer shapes; the backend's vision ops
+(:class:`caffepy.backend.base.Ops`: ``conv_forward``, ``pool_forward``, ...)
+do the numeric work on the active device.
+"""
+
+from caffepy.layers.vision.convolution import BaseConvolutionLayer, ConvolutionLayer
+from caffepy.layers.vision.deconvolution import DeconvolutionLayer
+from caffepy.layers.vision.embed import EmbedLayer
+from caffepy.layers.vision.inner_product import InnerProductLayer
+from caffepy.layers.vision.pooling import PoolingLayer
+
+__all__ = [
+    "BaseConvolutionLayer",
+    "ConvolutionLayer",
+    "DeconvolutionLayer",
+    "EmbedLayer",
+    "InnerProductLayer",
+    "PoolingLayer",
+]

@@ -1,0 +1,73 @@
+"""The solver's memory estimate: refuse, before training, a net that cannot fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caffepy.errors import ResourceError
+
+
+def format_size(n: int) -> str:
+    """Bytes as a short human-readable size (1.5 GiB, 12.0 MiB, 3 kB)."""
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 1024:.0f} kB"
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_estimate(nets: list[Any], arrays: list[Any]) -> int:
+    """Bytes a training holds at least.
+
+    Args:
+        nets: the train net first, then the test nets: every blob of every net
+            counts once (in-place, shared and split blobs share one buffer), the
+            train net's twice (its gradients).
+        arrays: the solver's own arrays (history and scratch), by ``nbytes``.
+
+    Layers' own scratch buffers (im2col columns, ...) come on top.
+    """
+    seen, total = set(), 0
+    for k, net in enumerate(nets):
+        blobs = list(net.blobs.values())
+        blobs += [b for layer in net.layers for b in layer.blobs]
+        for blob in blobs:
+            data = blob.data
+            key = id(data.base if data.base is not None else data)
+            if key in seen:  # in place, shared or split: one buffer
+                continue
+            seen.add(key)
+            # the train net's gradients are allocated on first use
+            total += blob.count * blob.dtype.itemsize * (2 if k == 0 else 1)
+    for array in arrays:
+        total += array.nbytes
+    return total
+
+
+def check_memory(need: int, type_name: str, log: Any) -> None:
+    """Log ``need`` and refuse it when it exceeds the available memory.
+
+    Raises:
+        ResourceError: ``need`` bytes do not fit in MemAvailable.
+    """
+    available = available_memory()
+    log.info("Memory: the nets and solver need at least %s", format_size(need))
+    if available is not None and need > available:
+        raise ResourceError(
+            f"training this net needs at least {format_size(need)} (blobs, "
+            f"gradients, parameters and {type_name} solver history) but only "
+            f"{format_size(available)} of memory is available; reduce batch_size "
+            "(or the test nets' batch size), or free memory"
+        )

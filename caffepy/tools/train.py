@@ -1,0 +1,195 @@
+"""What ``caffepy train`` and ``caffepy finetune`` do.
+
+Read the solver, apply the command line (net level and stages, the GPU, the
+fine-tuning edits), build the solver, load weights or a snapshot, install the
+signal handlers, solve and print a summary, as Caffe's ``tools/caffe.cpp``
+``train()`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+log = logging.getLogger("caffepy")
+
+#: What SIGINT or SIGHUP may do (Caffe's ``-sigint_effect``/``-sighup_effect``).
+EFFECTS = ("stop", "snapshot", "none")
+
+
+def split_csv(value: str | None) -> list[str]:
+    """``"a,b,,c"`` -> ``["a", "b", "c"]`` (Caffe's comma-separated flags)."""
+    return [v for v in (value or "").split(",") if v]
+
+
+def check_train_args(weights: str, snapshot: str) -> None:
+    """Refuse ``--weights`` with ``--snapshot``, and a .caffemodel as a snapshot.
+
+    Raises:
+        click.UsageError: both given.
+        click.BadParameter: ``snapshot`` names a .caffemodel.
+    """
+    if weights and snapshot:
+        raise click.UsageError(
+            "give either --weights (start from these weights) or --snapshot (resume a "
+            "run), not both"
+        )
+    if snapshot and snapshot.endswith(".caffemodel"):
+        raise click.BadParameter(
+            f"{snapshot} is a .caffemodel; --snapshot resumes from the matching "
+            ".solverstate (use --weights to start from a .caffemodel)",
+            param_hint="--snapshot",
+        )
+
+
+def parse_lr_mults(items: Sequence[str]) -> list[tuple[str, float]]:
+    """``["fc8*=10", ...]`` -> ``[("fc8*", 10.0), ...]`` (``--lr-mult`` values).
+
+    Raises:
+        click.BadParameter: an item that is not PATTERN=MULT.
+    """
+    rules = []
+    for item in items:
+        pattern, sep, mult = item.partition("=")
+        try:
+            rules.append((pattern, float(mult)))
+        except ValueError:
+            raise click.BadParameter(
+                f"expected PATTERN=MULT (e.g. 'fc8*=10'), got {item!r}",
+                param_hint="--lr-mult",
+            ) from None
+        if not sep:
+            raise click.BadParameter(
+                f"expected PATTERN=MULT, got {item!r}", param_hint="--lr-mult"
+            )
+    return rules
+
+
+def install_signals(solver: Any, sigint_effect: str, sighup_effect: str) -> None:
+    """Make SIGINT and SIGHUP ask the solver to stop or snapshot at the end of the
+    current iteration (or do nothing), as Caffe's ``SignalHandler``."""
+    import signal
+
+    def handler_for(effect, name):
+        def handler(signum, frame):  # noqa: ARG001
+            if effect == "none":
+                return
+            log.info("%s received: will %s at the end of this iteration", name, effect)
+            solver.request_action(effect)
+
+        return handler
+
+    signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
+
+
+def run_training(
+    solver_path: str,
+    weights: str = "",
+    snapshot: str = "",
+    *,
+    sigint_effect: str = "stop",
+    sighup_effect: str = "snapshot",
+    level: int = 0,
+    stages: Sequence[str] = (),
+    threads: int = 0,
+    gpu: int | None = None,
+    net_edit: Callable[[Any], Any] | None = None,
+    progress: bool = True,
+    divergence_check: bool = True,
+) -> tuple[Any, Any]:
+    """Build the solver of ``solver_path`` and solve; return (solver, monitor).
+
+    Args:
+        weights: comma-separated .caffemodel files to start from.
+        snapshot: a .solverstate to resume from.
+        level, stages: added to the solver's ``train_state``.
+        gpu: a device id overrides the solver's ``solver_mode``/``device_id``
+            (Caffe's ``-gpu``); ``None`` leaves them to the solver file.
+        net_edit: ``fn(NetParameter)`` editing the train net in place.
+    """
+    from caffepy.solvers import get_solver, read_solver_param
+    from caffepy.tools.device import set_threads, use_gpu
+    from caffepy.tools.netsurgery import inline_train_net
+    from caffepy.training import TrainingMonitor, weights_report
+
+    set_threads(threads)
+    if divergence_check:
+        import warnings
+
+        # The divergence check reports a NaN/inf in one line; numpy's warnings on
+        # the way there would only bury it.
+        warnings.filterwarnings(
+            "ignore",
+            r"(overflow|invalid value|divide by zero) encountered",
+            RuntimeWarning,
+        )
+    param, _ = read_solver_param(solver_path)
+    if gpu is not None:
+        param.solver_mode = type(param).GPU
+        param.device_id = gpu
+        use_gpu(gpu)
+    if level:
+        param.train_state.level = level
+    if stages:
+        param.train_state.stage.extend(stages)
+    if net_edit is not None:
+        net_edit(inline_train_net(param))
+    solver = get_solver(param, divergence_check=divergence_check)
+    for w in split_csv(weights):
+        report = solver.net.copy_from(w)
+        for net in solver.test_nets:
+            net.share_weights(solver.net)
+        click.echo(weights_report(solver.net, report, w), err=True)
+    if snapshot:
+        solver.restore(snapshot)
+    monitor = TrainingMonitor(solver, progress=progress)
+    install_signals(solver, sigint_effect, sighup_effect)
+    log.info("Starting Optimization")
+    solver.solve()
+    monitor.close()
+    log.info("Optimization Done.")
+    return solver, monitor
+
+
+def train(solver_path: str, weights: str = "", snapshot: str = "", **options: Any):
+    """``caffepy train``: check the arguments, train, print the summary.
+
+    ``options`` are :func:`run_training`'s keyword arguments.
+    """
+    check_train_args(weights, snapshot)
+    solver, monitor = run_training(solver_path, weights, snapshot, **options)
+    monitor.print_summary()
+    return solver
+
+
+def finetune(
+    solver_path: str,
+    weights: str,
+    freeze: Sequence[str] = (),
+    lr_mults: Sequence[str] = (),
+    **options: Any,
+):
+    """``caffepy finetune``: copy ``weights`` by layer name, freeze the layers
+    matching a ``freeze`` glob, scale the lr_mult of those matching a
+    ``PATTERN=MULT`` of ``lr_mults``, train and print the summary."""
+    from caffepy.training import edit_learning_rates
+
+    rules = parse_lr_mults(lr_mults)
+
+    def edit(net_param):
+        edit_learning_rates(net_param, freeze, rules)
+
+    solver, monitor = run_training(
+        solver_path,
+        weights,
+        "",
+        net_edit=edit if (freeze or rules) else None,
+        **options,
+    )
+    monitor.print_summary()
+    return solver
