@@ -31,7 +31,7 @@ def _threads(n):
 
 def _solver(spec, max_iter=10**9):
     import caffepy
-    from caffepy.solvers.base import read_solver_param
+    from caffepy.solvers import read_solver_param
 
     param, _ = read_solver_param(os.path.join(REPO, spec["solver"]))
     param.test_interval = 10**9

@@ -20,12 +20,17 @@ def copy_trained_layers(net: Any, weights: Any) -> dict:
 
     Args:
         net: the :class:`caffepy.net.Net` to fill.
-        weights: a .caffemodel path (as ``read_weights`` reads it) or a
-            NetParameter with blobs.
+        weights: a .caffemodel path (as ``read_weights`` reads it), a
+            ``.caffemodel.h5`` path (any path ending ``.h5``, as Caffe decides),
+            or a NetParameter with blobs.
 
     Returns:
         ``{"copied": [layer names], "ignored": [source layers not in the net]}``.
     """
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".h5"):
+        from caffepy.io.hdf5 import load_net_hdf5
+
+        return load_net_hdf5(net, weights)
     if isinstance(weights, (str, os.PathLike)):
         from caffepy.io.prototxt import read_weights
 

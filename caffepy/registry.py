@@ -13,8 +13,6 @@ UNSUPPORTED_LAYERS = {
     "Recurrent",
     "SPP",
     "WindowData",
-    "HDF5Data",
-    "HDF5Output",
     "ImageData_Multi",
     "Im2col",
     "BatchReindex",

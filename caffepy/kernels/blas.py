@@ -10,7 +10,7 @@ The C functions are found in the OpenBLAS that numpy loaded (via threadpoolctl)
 and called through their addresses, which the kernels take as arguments: the
 compiled kernels hold no process-specific pointer, so Numba can cache them.
 ``AVAILABLE`` is False when numpy's BLAS is not an OpenBLAS with these
-functions; the layers then use numpy's matmul from Python threads.
+functions; the CPU backend then uses numpy's matmul from Python threads.
 """
 
 import ctypes

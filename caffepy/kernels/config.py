@@ -5,7 +5,7 @@
 - the threading layer is set explicitly (OpenMP, overridable with
   ``CAFFEPY_THREADING_LAYER``) so behaviour does not change between machines.
 - ``caffepy.set_num_threads`` (the commands' ``--threads``) caps the threads of
-  the Numba kernels, the layers' task pool (:mod:`caffepy.kernels.parallel`)
+  the Numba kernels, the CPU backend's task pool (:mod:`caffepy.kernels.parallel`)
   and the BLAS.
 """
 
@@ -60,7 +60,7 @@ def serial():
 
 
 def set_num_threads(n):
-    """Threads for Numba kernels, the layers' task pool and the BLAS (1 .. cores)."""
+    """Threads for Numba kernels, the CPU backend's task pool and the BLAS (1 .. cores)."""
     from caffepy.kernels.parallel import POOL
 
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))

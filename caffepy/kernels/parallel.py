@@ -1,11 +1,13 @@
-"""A small pool of threads for layer work that releases the GIL.
+"""A small pool of threads for CPU op work that releases the GIL.
 
-Convolution and InnerProduct cut their work into independent tasks (chunks of
-images, blocks of outputs) whose heavy parts are BLAS calls and ``nogil`` Numba
-kernels, which run in parallel on Python threads. The threads take the next
+The CPU backend's convolution and inner-product ops
+(:mod:`caffepy.backend.cpu.conv`, :mod:`caffepy.backend.cpu.vision`) cut their
+work into independent tasks (chunks of images, blocks of outputs) whose heavy
+parts are BLAS calls and ``nogil`` Numba kernels, which run in parallel on
+Python threads. The threads take the next
 task from a shared counter until none is left (dynamic scheduling), so when
 the OS delays one thread (another process on its core), the others take over
-its share instead of waiting for it; a layer synchronises once per pass,
+its share instead of waiting for it; an op synchronises once per pass,
 instead of once per GEMM or kernel call.
 
 While tasks run on several threads the BLAS runs single-threaded (each task's

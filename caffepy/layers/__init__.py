@@ -1,5 +1,5 @@
 """The built-in layers, grouped by family as Caffe's headers were:
-neuron, normalization, vision, common, loss, data, python.
+neuron, normalization, vision, common, loss, data, recurrent, python.
 
 Importing this package registers every layer type.
 """
@@ -11,5 +11,6 @@ from caffepy.layers import (  # noqa: F401
     neuron,
     normalization,
     python,
+    recurrent,
     vision,
 )

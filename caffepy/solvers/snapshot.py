@@ -4,7 +4,9 @@ A snapshot is ``<prefix>_iter_<N>.caffemodel``, then the sidecar
 ``.solverstate.caffepy.json``, then ``.solverstate``, each written atomically
 (:mod:`caffepy.io.atomic`): a ``.solverstate`` on disk means its whole snapshot
 is complete, and a kill at any moment leaves every earlier snapshot whole. The
-file formats are in :mod:`caffepy.solvers.state`.
+file formats are in :mod:`caffepy.solvers.state`. With ``snapshot_format: HDF5``
+the files are ``.caffemodel.h5`` and ``.solverstate.h5`` in Caffe's HDF5 layout
+(:mod:`caffepy.io.hdf5`), written in the same order, as atomically.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from caffepy import rng
 from caffepy.errors import SnapshotError, SolverError
+from caffepy.io import hdf5
 from caffepy.io.atomic import atomic_write_bytes
 from caffepy.solvers import state as state_io
 from caffepy.solvers.divergence import nonfinite_params
@@ -53,9 +56,13 @@ class Snapshotting:
     def snapshot_filename(self, extension: str) -> str:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"
 
+    def _hdf5_format(self) -> bool:
+        return self.param.snapshot_format == self.param.HDF5
+
     def snapshot(self) -> tuple[str, str]:
         """Write ``<prefix>_iter_<N>.caffemodel`` then ``.solverstate`` (with the
         JSON sidecar), each atomically; return (caffemodel path, solverstate path).
+        With ``snapshot_format: HDF5``: ``.caffemodel.h5`` and ``.solverstate.h5``.
 
         A kill at any moment leaves every earlier snapshot whole (a .solverstate
         on disk means its snapshot is complete). A write that fails (a full disk)
@@ -71,8 +78,10 @@ class Snapshotting:
                 f"{err} (the snapshot of iteration {self.iter} was not written)",
             )
             raise err
-        model_file = self.snapshot_filename(".caffemodel")
-        state_file = self.snapshot_filename(".solverstate")
+        use_h5 = self._hdf5_format()
+        suffix = ".h5" if use_h5 else ""
+        model_file = self.snapshot_filename(".caffemodel" + suffix)
+        state_file = self.snapshot_filename(".solverstate" + suffix)
         if not self._temp_files_cleaned:
             self._temp_files_cleaned = True
             remove_stale_temp_files(p.snapshot_prefix)
@@ -80,23 +89,32 @@ class Snapshotting:
         fresh = [f for f in (model_file, sidecar) if not os.path.exists(f)]
         writing = model_file
         try:
-            log.info("Snapshotting to binary proto file %s", model_file)
-            atomic_write_bytes(
-                model_file, self.net.to_proto(p.snapshot_diff).SerializeToString()
-            )
-            log.info("Snapshotting solver state to binary proto file %s", state_file)
+            kind = "HDF5" if use_h5 else "binary proto"
+            log.info("Snapshotting to %s file %s", kind, model_file)
+            if use_h5:
+                hdf5.save_net_hdf5(self.net, model_file, p.snapshot_diff)
+            else:
+                atomic_write_bytes(
+                    model_file, self.net.to_proto(p.snapshot_diff).SerializeToString()
+                )
+            log.info("Snapshotting solver state to %s file %s", kind, state_file)
             # The sidecar goes before the solverstate: a .solverstate on disk means
             # the whole snapshot is complete.
             writing = sidecar
             state_io.write_sidecar(state_file, self._sidecar_payload(model_file))
             writing = state_file
             history = [self.ops.to_host(h) for h in self.history]
-            state_io.write_solverstate(
-                state_file,
-                state_io.make_solverstate(
-                    self.iter, model_file, history, self.current_step
-                ),
-            )
+            if use_h5:
+                hdf5.write_solverstate_hdf5(
+                    state_file, self.iter, model_file, history, self.current_step
+                )
+            else:
+                state_io.write_solverstate(
+                    state_file,
+                    state_io.make_solverstate(
+                        self.iter, model_file, history, self.current_step
+                    ),
+                )
         except OSError as err:
             for f in fresh:  # an incomplete snapshot must not look like one
                 with contextlib.suppress(OSError):
@@ -149,36 +167,64 @@ class Snapshotting:
         }
 
     def restore(self, path: str | os.PathLike) -> None:
-        """Resume from a ``.solverstate`` (Caffe's or ours): iteration, weights from
-        its ``learned_net``, lr position, history; with caffepy's sidecar also the
-        random state and the data cursors.
+        """Resume from a ``.solverstate`` or ``.solverstate.h5`` (Caffe's or ours):
+        iteration, weights from its ``learned_net``, lr position, history; with
+        caffepy's sidecar also the random state and the data cursors.
 
         Raises:
             SolverError: an unreadable state, or history that does not match the
                 net and the update rule; a sidecar that is not valid.
         """
         path = os.fspath(path)
-        state = state_io.read_solverstate(path)
         n = len(self._params)
         shapes = [b.shape for b in self._params] * self.history_sets
         names = self._param_names * self.history_sets
         if self.history_sets > 1:
             names = [f"{nm} (history set {k // n + 1})" for k, nm in enumerate(names)]
-        arrays = state_io.history_arrays(
-            state, shapes, names, self.dtype, self.type_name, self.history_sets
-        )
-        if state.HasField("learned_net") and state.learned_net:
-            model = state_io.resolve_learned_net(state.learned_net, path)
+        if hdf5.is_hdf5_path(path):
+            h5 = hdf5.read_solverstate_hdf5(path)
+            arrays = self._check_h5_history(h5.history, shapes, names, path)
+            learned, iteration, step = h5.learned_net, h5.iter, h5.current_step
+        else:
+            state = state_io.read_solverstate(path)
+            arrays = state_io.history_arrays(
+                state, shapes, names, self.dtype, self.type_name, self.history_sets
+            )
+            learned = state.learned_net if state.HasField("learned_net") else None
+            iteration, step = state.iter, state.current_step
+        if learned:
+            model = state_io.resolve_learned_net(learned, path)
             self.net.copy_from(model)
             self.last_snapshot = model
-        self.iter = state.iter
-        self.current_step = state.current_step
+        self.iter = iteration
+        self.current_step = step
         for h, a in zip(self.history, arrays):
             self.ops.copy(self.ops.from_host(a), h)
         sidecar = state_io.read_sidecar(path)
         if sidecar is not None:
             self._apply_sidecar(sidecar, path)
         log.info("Restored solver state from %s (iteration %d)", path, self.iter)
+
+    def _check_h5_history(
+        self, history: list[Any], shapes: list[Any], names: list[str], path: str
+    ) -> list[Any]:
+        """The history of a .solverstate.h5, checked against this solver's params
+        (Caffe: "Incorrect length of history blobs", then each shape)."""
+        if len(history) != len(shapes):
+            per = "one" if self.history_sets == 1 else str(self.history_sets)
+            raise SolverError(
+                f"{path}: the solver state holds {len(history)} history blobs but a "
+                f"{self.type_name} solver on this net expects {len(shapes)} ({per} "
+                "per learnable parameter); the state was written for another net or "
+                "another solver type"
+            )
+        for arr, shape, name in zip(history, shapes, names):
+            if tuple(arr.shape) != tuple(shape):
+                raise SolverError(
+                    f"{path}: history blob for parameter {name} has shape "
+                    f"{list(arr.shape)} but the parameter has shape {list(shape)}"
+                )
+        return [a.astype(self.dtype, copy=False) for a in history]
 
     def _apply_sidecar(self, sidecar: dict[str, Any], path: str) -> None:
         where = state_io.sidecar_path(path)

@@ -114,14 +114,14 @@ def test_pooling_matches_cpu(geom):
     cpu_pool.max_pool_backward(dy, arg, want)
     got = memory.empty((x.size,))
     launch(vision.max_pool_backward, x.size, dev(dy.ravel()), garg, *args, got)
-    np.testing.assert_allclose(host(got), want.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(host(got), want.ravel(), rtol=1e-5)
 
     cpu_pool.ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top)
     launch(vision.ave_pool_forward, m, dev(x.ravel()), *args, gtop)
-    np.testing.assert_allclose(host(gtop), top.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(host(gtop), top.ravel(), rtol=1e-5)  # FMA on a GPU
     cpu_pool.ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, want)
     launch(vision.ave_pool_backward, x.size, dev(dy.ravel()), *args, got)
-    np.testing.assert_allclose(host(got), want.ravel(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(host(got), want.ravel(), rtol=1e-5, atol=1e-7)
 
 
 def test_neuron_kernels():

@@ -7,8 +7,10 @@
   ``DummyData`` (tops fillers fill).
 - :mod:`~caffepy.layers.data.memory`: ``MemoryData`` (batches from arrays given
   to ``set_input_arrays``).
+- :mod:`~caffepy.layers.data.hdf5`: ``HDF5Data`` (rows of .h5 files a list
+  names) and ``HDF5Output`` (bottoms written into a .h5 file).
 
 Importing this package registers these layer types.
 """
 
-from caffepy.layers.data import inputs, memory, prefetching  # noqa: F401
+from caffepy.layers.data import hdf5, inputs, memory, prefetching  # noqa: F401

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from numba.core import config as _numba_config
+
 from caffepy.backend.cuda.memory import import_numba_cuda, simulated
 
 cuda = import_numba_cuda()
+
+# NOTE: small layers launch small grids by design (Caffe's CAFFE_GET_BLOCKS);
+# numba's low-occupancy warning would fire on most of them.
+_numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = False
 
 #: Threads per block on a GPU (Caffe's CAFFE_CUDA_NUM_THREADS is 512).
 THREADS = 256
