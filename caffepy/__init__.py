@@ -30,6 +30,9 @@ _LAZY = {
     "AdaDeltaSolver": "caffepy.solvers",
     "AdamSolver": "caffepy.solvers",
     "set_num_threads": "caffepy.kernels.config",
+    "solver_count": "caffepy.parallel.state",
+    "solver_rank": "caffepy.parallel.state",
+    "set_multiprocess": "caffepy.parallel.state",
 }
 
 

@@ -49,7 +49,7 @@ class Blob:
         # NOTE: the diff memory is allocated on first use (SyncedMemory is lazy),
         # so forward-only nets (deploy, test) never pay for gradients.
         self._gmem = SyncedMemory(0, self.dtype)
-        self._shape = None
+        self._shape: tuple[int, ...] | None = None
         self.reshape(shape)
 
     # -- shape -----------------------------------------------------------------

@@ -231,14 +231,12 @@ def device_query_cmd(gpu):
 @click.option("--encode_type", default="", help="png or jpg for --encoded.")
 @click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
 def convert_imageset_cmd(root, listfile, db, backend, **options):
-    """Convert a list of images (`path label` lines) to an LMDB of Datum."""
+    """Convert a list of images (`path label` lines) to an LMDB/LevelDB of Datum."""
     from caffepy.tools.convert_imageset import convert_imageset, format_stats
 
-    if backend == "leveldb":
-        raise click.BadParameter(
-            "caffepy writes LMDB only; use --backend lmdb", param_hint="--backend"
-        )
-    click.echo(format_stats(convert_imageset(root, listfile, db, **options)))
+    click.echo(
+        format_stats(convert_imageset(root, listfile, db, backend=backend, **options))
+    )
 
 
 @cli.command("compute_image_mean")
@@ -246,12 +244,10 @@ def convert_imageset_cmd(root, listfile, db, backend, **options):
 @click.argument("output", required=False, type=click.Path())
 @click.option("--backend", default="lmdb", type=click.Choice(["lmdb", "leveldb"]))
 def compute_image_mean_cmd(db, output, backend):
-    """Compute the mean image of an LMDB; write it as a .binaryproto."""
+    """Compute the mean image of an LMDB or LevelDB; write it as a .binaryproto."""
     from caffepy.tools.compute_image_mean import compute_image_mean, format_mean
 
-    if backend == "leveldb":
-        raise click.BadParameter("caffepy reads LMDB only", param_hint="--backend")
-    click.echo(format_mean(*compute_image_mean(db, output), output))
+    click.echo(format_mean(*compute_image_mean(db, output, backend), output))
 
 
 @cli.group()
@@ -276,6 +272,50 @@ def data_fashion_mnist(out_dir, source, no_download):
         out_dir, source_dir=source, download=not no_download
     )
     click.echo(f"Fashion-MNIST LMDBs ready in {out_dir}: {result}")
+
+
+def _dataset_options(f):
+    f = click.option(
+        "--source",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Folder of the downloaded files (default: DIR).",
+    )(f)
+    backends = click.Choice(["lmdb", "leveldb"])
+    f = click.option("--backend", default="lmdb", type=backends)(f)
+    f = click.option("--limit", type=int, default=None, help="Records per file.")(f)
+    return click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False))(f)
+
+
+@data.command("mnist")
+@_dataset_options
+def data_mnist(out_dir, source, backend, limit):
+    """MNIST's IDX files -> mnist_{train,test}_<backend> (convert_mnist_data)."""
+    from caffepy.tools.datasets import convert_mnist, format_result
+
+    result = convert_mnist(source or out_dir, out_dir, backend, limit)
+    click.echo(format_result("MNIST", result))
+
+
+@data.command("cifar10")
+@_dataset_options
+def data_cifar10(out_dir, source, backend, limit):
+    """CIFAR-10's binary batches -> cifar10_{train,test}_<backend> + mean."""
+    from caffepy.tools.datasets import convert_cifar10, format_result
+
+    result = convert_cifar10(source or out_dir, out_dir, backend, limit)
+    click.echo(format_result("CIFAR-10", result))
+
+
+@data.command("cifar100")
+@_dataset_options
+@click.option("--label", default="fine", type=click.Choice(["fine", "coarse"]))
+def data_cifar100(out_dir, source, backend, limit, label):
+    """CIFAR-100's train.bin/test.bin -> cifar100_{train,test}_<backend> + mean."""
+    from caffepy.tools.datasets import convert_cifar100, format_result
+
+    result = convert_cifar100(source or out_dir, out_dir, backend, limit, label)
+    click.echo(format_result("CIFAR-100", result))
 
 
 # -- logs and diagnostics ------------------------------------------------------------
@@ -531,6 +571,75 @@ def summary_cmd(model, phase, input_shape):
             summarize(model, getattr(caffepy, phase), parse_shape(input_shape))
         )
     )
+
+
+@cli.command("export")
+@click.option(
+    "--model",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The net prototxt (deploy, or train/val: its TEST phase is exported).",
+)
+@click.option(
+    "--weights",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The trained .caffemodel (default: the fillers' values).",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The ONNX file to write.",
+)
+@click.option(
+    "--opset", type=int, default=17, show_default=True, help="The ONNX opset (13+)."
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Run the model once in ONNX Runtime against caffepy and print the difference.",
+)
+@click.option(
+    "--keep-dropout", is_flag=True, help="Keep Dropout as ONNX Dropout nodes."
+)
+@click.option(
+    "--keep-softmax",
+    is_flag=True,
+    help="Write a SoftmaxWithLoss as its Softmax (output 'prob') instead of "
+    "removing it.",
+)
+@click.option(
+    "--static-batch",
+    is_flag=True,
+    help="Keep the net's batch size instead of a dynamic batch axis N.",
+)
+@click.option(
+    "--input-shape",
+    default="",
+    help="C,H,W (or N,C,H,W) of data layers whose database is not here.",
+)
+@click.option("--stage", default="", help="Comma-separated net stages.")
+def export_cmd(model, weights, onnx_path, opset, check, static_batch, **options):
+    """Export a net and its weights to ONNX with Caffe's exact semantics
+    (needs pip install 'caffepy[onnx]')."""
+    from caffepy.tools.export import export_onnx
+    from caffepy.tools.summary import parse_shape
+
+    summary = export_onnx(
+        model,
+        weights,
+        onnx_path,
+        opset=opset,
+        dynamic_batch=not static_batch,
+        keep_dropout=options["keep_dropout"],
+        keep_softmax=options["keep_softmax"],
+        input_shape=parse_shape(options["input_shape"]),
+        stages=_split_csv(options["stage"]),
+        check=check,
+    )
+    click.echo(summary.format())
 
 
 # -- format upgrades -----------------------------------------------------------------

@@ -99,6 +99,11 @@ class GpuUnavailableError(CaffepyError, RuntimeError):
     the GPU packages are missing (``pip install 'caffepy[gpu]'``)."""
 
 
+class ParallelError(CaffepyError, RuntimeError):
+    """Data-parallel training cannot go on: no mpi4py for N > 1 ranks, ranks that
+    disagree on the solver or the net, or a rank lost (dead or hung)."""
+
+
 def did_you_mean(word, choices, n=3):
     """Return ' (did you mean X?)' for the closest names, or '' if none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.6)

@@ -18,7 +18,6 @@ import copy
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,38 +41,18 @@ from caffepy.netbuild import (  # noqa: F401 - re-exported
     split_layer_name,
     state_meets_rule,
 )
+from caffepy.netparams import BuildState, ParamOwner, merge_mults, share_param
 from caffepy.proto import caffe_pb2
+from caffepy.pycaffe.net_api import PycaffeNetMixin
 from caffepy.registry import create_layer
 
 log = logging.getLogger("caffepy")
 
 _PHASE_NAMES = {TRAIN: "TRAIN", TEST: "TEST"}
-_PERMISSIVE = 1  # ParamSpec.DimCheckMode
-
-
-@dataclass
-class _Owner:
-    """A learnable parameter as AppendParam records it (shared ones point here)."""
-
-    blob: Blob
-    layer: int
-    index: int
-    learnable: int  # index into Net.learnable_params
-    has_lr: bool
-    has_decay: bool
-
-
-@dataclass
-class _BuildState:
-    """What the append steps share while a net is built (dropped afterwards)."""
-
-    available: set = field(default_factory=set)  # blob names a later layer may read
-    blob_need_backward: dict = field(default_factory=dict)
-    owners: dict = field(default_factory=dict)  # param name -> _Owner
 
 
 # -- the Net ---------------------------------------------------------------------
-class Net:
+class Net(PycaffeNetMixin):
     """A network of layers, pycaffe-compatible.
 
     ``Net(network_file, phase, level=0, stages=None, weights=None)``, pycaffe's
@@ -187,7 +166,7 @@ class Net:
             for li in range(len(param.layer))
         ]
         self._init_containers()
-        state = _BuildState()
+        state = BuildState()
         for li, lp in enumerate(param.layer):
             self._append_layer(li, lp, state)
         self.outputs = [n for n in self.blobs if n in state.available]
@@ -248,7 +227,7 @@ class Net:
         return create_layer(lp, self.phase, self.dtype, where)
 
     def append_bottom(
-        self, lp: caffe_pb2.LayerParameter, j: int, state: _BuildState
+        self, lp: caffe_pb2.LayerParameter, j: int, state: BuildState
     ) -> tuple[Blob, bool]:
         """Caffe's AppendBottom: the blob bottom ``j`` of ``lp`` reads, and whether
         it needs a gradient (``propagate_down`` overrides what its producer says).
@@ -271,7 +250,7 @@ class Net:
         return self.blobs[bname], need
 
     def append_top(
-        self, lp: caffe_pb2.LayerParameter, j: int, state: _BuildState
+        self, lp: caffe_pb2.LayerParameter, j: int, state: BuildState
     ) -> Blob:
         """Caffe's AppendTop: top ``j`` of ``lp``, a new blob unless it is computed
         in place of a bottom of the same name."""
@@ -335,7 +314,7 @@ class Net:
         layer: Layer,
         lp: caffe_pb2.LayerParameter,
         j: int,
-        state: _BuildState,
+        state: BuildState,
     ) -> None:
         """Caffe's AppendParam: parameter blob ``j`` of layer ``li`` becomes a
         learnable parameter, or shares the memory of the one owning its name.
@@ -351,7 +330,9 @@ class Net:
         name = spec.name if spec is not None else ""
         owner = state.owners.get(name) if name else None
         if owner is None:
-            owner = _Owner(blob, li, j, len(self.learnable_params), has_lr, has_decay)
+            owner = ParamOwner(
+                blob, li, j, len(self.learnable_params), has_lr, has_decay
+            )
             if name:
                 state.owners[name] = owner
             self.learnable_params.append(blob)
@@ -360,56 +341,25 @@ class Net:
             self.learnable_param_names.append(f"{lp.name}/{j}")
             self.param_owners.append((li, j, None))
         else:
-            self._share_param(lp, spec, blob, owner)
-            self._merge_mults(lp, name, owner, lr, decay, has_lr, has_decay)
+            owner_layer = self.layers[owner.layer].name
+            share_param(
+                f"{self._label(lp)}: cannot share param '{name}' owned by layer "
+                f"'{owner_layer}' (param {owner.index})",
+                spec,
+                blob,
+                owner,
+            )
+            merge_mults(
+                self._label(lp),
+                name,
+                owner,
+                owner_layer,
+                (lr, decay, has_lr, has_decay),
+                self.params_lr,
+                self.params_weight_decay,
+            )
             self.param_owners.append((li, j, (owner.layer, owner.index)))
         layer.param_propagate_down[j] = self.params_lr[owner.learnable] != 0
-
-    def _share_param(self, lp, spec, blob, owner):
-        """Make ``blob`` the owner's memory, checked as Caffe: PERMISSIVE compares
-        counts, STRICT (the default) shapes; each blob keeps its own shape."""
-        other = self.layers[owner.layer].name
-        what = (
-            f"{self._label(lp)}: cannot share param '{spec.name}' owned by layer "
-            f"'{other}' (param {owner.index})"
-        )
-        if spec.share_mode == _PERMISSIVE:
-            if blob.count != owner.blob.count:
-                raise NetError(
-                    f"{what}: count mismatch, the owner's shape is {owner.blob.shape} "
-                    f"({owner.blob.count}), this layer's {blob.shape} ({blob.count})"
-                )
-        elif blob.shape != owner.blob.shape:
-            raise NetError(
-                f"{what}: shape mismatch, the owner's shape is {owner.blob.shape}, "
-                f"this layer's {blob.shape} (share_mode: PERMISSIVE compares only "
-                "counts)"
-            )
-        blob.share_data(owner.blob)
-        blob.share_diff(owner.blob)
-
-    def _merge_mults(self, lp, name, owner, lr, decay, has_lr, has_decay):
-        """A sharing layer's explicit lr_mult/decay_mult must agree with the
-        owner's explicit ones, or sets them when the owner left them unset."""
-        k = owner.learnable
-        for has, value, mults, what in (
-            (has_lr, lr, self.params_lr, "lr_mult"),
-            (has_decay, decay, self.params_weight_decay, "decay_mult"),
-        ):
-            if not has:
-                continue
-            owner_has = owner.has_lr if what == "lr_mult" else owner.has_decay
-            if owner_has and mults[k] != value:
-                raise NetError(
-                    f"{self._label(lp)}: shared param '{name}' has {what} {value:g} "
-                    f"but its owner, layer '{self.layers[owner.layer].name}', has "
-                    f"{mults[k]:g}"
-                )
-            mults[k] = value
-            if what == "lr_mult":
-                owner.has_lr = True
-            else:
-                owner.has_decay = True
 
     def _prune_backward(self, force_backward):
         """Skip backward for layers that do not contribute to a loss (Caffe's rule)."""

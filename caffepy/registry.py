@@ -8,16 +8,9 @@ _CREATORS = {}
 
 #: Types BVLC Caffe knows that caffepy does not implement yet.
 UNSUPPORTED_LAYERS = {
-    "LSTM",
-    "RNN",
     "Recurrent",
-    "SPP",
     "WindowData",
     "ImageData_Multi",
-    "Im2col",
-    "BatchReindex",
-    "Filter",
-    "Parameter",
 }
 
 

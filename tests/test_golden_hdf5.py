@@ -38,7 +38,9 @@ def test_hdf5_data_batches_across_files(monkeypatch):
                 assert net.blobs[top].shape == want.shape
                 np.testing.assert_array_equal(net.blobs[top].data, want, err_msg=top)
     for top in meta["blobs"]:
-        np.testing.assert_array_equal(arrays["data"][top], arrays["batches"][f"0/{top}"])
+        np.testing.assert_array_equal(
+            arrays["data"][top], arrays["batches"][f"0/{top}"]
+        )
 
 
 def test_hdf5_output_writes_what_caffe_wrote(tmp_path, monkeypatch):
@@ -175,3 +177,30 @@ def test_hdf5_snapshot_layout_matches_caffe(hdf5_facts, tmp_path, kind):
                 rtol=1e-4,
                 atol=1e-6,
             )
+
+
+def test_own_hdf5_snapshot_resumes_like_an_uninterrupted_run(hdf5_facts, tmp_path):
+    caffepy.set_random_seed(3)
+    straight = _solver("solver_sgd.prototxt")
+    straight.param.snapshot = 0
+    straight.param.snapshot_after_train = False
+    straight.net.copy_from("debug_init.caffemodel")
+    straight.step(3)
+
+    caffepy.set_random_seed(3)
+    first = _solver("solver_sgd.prototxt")
+    first.net.copy_from("debug_init.caffemodel")
+    first.step(2)
+    model, state = first.snapshot()
+    assert (model, state) == (
+        "snap_sgd_iter_2.caffemodel.h5",
+        "snap_sgd_iter_2.solverstate.h5",
+    )
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    resumed = _solver("solver_sgd.prototxt")
+    resumed.restore(state)
+    assert (resumed.iter, resumed.current_step) == (2, first.current_step)
+    resumed.step(1)
+    for name in ("ip1", "ip2"):
+        for a, b in zip(straight.net.params[name], resumed.net.params[name]):
+            np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-7)

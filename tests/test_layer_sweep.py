@@ -26,6 +26,8 @@ NO_GRADIENT = {
     "ArgMax": "not differentiable, no backward",
     "Data": "a source: no bottoms to differentiate",
     "DummyData": "a source: no bottoms to differentiate",
+    "HDF5Data": "a source: no bottoms (golden case: tests/test_golden_hdf5.py)",
+    "HDF5Output": "no tops, no backward (golden case: tests/test_golden_hdf5.py)",
     "ImageData": "a source: no bottoms to differentiate",
     "Input": "a source: no bottoms to differentiate",
     "MemoryData": "a source: no bottoms to differentiate",

@@ -5,13 +5,23 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from caffepy.backend.base import Ops
 
 CPU = "CPU"
 GPU = "GPU"
 
-_state = {"mode": CPU, "device": 0}
+
+@dataclass
+class _State:
+    """The process-wide mode (``CPU`` or ``GPU``) and the GPU's device id."""
+
+    mode: str = CPU
+    device: int = 0
+
+
+_state = _State()
 _backends: dict[str, Ops] = {}
 # NOTE: the CPU fallback of one layer (Caffe's Forward_gpu -> Forward_cpu) is
 # per thread, so a data prefetch thread keeps the mode it was started in.
@@ -19,16 +29,16 @@ _local = threading.local()
 
 
 def get_mode() -> str:
-    return _state["mode"]
+    return _state.mode
 
 
 def get_device() -> int:
-    return _state["device"]
+    return _state.device
 
 
 def set_mode_cpu() -> None:
     """Compute on the CPU (pycaffe's ``caffe.set_mode_cpu()``)."""
-    _state["mode"] = CPU
+    _state.mode = CPU
 
 
 def set_mode_gpu() -> None:
@@ -40,23 +50,23 @@ def set_mode_gpu() -> None:
     """
     from caffepy.backend import cuda
 
-    cuda.check_available(_state["device"])
-    _state["mode"] = GPU
+    cuda.check_available(_state.device)
+    _state.mode = GPU
 
 
 def set_device(device_id: int) -> None:
     """Choose the GPU used in GPU mode (pycaffe's ``caffe.set_device(i)``)."""
-    _state["device"] = int(device_id)
-    if _state["mode"] == GPU:
+    _state.device = int(device_id)
+    if _state.mode == GPU:
         from caffepy.backend import cuda
 
-        cuda.check_available(_state["device"])
+        cuda.check_available(_state.device)
 
 
 def ops() -> Ops:
     """The backend of the current mode (the CPU inside :func:`cpu_fallback`)."""
-    mode = _state["mode"]
-    if mode == GPU and getattr(_local, "fallback", 0):
+    mode = _state.mode
+    if mode == GPU and getattr(_local, "fallback", 0) != 0:
         return cpu_ops()
     backend = _backends.get(mode)
     if backend is None:
@@ -67,18 +77,18 @@ def ops() -> Ops:
         else:
             from caffepy.backend.cuda import CudaOps
 
-            backend = CudaOps(_state["device"])
+            backend = CudaOps(_state.device)
         _backends[mode] = backend
-    elif mode == GPU and backend.device_id != _state["device"]:
+    elif mode == GPU and backend.device_id != _state.device:
         from caffepy.backend.cuda import CudaOps
 
-        backend = _backends[mode] = CudaOps(_state["device"])
+        backend = _backends[mode] = CudaOps(_state.device)
     return backend
 
 
 def is_gpu() -> bool:
     """True in GPU mode."""
-    return _state["mode"] == GPU
+    return _state.mode == GPU
 
 
 def cpu_ops() -> Ops:
@@ -105,6 +115,6 @@ def cpu_fallback() -> Iterator[Ops]:
 
 def runs_on_gpu(layer: object) -> bool:
     """True when ``layer`` runs natively in the current mode's GPU backend."""
-    if _state["mode"] != GPU:
+    if _state.mode != GPU:
         return False
     return ops().supports(layer)

@@ -12,8 +12,10 @@ exclusive lock (``<path>.partial.lock``) while it writes, so a second writer
 to the same path refuses instead of deleting the first one's work; a writer
 never touches an existing database.
 
-Caffe's other backend, LevelDB, is not read: :func:`resolve_source` says how to
-convert it.
+Caffe's other backend, LevelDB, is read and written through plyvel (the
+``leveldb`` extra; :mod:`caffepy.data.leveldb`): :func:`open_db_reader` and
+:func:`open_db_writer` choose the backend, and read a database of the other kind
+than the prototxt says with a warning, as LMDB folders under ``backend: LEVELDB``.
 """
 
 import contextlib
@@ -105,11 +107,18 @@ def _acquire_env(path):
             subdir = os.path.isdir(path)
             try:
                 env = lmdb.open(
-                    path, readonly=True, lock=False, readahead=True,
-                    subdir=subdir, max_readers=512,
+                    path,
+                    readonly=True,
+                    lock=False,
+                    readahead=True,
+                    subdir=subdir,
+                    max_readers=512,
                 )
-            except (lmdb.InvalidError, lmdb.CorruptedError,
-                    lmdb.VersionMismatchError) as err:
+            except (
+                lmdb.InvalidError,
+                lmdb.CorruptedError,
+                lmdb.VersionMismatchError,
+            ) as err:
                 raise DataError(
                     f"LMDB database {path!r} is corrupt or not an LMDB database "
                     f"({_lmdb_reason(err)})"
@@ -119,8 +128,9 @@ def _acquire_env(path):
                     f"cannot open LMDB database {path!r}: {_lmdb_reason(err)}"
                 ) from None
             try:
-                _check_complete(env, os.path.join(path, "data.mdb") if subdir
-                                else path, path)
+                _check_complete(
+                    env, os.path.join(path, "data.mdb") if subdir else path, path
+                )
             except BaseException:
                 env.close()
                 raise
@@ -207,8 +217,7 @@ class LMDBReader:
     def peek(self):
         """(key, value) at the position, without advancing."""
         try:
-            return (self._cursor.key().decode("utf-8", "replace"),
-                    self._cursor.value())
+            return (self._cursor.key().decode("utf-8", "replace"), self._cursor.value())
         except _lmdb().Error as err:
             raise _corrupt(self.path, err) from None
 
@@ -349,8 +358,9 @@ class LMDBWriter:
             self.commit_every = int(commit_every)
             self.count = 0
             self._pending = []
-            self._env = lmdb.open(self.partial, map_size=self.map_size, subdir=True,
-                                  meminit=False)
+            self._env = lmdb.open(
+                self.partial, map_size=self.map_size, subdir=True, meminit=False
+            )
         except BaseException:
             self._unlock()
             raise
@@ -432,10 +442,66 @@ class LMDBWriter:
 
 
 def count_records(path):
-    """The number of records in an LMDB database (0 when unreadable)."""
+    """The number of records in an LMDB or LevelDB database (0 when unreadable)."""
     lmdb = _lmdb()
     try:
-        with LMDBReader(path) as reader:
+        with open_db_reader(path) as reader:
             return len(reader)
     except (DataError, lmdb.Error):
         return 0
+
+
+def is_leveldb(path):
+    """Whether ``path`` is a LevelDB database folder (CURRENT and a MANIFEST)."""
+    path = os.fspath(path)
+    return os.path.isdir(path) and _is_leveldb(path)
+
+
+def _backend_code(backend):
+    if isinstance(backend, str):
+        name = backend.strip().lower()
+        if name not in ("lmdb", "leveldb"):
+            raise DataError(
+                f"unknown database backend {backend!r}; expected lmdb or leveldb"
+            )
+        return LMDB if name == "lmdb" else LEVELDB
+    return int(backend)
+
+
+def open_db_reader(path, backend=LMDB, what="data source"):
+    """A positional reader of the database at ``path``: LevelDB when the folder
+    is one (a warning when ``backend`` says LMDB), else LMDB (see
+    :class:`LMDBReader`, which warns for an LMDB under ``backend: LEVELDB``).
+
+    Args:
+        path: the database folder.
+        backend: ``LMDB``/``LEVELDB`` (DataParameter.DB) or "lmdb"/"leveldb".
+        what: what the database is, for messages.
+
+    Raises:
+        DataError: as the readers (a LevelDB without plyvel names the extra).
+    """
+    code = _backend_code(backend)
+    if is_leveldb(path):
+        from caffepy.data.leveldb import LevelDBReader
+
+        if code == LMDB:
+            warnings.warn(
+                f"{what} {os.fspath(path)!r}: backend is LMDB but the database is "
+                "LevelDB; reading it as LevelDB (set backend: LEVELDB)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return LevelDBReader(path)
+    return LMDBReader(path, code)
+
+
+def open_db_writer(path, backend="lmdb"):
+    """A crash-safe writer of a new database: :class:`LMDBWriter` or
+    :class:`~caffepy.data.leveldb.LevelDBWriter` (``backend`` "lmdb"/"leveldb"
+    or LMDB/LEVELDB)."""
+    if _backend_code(backend) == LEVELDB:
+        from caffepy.data.leveldb import LevelDBWriter
+
+        return LevelDBWriter(path)
+    return LMDBWriter(path)

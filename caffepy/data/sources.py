@@ -9,7 +9,7 @@ Sources are used by one thread at a time (the prefetch thread while it runs).
 import numpy as np
 
 from caffepy.data.datum import datum_to_array, hwc_to_chw, parse_datum, read_image
-from caffepy.data.db import LMDB, LMDBReader
+from caffepy.data.db import LMDB, open_db_reader
 from caffepy.errors import DataError
 
 
@@ -114,16 +114,29 @@ class DatumSource(_BatchSource):
             ``color`` decides how encoded records decode, its ``rng`` draws the
             skip and the crops/mirrors.
         rand_skip: skip a random number in [0, rand_skip) of records at start.
+        rank, size: this solver's rank and the solver count; rank r of N keeps
+            the records whose offset in the (wrapping) stream is r modulo N, as
+            Caffe's ``DataLayer::Skip`` deals records to its solvers.
     """
 
-    def __init__(self, path, batch_size, transformer, backend=LMDB, rand_skip=0):
+    def __init__(self, path, batch_size, transformer, backend=LMDB, rand_skip=0,
+                 rank=0, size=1):
         super().__init__(batch_size, transformer)
-        self.reader = LMDBReader(path, backend)
+        self.reader = open_db_reader(path, backend)
         self.path = self.reader.path
         self._fmt = "record {!r} of " + repr(self.path)
         if rand_skip:
             skip = int(transformer.rng.integers(0, rand_skip))
             self.reader.seek(skip % len(self.reader))
+        self.rank, self.size = int(rank), int(size)
+        self.offset = 0
+        self._skip_others()
+
+    def _skip_others(self):
+        """Move past the records other ranks take, to this rank's next one."""
+        while self.offset % self.size != self.rank:
+            self.reader.read()
+            self.offset += 1
 
     def _decode(self, key, value):
         name = self._fmt.format(key)
@@ -147,21 +160,29 @@ class DatumSource(_BatchSource):
             arrays.append(datum_to_array(datum, name, self.transformer.color))
             labels[i] = datum.label
             keys.append(key)
+            self.offset += 1
+            self._skip_others()
         self._emit(batch, arrays, labels, _Names(self._fmt, keys))
 
     def state(self):
-        return {"position": self.reader.position,
-                "rng": self.transformer.rng.bit_generator.state}
+        state = {"position": self.reader.position,
+                 "rng": self.transformer.rng.bit_generator.state}
+        if self.size > 1:
+            state["offset"] = self.offset
+        return state
 
     def set_state(self, state):
         try:
             position, rng_state = int(state["position"]), state["rng"]
-        except (KeyError, TypeError, ValueError, OverflowError):
+            offset = int(state.get("offset", position))
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
             raise DataError(
                 f"not a data layer state for {self.path!r}: {state!r}"
             ) from None
         self.reader.seek(position)
         _set_rng_state(self.transformer.rng, rng_state, self.path)
+        self.offset = offset
+        self._skip_others()
 
     def close(self):
         self.reader.close()

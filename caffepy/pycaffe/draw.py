@@ -90,8 +90,9 @@ def get_layer_label(layer: Any, rankdir: str, display_lrm: bool = False) -> str:
         stride = p.stride[0] if len(p.stride) else 1
         pad = p.pad[0] if len(p.pad) else 0
     if layer.type in ("Convolution", "Deconvolution", "Pooling"):
-        parts.append(sep.join([f"kernel size: {kernel}", f"stride: {stride}",
-                               f"pad: {pad}"]))
+        parts.append(
+            sep.join([f"kernel size: {kernel}", f"stride: {stride}", f"pad: {pad}"])
+        )
     if display_lrm and layer.type in _LEARNING:
         w, b = get_layer_lr_mult(layer)
         if w or b:
@@ -112,9 +113,7 @@ def _in_phase(layer: Any, phase: int | None) -> bool:
         raise CaffepyError(
             f"layer '{layer.name}' has both include and exclude rules; give one"
         )
-    included = not len(layer.include) or any(
-        r.phase == phase for r in layer.include
-    )
+    included = not len(layer.include) or any(r.phase == phase for r in layer.include)
     return included and not any(r.phase == phase for r in layer.exclude)
 
 
@@ -138,22 +137,25 @@ def get_pydot_graph(
         key = f"{layer.name}_{layer.type}"
         label = get_layer_label(layer, rankdir, display_lrm)
         in_place = (
-            len(layer.bottom) == 1 and len(layer.top) == 1
+            len(layer.bottom) == 1
+            and len(layer.top) == 1
             and layer.bottom[0] == layer.top[0]
         )
         if in_place:
             nodes[key] = pydot.Node(label, **NEURON_LAYER_STYLE)
         else:
-            style = dict(LAYER_STYLE_DEFAULT, fillcolor=choose_color_by_layertype(
-                layer.type))
+            style = dict(
+                LAYER_STYLE_DEFAULT, fillcolor=choose_color_by_layertype(layer.type)
+            )
             nodes[key] = pydot.Node(label, **style)
         for bottom in layer.bottom:
             nodes[bottom + "_blob"] = pydot.Node(bottom, **BLOB_STYLE)
             edges.append((bottom + "_blob", key, '""'))
         for top in layer.top:
             nodes[top + "_blob"] = pydot.Node(top, **BLOB_STYLE)
-            edges.append((key, top + "_blob",
-                          get_edge_label(layer) if label_edges else '""'))
+            edges.append(
+                (key, top + "_blob", get_edge_label(layer) if label_edges else '""')
+            )
     for node in nodes.values():
         graph.add_node(node)
     for src, dst, label in edges:

@@ -106,8 +106,10 @@ def datum_to_array(datum: Any) -> np.ndarray:
         img = cv2.imdecode(np.frombuffer(datum.data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
             raise TransformerError("datum_to_array: the encoded image cannot be read")
-        return img[:, :, None].transpose(2, 0, 1) if img.ndim == 2 else (
-            img.transpose(2, 0, 1)
+        return (
+            img[:, :, None].transpose(2, 0, 1)
+            if img.ndim == 2
+            else (img.transpose(2, 0, 1))
         )
     shape = (datum.channels, datum.height, datum.width)
     if len(datum.data):
@@ -281,9 +283,11 @@ def resize_image(im: np.ndarray, new_dims: Any, interp_order: int = 1) -> np.nda
         return np.full((h, w) + im.shape[2:], im.flat[0], dtype=np.float32)
     flag = getattr(cv2, _INTERP[interp_order])
     k = im.shape[2] if im.ndim == 3 else 0
-    if k > 4:  # OpenCV resizes at most 4 channels at once
-        parts = [resize_image(im[:, :, i : i + 4], (h, w), interp_order)
-                 for i in range(0, k, 4)]
+    if k > 512:  # OpenCV's limit on channels (CV_CN_MAX)
+        parts = [
+            resize_image(im[:, :, i : i + 512], (h, w), interp_order)
+            for i in range(0, k, 512)
+        ]
         return np.concatenate(parts, axis=2)
     out = cv2.resize(im, (w, h), interpolation=flag)
     if im.ndim == 3 and out.ndim == 2:

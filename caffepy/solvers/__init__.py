@@ -7,6 +7,7 @@
 Layout, as Caffe's: :mod:`~caffepy.solvers.solver` (the loop, test, display),
 :mod:`~caffepy.solvers.sgd` (the update rules), :mod:`~caffepy.solvers.snapshot`
 (snapshot and restore) with :mod:`~caffepy.solvers.state` (the files),
+:mod:`~caffepy.solvers.display` (the log lines),
 :mod:`~caffepy.solvers.lr_policy`, :mod:`~caffepy.solvers.memory`,
 :mod:`~caffepy.solvers.divergence` and :mod:`~caffepy.solvers.registry`
 (``register_solver``, ``get_solver``).

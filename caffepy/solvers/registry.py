@@ -5,20 +5,22 @@ prototxt."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from caffepy.errors import SolverError, did_you_mean
 
 if TYPE_CHECKING:
     from caffepy.solvers.solver import Solver
 
-_SOLVERS: dict[str, type] = {}
+_SOLVERS: dict[str, type[Solver]] = {}
+
+S = TypeVar("S", bound="type[Solver]")
 
 
-def register_solver(type_name: str) -> Callable[[type], type]:
+def register_solver(type_name: str) -> Callable[[S], S]:
     """Class decorator: make a Solver subclass the one for ``type: "<type_name>"``."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: S) -> S:
         if type_name in _SOLVERS and _SOLVERS[type_name] is not cls:
             raise ValueError(f"solver type {type_name!r} registered twice")
         _SOLVERS[type_name] = cls
@@ -33,7 +35,7 @@ def _load_builtin_solvers() -> None:
     import caffepy.solvers.sgd  # noqa: F401
 
 
-def solver_class(type_name: str) -> type:
+def solver_class(type_name: str) -> type[Solver]:
     """The Solver subclass registered for ``type_name``.
 
     Raises:

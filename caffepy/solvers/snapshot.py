@@ -52,6 +52,15 @@ class Snapshotting:
     current_step: int
     history: list[Any]
     last_snapshot: str | None
+    type_name: str | None
+    dtype: Any  # numpy.dtype of the nets
+    ops: Any  # the backend's Ops
+    divergence_check: bool
+    history_sets: int
+    _params: list[Any]
+    _param_names: list[str]
+    _temp_files_cleaned: bool
+    _diverged: Any  # Solver._diverged(loss) -> DivergenceError
 
     def snapshot_filename(self, extension: str) -> str:
         return f"{self.param.snapshot_prefix}_iter_{self.iter}{extension}"

@@ -22,7 +22,7 @@ The update rules (``caffepy/solvers/sgd.py``) override only
 numeric work runs through the backend's solver ops. Snapshots and restore are in
 :mod:`caffepy.solvers.snapshot`, the nets a solver names in
 :mod:`caffepy.tools.netsurgery`, the memory estimate in
-:mod:`caffepy.solvers.memory`.
+:mod:`caffepy.solvers.memory`, the log lines in :mod:`caffepy.solvers.display`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ import numpy as np
 
 from caffepy import rng
 from caffepy.backend.mode import ops as active_ops
-from caffepy.errors import DivergenceError, SolverError, UnsupportedError
+from caffepy.errors import DivergenceError, SolverError
 from caffepy.phase import TRAIN
+from caffepy.pycaffe.solver_api import PycaffeSolverMixin
 from caffepy.solvers import memory
+from caffepy.solvers.display import g as _g
+from caffepy.solvers.display import log_iteration, log_outputs, loss_weights
 from caffepy.solvers.divergence import diagnose, nonfinite_params
 from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
 from caffepy.solvers.snapshot import Snapshotting
@@ -50,11 +53,6 @@ from caffepy.tools import netsurgery
 log = logging.getLogger("caffepy")
 
 _ACTIONS = ("stop", "snapshot")
-
-
-def _g(x: float) -> str:
-    """A number as C++ streams print it by default (6 significant digits)."""
-    return f"{float(x):g}"
 
 
 def read_solver_param(param_or_path: Any) -> tuple[Any, str | None]:
@@ -101,18 +99,7 @@ def read_solver_param(param_or_path: Any) -> tuple[Any, str | None]:
     return param, path
 
 
-def _loss_weights(net: Any) -> dict[str, float]:
-    """blob name -> loss weight of each top that carries one (Caffe's
-    blob_loss_weights), taken from the layers' loss weights."""
-    weights: dict[str, float] = {}
-    for layer in net.layers:
-        for tname, w in zip(net.top_names[layer.name], layer.loss_weights):
-            if w:
-                weights[tname] = weights.get(tname, 0.0) + float(w)
-    return weights
-
-
-class Solver(Snapshotting):
+class Solver(Snapshotting, PycaffeSolverMixin):
     """Trains a Net from a SolverParameter; pycaffe's ``caffe.Solver``.
 
     Abstract: build one with ``caffepy.get_solver(path_or_param)`` (the class
@@ -210,10 +197,6 @@ class Solver(Snapshotting):
             raise SolverError(
                 f"unknown regularization_type {p.regularization_type!r}; expected "
                 "'L2' or 'L1'"
-            )
-        if p.snapshot_format != p.BINARYPROTO:
-            raise UnsupportedError(
-                "snapshot_format: HDF5 is not supported; use BINARYPROTO (the default)"
             )
         self.check_update_param()
         if p.snapshot and not p.snapshot_prefix:
@@ -439,24 +422,15 @@ class Solver(Snapshotting):
         now = time.perf_counter()
         lapse = now - self._timer
         per_s = (self.iter - self._iterations_last) / (lapse or 1.0)
-        log.info(
-            "Iteration %d (%s iter/s, %ss/%d iters), loss = %s",
-            self.iter,
-            _g(per_s),
-            _g(lapse),
-            p.display,
-            _g(self.smoothed_loss),
-        )
+        log_iteration(self.iter, per_s, lapse, p.display, self.smoothed_loss)
         self._timer = now
         self._iterations_last = self.iter
-        weights = _loss_weights(self.net)
-        k = 0
-        for name in self.net.outputs:
-            w = weights.get(name, 0.0)
-            for v in self.net.blobs[name].data.ravel():
-                extra = f" (* {_g(w)} = {_g(w * v)} loss)" if w else ""
-                log.info("    Train net output #%d: %s = %s%s", k, name, _g(v), extra)
-                k += 1
+        outputs = [
+            (name, v)
+            for name in self.net.outputs
+            for v in self.net.blobs[name].data.ravel()
+        ]
+        log_outputs("Train", outputs, loss_weights(self.net))
 
     # -- the update ------------------------------------------------------------------
     def get_learning_rate(self) -> float:
@@ -586,13 +560,8 @@ class Solver(Snapshotting):
             log.info("Test loss: %s", _g(loss / n_iter))
         means = scores.means(n_iter)
         self.mean_scores[test_net_id] = means
-        weights = _loss_weights(net)
-        results = []
-        for k, (name, v) in enumerate(zip(scores.names, means)):
-            w = weights.get(name, 0.0)
-            extra = f" (* {_g(w)} = {_g(w * v)} loss)" if w else ""
-            log.info("    Test net output #%d: %s = %s%s", k, name, _g(v), extra)
-            results.append((name, v))
+        results = list(zip(scores.names, means))
+        log_outputs("Test", results, loss_weights(net))
         for fn in self._test_callbacks:
             fn(self.iter, test_net_id, results)
         return results

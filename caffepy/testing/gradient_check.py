@@ -177,10 +177,12 @@ class GradientChecker:
             layer.param_propagate_down.append(True)
         targets = [(f"bottom[{i}]", bottom[i]) for i in check_bottom]
         targets += [(f"param[{j}]", b) for j, b in enumerate(layer.blobs)]
-        # Analytic gradients.
-        self._objective(layer, bottom, top, top_id, top_data_id)
+        # Analytic gradients. NOTE: parameter diffs are zeroed before the forward,
+        # as Caffe's checker does: a top may share its diff with a parameter
+        # (the Parameter layer), and the objective's gradient lands there.
         for blob in layer.blobs:
             blob.mutable_cpu_diff()[...] = 0
+        self._objective(layer, bottom, top, top_id, top_data_id)
         for blob in bottom:
             blob.mutable_cpu_diff()[...] = 0
         layer.Backward(top, [i in check_bottom for i in range(len(bottom))], bottom)

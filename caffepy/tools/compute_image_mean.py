@@ -1,4 +1,4 @@
-"""compute_image_mean: the mean image of an LMDB database of Datum.
+"""compute_image_mean: the mean image of an LMDB or LevelDB database of Datum.
 
 Caffe's ``tools/compute_image_mean.cpp``: every record (encoded ones decoded in
 their native colour) must have the first record's size; the mean is the
@@ -15,26 +15,27 @@ import numpy as np
 from caffepy.errors import DataError
 
 
-def compute_image_mean(db_path, out_path=None):
+def compute_image_mean(db_path, out_path=None, backend="lmdb"):
     """Compute (and optionally write) the mean image of a database.
 
     Args:
-        db_path: an LMDB database of Datum.
+        db_path: an LMDB (or LevelDB) database of Datum.
         out_path: where to write the mean (binaryproto), or None.
+        backend: "lmdb" or "leveldb" (a LevelDB folder is read as LevelDB).
 
     Returns:
         (mean, channel_means): the float32 mean, shape (1, C, H, W), and the
         list of the C per-channel averages.
 
     Raises:
-        DataError: a missing, empty or LevelDB database, an undecodable record,
+        DataError: a missing or empty database, an undecodable record,
             or records of different sizes (e.g. an encoded database of images of
             several sizes: convert with resize_height/resize_width).
     """
     from caffepy.data.datum import datum_to_array, parse_datum
-    from caffepy.data.db import LMDBReader
+    from caffepy.data.db import open_db_reader
 
-    with LMDBReader(db_path) as reader:
+    with open_db_reader(db_path, backend) as reader:
         total = first_key = None
         count = 0
         for key, value in reader.items():

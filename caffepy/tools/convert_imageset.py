@@ -1,4 +1,4 @@
-"""convert_imageset: images listed in a file -> an LMDB database of Datum.
+"""convert_imageset: images listed in a file -> an LMDB or LevelDB database of Datum.
 
 Caffe's ``tools/convert_imageset.cpp``, record for record:
 
@@ -68,7 +68,7 @@ def convert_imageset(
     backend="lmdb",
     progress=True,
 ):
-    """Convert the images of a list file into an LMDB database of Datum.
+    """Convert the images of a list file into an LMDB or LevelDB database of Datum.
 
     Args:
         root: folder prefix joined to each listed path (as a string: give the
@@ -82,7 +82,7 @@ def convert_imageset(
         check_size: require every record to have the first record's size.
         encoded: store encoded image files instead of raw pixels.
         encode_type: the encoding ("png", "jpg", ...); implies ``encoded``.
-        backend: "lmdb" (caffepy writes LMDB only).
+        backend: "lmdb" or "leveldb" (the ``leveldb`` extra).
         progress: show a progress bar (only on a terminal).
 
     Returns:
@@ -92,15 +92,15 @@ def convert_imageset(
     Raises:
         DataError: unreadable or empty list file, an existing non-empty database,
             no readable image, or (with check_size) records of different sizes.
-        UnsupportedError: a backend other than lmdb.
+        UnsupportedError: a backend other than lmdb or leveldb.
     """
     from caffepy.data.datum import array_to_datum, encoded_datum, hwc_to_chw, read_image
-    from caffepy.data.db import LMDBWriter, db_is_nonempty
+    from caffepy.data.db import db_is_nonempty, open_db_writer
     from caffepy.data.sources import read_list_file
 
-    if str(backend).lower() != "lmdb":
+    if str(backend).lower() not in ("lmdb", "leveldb"):
         raise UnsupportedError(
-            f"backend {backend!r}: caffepy writes LMDB databases only; use backend lmdb"
+            f"backend {backend!r}: caffepy writes lmdb or leveldb databases"
         )
     db_path = os.fspath(db_path)
     if db_is_nonempty(db_path):
@@ -128,7 +128,7 @@ def convert_imageset(
 
     show = bool(progress) and sys.stderr.isatty()
     skipped, data_size = [], None
-    with LMDBWriter(db_path) as writer:
+    with open_db_writer(db_path, str(backend).lower()) as writer:
         for line_id, (name, label) in enumerate(
             tqdm(lines, desc="convert_imageset", unit="img", disable=not show)
         ):

@@ -6,17 +6,18 @@ from Debian's ``dataset-fashion-mnist`` package (``/usr/share/datasets/
 fashion-mnist``), from a folder you give, or downloaded from the Fashion-MNIST
 mirror. Writes ``fashion_mnist_train_lmdb`` (60,000 records) and
 ``fashion_mnist_test_lmdb`` (10,000): keys ``%08d``, Datum 1 x 28 x 28 uint8
-with the label, committed every 1000 records.
+with the label, committed every 1000 records. The IDX readers live in
+:mod:`caffepy.tools.datasets` (with MNIST and CIFAR), re-exported here.
 """
 
-import gzip
 import logging
 import os
-import struct
-
-import numpy as np
 
 from caffepy.errors import DataError
+from caffepy.tools.datasets import find_file as _find
+from caffepy.tools.datasets import read_idx, read_idx_header
+
+__all__ = ["make_fashion_mnist_lmdbs", "read_idx", "read_idx_header"]
 
 log = logging.getLogger(__name__)
 
@@ -27,67 +28,11 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 DB_NAMES = {"train": "fashion_mnist_train_lmdb", "test": "fashion_mnist_test_lmdb"}
-_MAGIC = {3: 0x00000803, 1: 0x00000801}
 _INSTALL_HINT = (
     "install the data set with `apt-get install dataset-fashion-mnist` (files in "
     f"{DEFAULT_SOURCE_DIR}) or put the four IDX files in a folder and pass it as "
     "source_dir"
 )
-
-
-def _open(path):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def _find(folder, name):
-    """The path of ``name`` or ``name.gz`` in folder, or None."""
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(folder, candidate)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def read_idx_header(path):
-    """The dimensions an IDX file declares (e.g. (60000, 28, 28))."""
-    try:
-        with _open(path) as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise DataError(f"{path}: not an IDX file (too short)")
-            (magic,) = struct.unpack(">I", head)
-            ndim = magic & 0xFF
-            if magic >> 8 != 0x08 or ndim not in _MAGIC:
-                raise DataError(f"{path}: not a uint8 IDX file (magic {magic:#010x})")
-            dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-    except (OSError, EOFError, struct.error) as err:
-        raise DataError(f"{path}: cannot read IDX header: {err}") from None
-    return dims
-
-
-def read_idx(path, limit=None):
-    """Read a uint8 IDX file (images N x rows x cols, or labels N) into an array.
-
-    Args:
-        path: the file (plain or .gz).
-        limit: read only the first ``limit`` items.
-
-    Raises:
-        DataError: not an IDX file, or truncated.
-    """
-    dims = read_idx_header(path)
-    n = dims[0] if limit is None else min(dims[0], int(limit))
-    item = int(np.prod(dims[1:], dtype=np.int64))
-    want = n * item
-    try:
-        with _open(path) as f:
-            f.read(4 + 4 * len(dims))
-            raw = f.read(want)
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
-    if len(raw) != want:
-        raise DataError(f"{path}: truncated ({len(raw)} of {want} data bytes)")
-    return np.frombuffer(raw, np.uint8).reshape((n,) + tuple(dims[1:]))
 
 
 def _download(folder):

@@ -88,12 +88,12 @@ class DataInfo:
 
 def _read_db(info, dp, tp, label_records):
     from caffepy.data.datum import datum_to_array, parse_datum
-    from caffepy.data.db import LMDBReader
+    from caffepy.data.db import open_db_reader
 
     color = True if tp.force_color else (False if tp.force_gray else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reader = LMDBReader(dp.source, dp.backend)
+        reader = open_db_reader(dp.source, dp.backend)
     info.warnings.extend(str(w.message) for w in caught)
     with reader:
         info.count = len(reader)

@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from caffepy.parallel.launch import ranked
+
 log = logging.getLogger("caffepy")
 
 #: What SIGINT or SIGHUP may do (Caffe's ``-sigint_effect``/``-sighup_effect``).
@@ -87,6 +89,7 @@ def install_signals(solver: Any, sigint_effect: str, sighup_effect: str) -> None
         signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
 
 
+@ranked
 def run_training(
     solver_path: str,
     weights: str = "",
@@ -111,7 +114,11 @@ def run_training(
         gpu: a device id overrides the solver's ``solver_mode``/``device_id``
             (Caffe's ``-gpu``); ``None`` leaves them to the solver file.
         net_edit: ``fn(NetParameter)`` editing the train net in place.
+
+    Under ``mpiexec -n N`` (N > 1) each rank runs this: see
+    :mod:`caffepy.parallel.launch`.
     """
+    from caffepy.parallel import launch
     from caffepy.solvers import get_solver, read_solver_param
     from caffepy.tools.device import set_threads, use_gpu
     from caffepy.tools.netsurgery import inline_train_net
@@ -139,6 +146,7 @@ def run_training(
         param.train_state.stage.extend(stages)
     if net_edit is not None:
         net_edit(inline_train_net(param))
+    launch.prepare_ranks(param)
     solver = get_solver(param, divergence_check=divergence_check)
     for w in split_csv(weights):
         report = solver.net.copy_from(w)
@@ -147,7 +155,8 @@ def run_training(
         click.echo(weights_report(solver.net, report, w), err=True)
     if snapshot:
         solver.restore(snapshot)
-    monitor = TrainingMonitor(solver, progress=progress)
+    launch.start_ranks(solver)
+    monitor = TrainingMonitor(solver, progress=progress and launch.is_root())
     install_signals(solver, sigint_effect, sighup_effect)
     log.info("Starting Optimization")
     solver.solve()
@@ -161,9 +170,12 @@ def train(solver_path: str, weights: str = "", snapshot: str = "", **options: An
 
     ``options`` are :func:`run_training`'s keyword arguments.
     """
+    from caffepy.parallel import launch
+
     check_train_args(weights, snapshot)
     solver, monitor = run_training(solver_path, weights, snapshot, **options)
-    monitor.print_summary()
+    if launch.is_root():
+        monitor.print_summary()
     return solver
 
 
@@ -177,6 +189,7 @@ def finetune(
     """``caffepy finetune``: copy ``weights`` by layer name, freeze the layers
     matching a ``freeze`` glob, scale the lr_mult of those matching a
     ``PATTERN=MULT`` of ``lr_mults``, train and print the summary."""
+    from caffepy.parallel import launch
     from caffepy.training import edit_learning_rates
 
     rules = parse_lr_mults(lr_mults)
@@ -191,5 +204,6 @@ def finetune(
         net_edit=edit if (freeze or rules) else None,
         **options,
     )
-    monitor.print_summary()
+    if launch.is_root():
+        monitor.print_summary()
     return solver

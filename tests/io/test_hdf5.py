@@ -186,5 +186,7 @@ def test_missing_h5py_names_the_extra(monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake)
-    with pytest.raises(caffepy.errors.CaffepyError, match=r"pip install 'caffepy\[hdf5\]'"):
+    with pytest.raises(
+        caffepy.errors.CaffepyError, match=r"pip install 'caffepy\[hdf5\]'"
+    ):
         hdf5.h5py_module()

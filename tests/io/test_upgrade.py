@@ -1,4 +1,4 @@
-"""Upgrades of legacy nets and solvers (caffepy/io/upgrade.py), field by field."""
+"""Upgrades of legacy nets and solvers (caffepy/io/upgrade/), field by field."""
 
 import logging
 
@@ -294,10 +294,10 @@ def test_v0_field_for_the_wrong_type_is_dropped_with_an_error(caplog):
 
 def test_v0_every_field_has_a_destination():
     """Each V0 field is mapped (or, like Caffe, knowingly dropped)."""
-    handled = set(upgrade._V0_DIRECT_FIELDS) | set(upgrade._V0_FIELD_TARGETS)
+    handled = set(upgrade.v0._V0_DIRECT_FIELDS) | set(upgrade.v0._V0_FIELD_TARGETS)
     fields = {f.name for f in caffe_pb2.V0LayerParameter.DESCRIPTOR.fields}
     assert fields == handled
-    for targets in upgrade._V0_FIELD_TARGETS.values():
+    for targets in upgrade.v0._V0_FIELD_TARGETS.values():
         for sub_name, field_name in targets.values():
             sub = caffe_pb2.V1LayerParameter.DESCRIPTOR.fields_by_name[sub_name]
             if field_name is not None:
@@ -829,7 +829,7 @@ def test_current_solver_is_left_alone():
 # ---------------------------------------------------------- unmappable fields
 def test_unmappable_v0_field_is_refused_before_any_change(monkeypatch):
     # with BVLC's schema every V0 field has a destination; pretend one has not
-    monkeypatch.delitem(upgrade._V0_FIELD_TARGETS, "group")
+    monkeypatch.delitem(upgrade.v0._V0_FIELD_TARGETS, "group")
     net = parse_net('layers { layer { name: "c" type: "conv" group: 2 } }')
     before = net.SerializeToString()
     with pytest.raises(UnsupportedError, match=r"V0 layer 'c' sets 'group'"):
@@ -838,8 +838,8 @@ def test_unmappable_v0_field_is_refused_before_any_change(monkeypatch):
 
 
 def test_unmappable_v1_field_is_refused_before_any_change(monkeypatch):
-    plain = tuple(f for f in upgrade._V1_PLAIN_FIELDS if f != "loss_weight")
-    monkeypatch.setattr(upgrade, "_V1_PLAIN_FIELDS", plain)
+    plain = tuple(f for f in upgrade.v1._V1_PLAIN_FIELDS if f != "loss_weight")
+    monkeypatch.setattr(upgrade.v1, "_V1_PLAIN_FIELDS", plain)
     net = parse_net(
         'layers { name: "a" type: RELU } layers { name: "l" type: EUCLIDEAN_LOSS '
         "loss_weight: 2 }"

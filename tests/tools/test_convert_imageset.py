@@ -207,9 +207,9 @@ def test_errors(tmp_path):
             check_size=True,
             progress=False,
         )
-    with pytest.raises(UnsupportedError, match="LMDB databases only"):
+    with pytest.raises(UnsupportedError, match="lmdb or leveldb"):
         convert_imageset(
-            str(folder) + "/", folder / "list.txt", tmp_path / "b", backend="leveldb"
+            str(folder) + "/", folder / "list.txt", tmp_path / "b", backend="hdf5"
         )
     with pytest.raises(DataError, match="none of the 4 images.*could be read"):
         convert_imageset(

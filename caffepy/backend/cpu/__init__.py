@@ -19,7 +19,9 @@ from caffepy.backend.cpu.vision import VisionOps
 _PARALLEL_COPY = 1 << 16
 
 
-class CpuOps(VisionOps, SolverOps, NeuronOps, NormalizationOps, CommonOps, LossOps, Ops):
+class CpuOps(
+    VisionOps, SolverOps, NeuronOps, NormalizationOps, CommonOps, LossOps, Ops
+):
     """Ops on host memory. Blob arrays are the blob's host (CPU) views."""
 
     name = "cpu"

@@ -251,9 +251,7 @@ class _Pass:
         sums = []
         for q in range(len(groups)):
             acc_w = self.ws.get(f"gw{q}", wshape, self.dtype) if want_w else None
-            acc_b = self.ws.get(f"gb{q}", (n_bias,), self.dtype) if want_b else None
-            if want_b:
-                acc_b[...] = 0
+            acc_b = self.ws.zeros(f"gb{q}", (n_bias,), self.dtype) if want_b else None
             sums.append([acc_w, acc_b, False])
         return groups, sums
 

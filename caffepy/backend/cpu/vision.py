@@ -177,7 +177,11 @@ class VisionOps:
         n_blocks = _ip_blocks(flops, n) if want_w else []
         k_blocks = _ip_blocks(flops, k) if want_x else []
         if n_blocks or k_blocks:
-            tmp = ws.get("ip.wgrad", dw.shape, dw.dtype) if want_w else None
+            tmp = (
+                ws.get("ip.wgrad", dw.shape, dw.dtype)
+                if want_w and dw is not None
+                else None
+            )
             wn = w.T if transpose else w  # (N, K)
 
             def task(j, worker):

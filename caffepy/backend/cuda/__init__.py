@@ -186,7 +186,7 @@ class CudaOps(
         cls = type(layer)
         known = self._supported.get(cls)
         if known is None:
-            names = getattr(cls, "uses_ops", None)
+            names = getattr(cls, "uses_ops", None) or ()
             known = bool(names) and all(
                 getattr(type(self), n, None) is not None
                 and getattr(type(self), n) is not getattr(Ops, n, None)

@@ -7,9 +7,10 @@ from __future__ import annotations
 from caffepy.backend.base import Array
 from caffepy.backend.cpu.common import CommonOps
 from caffepy.backend.cuda.neuron import _flat, _run
+from caffepy.backend.interface.common import CommonInterface
 
 
-class CudaCommonOps(CommonOps):
+class CudaCommonOps(CommonOps, CommonInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: Eltwise, Reduction, ArgMax
     (the two-input SUM as a kernel; the rest are the CPU backend's NumPy passes,
     dispatched to CuPy for device arrays)."""

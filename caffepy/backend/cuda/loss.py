@@ -13,6 +13,7 @@ import numpy as np
 
 from caffepy.backend.base import Array
 from caffepy.backend.cpu.loss import LOG_THRESHOLD, LossOps
+from caffepy.backend.interface.loss import LossInterface
 
 _L1 = 1
 
@@ -24,7 +25,7 @@ def _k():
     return softmax, launch
 
 
-class CudaLossOps(LossOps):
+class CudaLossOps(LossOps, LossInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: softmax and the losses."""
 
     def softmax_forward(self, x: Array, y: Array) -> None:

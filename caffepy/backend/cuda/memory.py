@@ -20,7 +20,7 @@ def simulated() -> bool:
         return True
     from numba import config
 
-    return bool(config.ENABLE_CUDASIM)
+    return bool(getattr(config, "ENABLE_CUDASIM", 0))
 
 
 def import_numba_cuda() -> ModuleType:

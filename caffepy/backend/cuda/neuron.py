@@ -12,6 +12,7 @@ import numpy as np
 
 from caffepy.backend.base import Array, Workspace
 from caffepy.backend.cpu.neuron import NeuronOps
+from caffepy.backend.interface.neuron import NeuronInterface
 
 
 def _run(name: str, n: int, *args) -> None:
@@ -25,7 +26,7 @@ def _flat(a: Array) -> Array:
     return a.reshape(-1)
 
 
-class CudaNeuronOps(NeuronOps):
+class CudaNeuronOps(NeuronOps, NeuronInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the neuron ops."""
 
     def relu_forward(self, x: Array, negative_slope: float, y: Array) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from caffepy.backend.base import Array
 from caffepy.backend.cpu.normalization import NormalizationOps
+from caffepy.backend.interface.normalization import NormalizationInterface
 
 
 def _k():
@@ -23,7 +24,7 @@ def _c(v: Array) -> Array:
     return v.reshape(1, -1, 1)
 
 
-class CudaNormalizationOps(NormalizationOps):
+class CudaNormalizationOps(NormalizationOps, NormalizationInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the normalization ops."""
 
     # -- BatchNorm -----------------------------------------------------------------

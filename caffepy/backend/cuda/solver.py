@@ -13,9 +13,10 @@ from typing import Any
 from caffepy import syncedmem
 from caffepy.backend.base import Array
 from caffepy.backend.cpu.solver import SolverOps
+from caffepy.backend.interface.solver import SolverInterface
 
 
-class CudaSolverOps(SolverOps):
+class CudaSolverOps(SolverOps, SolverInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the update-rule ops."""
 
     def sumsq(self, x: Array) -> float:

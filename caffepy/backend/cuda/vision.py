@@ -8,6 +8,7 @@ import numpy as np
 
 from caffepy.backend.base import Array, ConvGeometry, PoolGeometry, Workspace
 from caffepy.backend.cuda.fallback import on_host
+from caffepy.backend.interface.vision import VisionInterface
 
 
 def _k():
@@ -31,7 +32,7 @@ def _geom_args(geom: ConvGeometry) -> tuple[int, ...]:
     return geom.in_channels, h, w, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow
 
 
-class CudaVisionOps:
+class CudaVisionOps(VisionInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the vision ops."""
 
     # -- columns -------------------------------------------------------------------

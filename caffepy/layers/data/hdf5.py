@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from caffepy import backend
-from caffepy.errors import LayerError
+from caffepy.errors import DataError, LayerError
 from caffepy.layer import Layer
 from caffepy.registry import register_layer
 
@@ -99,8 +99,8 @@ class HDF5DataLayer(Layer):
         name = self.files[index]
         arrays = []
         try:
-            f = open_hdf5(name, "HDF5 file", LayerError)
-        except LayerError as err:
+            f = open_hdf5(name, "HDF5 file", DataError)
+        except DataError as err:
             raise LayerError(self, f"{err} (listed in {self.source!r})") from None
         with f:
             for dset in self.dataset_names:

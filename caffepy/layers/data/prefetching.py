@@ -26,6 +26,7 @@ from caffepy.data.prefetch import Prefetcher
 from caffepy.data.transformer import DataTransformer
 from caffepy.errors import LayerError
 from caffepy.layer import Layer
+from caffepy.parallel.state import solver_count, solver_rank
 from caffepy.phase import TRAIN
 from caffepy.registry import register_layer
 
@@ -157,6 +158,9 @@ class DataLayer(_PrefetchingDataLayer):
             transformer,
             backend=dp.backend,
             rand_skip=dp.rand_skip if self.phase == TRAIN else 0,
+            # In TEST only rank 0 runs, over every record (Caffe's Skip()).
+            rank=solver_rank() if self.phase == TRAIN else 0,
+            size=solver_count() if self.phase == TRAIN else 1,
         )
 
 

@@ -155,7 +155,7 @@ class RecurrentLayer(Layer):
             raise LayerError(
                 self, f"recurrent_param.num_output must be > 0, got {self.num_output}"
             )
-        x, cont = bottom[0], bottom[1]
+        x = bottom[0]
         if x.num_axes < 2:
             raise ShapeError(
                 self,
@@ -262,9 +262,7 @@ class RecurrentLayer(Layer):
                 f"cont (bottom[1]) must be (T, N) = ({self.T}, {n}), got shape "
                 f"{cont.shape}",
             )
-        if self.static_input and (
-            bottom[2].num_axes < 1 or bottom[2].shape[0] != n
-        ):
+        if self.static_input and (bottom[2].num_axes < 1 or bottom[2].shape[0] != n):
             raise ShapeError(
                 self,
                 f"x_static (bottom[2]) must be (N, ...) with N = {n}, got shape "

@@ -55,7 +55,9 @@ class LSTMLayer(RecurrentLayer):
             net, rp, "x_transform", "x", "W_xc_x", 4 * H, ["W_xc", "b_c"]
         )
         x_ip.propagate_down.append(True)
-        static = add_static_transform(net, rp, "xc", 4 * H) if self.static_input else None
+        static = (
+            add_static_transform(net, rp, "xc", 4 * H) if self.static_input else None
+        )
         x_slice = add_layer(net, "Slice", "W_xc_x_slice", ["W_xc_x"])
         x_slice.slice_param.axis = 0
         concat = caffe_pb2.LayerParameter(name="h_concat", type="Concat", top=["h"])

@@ -58,7 +58,7 @@ class GraphBuilder:
         self.inputs: list[str] = []
         self._current: dict[str, str] = {}
         self._used: set[str] = set()
-        self._weights: dict[int, str] = {}
+        self._weights: dict[tuple[int, tuple[int, ...]], str] = {}
         self._layer = ""
 
     # -- names and values -----------------------------------------------------------
@@ -147,9 +147,13 @@ class GraphBuilder:
 
     def ints(self, values: Iterable[int], purpose: str) -> str:
         """An int64 1-D initializer (shapes, axes, sizes)."""
-        return self.const(np.array(list(values), np.int64).reshape(-1), purpose, np.int64)
+        return self.const(
+            np.array(list(values), np.int64).reshape(-1), purpose, np.int64
+        )
 
-    def weight(self, blob: Any, purpose: str, shape: Sequence[int] | None = None) -> str:
+    def weight(
+        self, blob: Any, purpose: str, shape: Sequence[int] | None = None
+    ) -> str:
         """A parameter blob as an initializer, once per blob (shared parameters
         are written once); ``shape`` reshapes it."""
         data = np.asarray(blob.data, np.float32)
@@ -165,7 +169,12 @@ class GraphBuilder:
 
     # -- operators whose signature depends on the opset -----------------------------
     def reduce(
-        self, op: str, x: str, axes: Sequence[int], keepdims: bool, out: str | None = None
+        self,
+        op: str,
+        x: str,
+        axes: Sequence[int],
+        keepdims: bool,
+        out: str | None = None,
     ) -> str:
         """``ReduceSum``/``ReduceMean``/``ReduceL1``/``ReduceSumSquare`` over ``axes``."""
         since = 13 if op == "ReduceSum" else 18
@@ -205,18 +214,23 @@ class GraphBuilder:
         self._used.add(new)
 
     def name_outputs(self, blobs: Sequence[str]) -> list[str]:
-        """Give each output blob's final value the blob's own name, where that
-        name is not a graph input; returns the output value names."""
-        names = []
+        """Give each output blob's final value the blob's own name; returns the
+        output value names. A value that is a graph input or already another
+        output gets an Identity; a blob named as a graph input (computed in
+        place of an input) is output as ``<blob>_out``."""
+        names: list[str] = []
         for blob in blobs:
             value = self.read(blob)
-            if value != blob and blob not in self.inputs:
-                if blob in self._used:
-                    self.rename(blob, self.unique(f"{blob}/0"))
-                    value = self.read(blob)
-                self.rename(value, blob)
-                value = blob
-            elif value in self.inputs:
-                value = self.node("Identity", [value], self.unique(f"{blob}_out"))
-            names.append(value)
+            if value == blob and value not in self.inputs and value not in names:
+                names.append(value)
+                continue
+            target = self.unique(f"{blob}_out") if blob in self.inputs else blob
+            if target == blob and blob in self._used:
+                self.rename(blob, self.unique(f"{blob}/0"))
+                value = self.read(blob)
+            if value in self.inputs or value in names:
+                self.node("Identity", [value], target)
+            else:
+                self.rename(value, target)
+            names.append(target)
         return names

@@ -113,7 +113,7 @@ def log(v: LayerView) -> None:
 def dropout(v: LayerView) -> None:
     if not v.options.keep_dropout:
         v.g.alias(v.top[0], v.x())
-        v.notes.append("removed (identity at inference)")
+        v.notes.append("identity at inference")
         return
     ratio = v.g.const(v.param.dropout_param.dropout_ratio, "ratio")
     v.g.node("Dropout", [v.x(), ratio], v.out())

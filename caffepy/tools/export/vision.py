@@ -19,6 +19,7 @@ it does not. The converter reads the output size from the built net and:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from caffepy.tools.export.convert import LayerView, converts
 
@@ -56,7 +57,9 @@ def convolution(v: LayerView) -> None:
 def inner_product(v: LayerView) -> None:
     layer = v.layer
     axis = int(layer.axis)
-    x2d = v.g.node("Flatten", [v.x()], axis=axis)
+    x2d = v.x()
+    if len(v.bottom_shapes[0]) != 2 or axis != 1:
+        x2d = v.g.node("Flatten", [x2d], axis=axis)
     params = [v.weight(0, "weight")]
     if layer.bias_term:
         params.append(v.weight(1, "bias"))
@@ -118,8 +121,15 @@ def pooling(v: LayerView) -> None:
     size = v.bottom_shapes[0][2:]
     pooled = v.top_shapes[0][2:]
     kernel, stride, pad = list(layer.kernel), list(layer.stride), list(layer.pad)
+    for h, s, p, o in zip(size, stride, pad, pooled):
+        if (o - 1) * s >= h + p:
+            raise v.unsupported(
+                f"its last window starts at {(o - 1) * s - p}, past the input's "
+                f"{h} rows/columns (Caffe pools nothing there); a kernel of "
+                f"{kernel} with stride {stride} skips input"
+            )
     end = _end_pads(size, kernel, stride, pad, pooled)
-    attrs = {"kernel_shape": kernel, "strides": stride}
+    attrs: dict[str, Any] = {"kernel_shape": kernel, "strides": stride}
     x = v.x()
     if is_max:
         ceil = [_ceil_size(h, k, s, p) for h, k, s, p in zip(size, kernel, stride, pad)]
@@ -135,7 +145,7 @@ def pooling(v: LayerView) -> None:
         if any(pad):
             zeros = [0, 0] + pad
             x = v.g.node("Pad", [x, v.g.ints(zeros * 2, "pads")], mode="constant")
-        attrs.update(pads=[0, 0] + [e - p for e, p in zip(end, pad)])
+        attrs.update(pads=[0, 0] + [max(e - p, 0) for e, p in zip(end, pad)])
         attrs["count_include_pad"] = 0
     v.g.node("AveragePool", [x], v.out(), **attrs)
 
@@ -147,7 +157,6 @@ def _max_pool(v: LayerView, x: str, attrs: dict) -> None:
     # NOTE: ONNX's indices run over the whole tensor ((n C + c) H + h) W + w;
     # Caffe's mask is the index within one H x W plane, stored as a float.
     y, idx = v.out(0), v.g.temp("indices")
-    v.g.onnx_nodes_max = True
     v.g.node("MaxPool", [x], [y, idx], **attrs)
     h, w = v.bottom_shapes[0][2:]
     plane = v.g.node("Mod", [idx, v.g.const(h * w, "plane", "int64")])

@@ -12,7 +12,7 @@ cuda = import_numba_cuda()
 
 # NOTE: small layers launch small grids by design (Caffe's CAFFE_GET_BLOCKS);
 # numba's low-occupancy warning would fire on most of them.
-_numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = False
+_numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = False  # type: ignore[attr-defined]  # set at runtime
 
 #: Threads per block on a GPU (Caffe's CAFFE_CUDA_NUM_THREADS is 512).
 THREADS = 256

@@ -1,0 +1,29 @@
+"""Data-parallel training over MPI: one process per rank, gradients averaged
+before every update, records dealt round-robin, rank 0 alone logs, tests and
+snapshots (Caffe's multi-GPU training, on CPUs and across machines).
+
+``state`` holds the solver count and rank (no MPI); ``comm`` the communicators;
+``reduce`` the gradient averaging; ``launch`` rank discovery and the start-up
+checks. ``mpiexec -n N caffepy train --solver S`` uses them through
+:mod:`caffepy.tools.train`.
+"""
+
+from caffepy.parallel.state import (
+    multiprocess,
+    root_solver,
+    set_multiprocess,
+    set_solver_count,
+    set_solver_rank,
+    solver_count,
+    solver_rank,
+)
+
+__all__ = [
+    "multiprocess",
+    "root_solver",
+    "set_multiprocess",
+    "set_solver_count",
+    "set_solver_rank",
+    "solver_count",
+    "solver_rank",
+]
