@@ -50,7 +50,7 @@ INSTALL_HINT = "pip install 'caffepy[mpi]'"
 #: Ranks on this machine, as the launchers say it (to share the cores).
 _LOCAL_SIZE_ENV = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")
 
-_current: dict[str, Communicator] = {"comm": SingleProcess()}
+_current: dict[str, Any] = {"comm": SingleProcess(), "reducer": None}
 
 
 def env_rank_size(environ: Any = None) -> tuple[int, int]:
@@ -239,15 +239,27 @@ def ranked(fn: Callable[..., Any]) -> Callable[..., Any]:
             kwargs["threads"] = max(1, (os.cpu_count() or 1) // _local_ranks())
         try:
             result = fn(*args, **kwargs)
+            _log_reductions(_current["reducer"], comm.size)
             comm.close()
         except BaseException as err:  # noqa: BLE001 - every failure stops all ranks
             fail_all(comm, err)
             raise  # (fail_all aborts the job; only a test's stand-in returns)
         finally:
-            _current["comm"] = SingleProcess()
+            _current["comm"], _current["reducer"] = SingleProcess(), None
         return result
 
     return wrapper
+
+
+def _log_reductions(reducer: Any, size: int) -> None:
+    if reducer is not None and reducer.reductions:
+        log.info(
+            "Gradient reduction over %d ranks: %d reductions, %.3f ms each (%.2f s)",
+            size,
+            reducer.reductions,
+            1e3 * reducer.seconds / reducer.reductions,
+            reducer.seconds,
+        )
 
 
 def prepare_ranks(param: Any) -> None:
@@ -277,4 +289,6 @@ def start_ranks(solver: Any) -> None:
     from caffepy.parallel.reduce import GradientReducer, broadcast_params
 
     broadcast_params(comm, solver.net)
-    GradientReducer(comm, solver.net.learnable_params, solver.dtype).attach(solver)
+    reducer = GradientReducer(comm, solver.net.learnable_params, solver.dtype)
+    reducer.attach(solver)
+    _current["reducer"] = reducer

@@ -15,6 +15,7 @@ rank 0 alone snapshots.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,13 @@ class GradientReducer:
         self.total = sum(self.counts)
         self.buffer = np.zeros(self.total + len(_ACTIONS), self.dtype)
         self.reductions = 0
+        #: seconds spent in reduce() (copies, the collective and its wait)
+        self.seconds = 0.0
 
     def reduce(self, actions: set[str] | frozenset[str] = frozenset()) -> set[str]:
         """Replace each gradient by its mean over the ranks; return the actions
         any rank asked for (``actions`` being this rank's)."""
+        t0 = time.perf_counter()
         buf, off = self.buffer, 0
         for blob, n in zip(self.params, self.counts):
             buf[off : off + n] = blob.diff.reshape(-1)
@@ -63,6 +67,7 @@ class GradientReducer:
             diff = blob.diff
             np.multiply(buf[off : off + n], scale, out=diff.reshape(-1))
             off += n
+        self.seconds += time.perf_counter() - t0
         return {name for k, name in enumerate(_ACTIONS) if buf[self.total + k] > 0}
 
     def attach(self, solver: Any) -> None:
