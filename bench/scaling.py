@@ -76,7 +76,8 @@ def _train_net(model: str, db: str) -> str:
 
 
 def _run(mpiexec: str, ranks: int, solver: str, cwd: str) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "caffepy.cli", "train", "--solver", solver]
+    cmd = [sys.executable, "-c", "from caffepy.cli import main; main()"]
+    cmd += ["train", "--solver", solver]
     cmd += ["--no-progress"]
     if ranks > 1:
         cmd = [mpiexec, "-n", str(ranks), *cmd]

@@ -23,7 +23,7 @@ class CaffepyError(Exception):
         msg = str(self)
         head = f"{getattr(layer, 'type', '?')} layer '{getattr(layer, 'name', '?')}'"
         if msg.startswith(head + ": "):
-            msg = msg[len(head) + 2:]
+            msg = msg[len(head) + 2 :]
         self.args = (f"{head}{where}: {msg}{note}",)
         return self
 
@@ -110,3 +110,56 @@ def did_you_mean(word, choices, n=3):
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+class InputFileError(CaffepyError, OSError):
+    """An input or output path that is not a regular file (a FIFO, a device, a
+    directory, a symbolic link where a file is written), refused before it is read
+    or replaced."""
+
+
+class SnapshotPrefixInUse(SnapshotError):
+    """Another live run holds the lock of this ``snapshot_prefix``."""
+
+
+class Terminated(CaffepyError):
+    """The process received SIGTERM before training could stop cleanly."""
+
+    exit_status = 143
+
+
+_EXPECTED = (CaffepyError, OSError, MemoryError)
+
+
+def _culprit_frame(err):
+    """(file, line) of the innermost frame of ``err``'s traceback outside
+    caffepy, else the innermost frame; None without a traceback."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    outside = [f for f in frames if not os.path.abspath(f.filename).startswith(here)]
+    frame = (outside or frames)[-1]
+    return frame.filename, frame.lineno
+
+
+def one_line(err):
+    """The one line the CLI prints for ``err``.
+
+    caffepy's errors (and OSError, MemoryError) are already sentences; any other
+    exception is a bug or an unexpected input: say its type, where it was raised
+    and how to see the traceback.
+    """
+    if isinstance(err, _EXPECTED):
+        text = str(err) or type(err).__name__
+    else:
+        where = _culprit_frame(err)
+        at = f" at {where[0]}:{where[1]}" if where else ""
+        text = (
+            f"unexpected {type(err).__name__}{at}: {err} (run with --debug or "
+            "CAFFEPY_DEBUG=1 for the traceback)"
+        )
+    return " ".join(text.split())

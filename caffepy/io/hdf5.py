@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,24 +84,17 @@ def atomic_hdf5(path: str | os.PathLike) -> Iterator[Any]:
     """Yield an h5py File open for writing; on success it replaces ``path``
     atomically (temporary file in the same folder, fsync, rename); on failure
     the temporary file is removed and ``path`` is untouched."""
+    from caffepy.io.atomic import AtomicGroup
+
     h5py = h5py_module()
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder
-    )
-    os.close(fd)
-    try:
+    # (AtomicGroup refuses a target that is not a regular file and follows the
+    # umask; on an error it removes the temporary file.)
+    with AtomicGroup() as group:
+        tmp = group.stage(path, lambda _: None)
         with h5py.File(tmp, "w") as f:
             yield f
         with open(tmp, "rb+") as raw:
             os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- net weights -----------------------------------------------------------------

@@ -6,14 +6,19 @@ enum names taken from the schema itself. Nets and solvers are upgraded from
 legacy formats on load, as Caffe's ``ReadNetParamsFromTextFileOrDie`` does.
 """
 
+import functools
 import os
 import re
 
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from caffepy.errors import PrototxtError, WeightsError, did_you_mean
-from caffepy.io.atomic import atomic_write_bytes, atomic_write_text
+from caffepy.errors import InputFileError, PrototxtError, WeightsError, did_you_mean
+from caffepy.io.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_regular_bytes,
+)
 
 _LOC = re.compile(r"^(\d+):(\d+)\s*:\s*(.*)$", re.S)
 _NO_FIELD = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
@@ -56,15 +61,13 @@ def parse_text(text, message, source="<string>"):
             line, col, msg = int(m.group(1)), int(m.group(2)), m.group(3)
         m = _NO_FIELD.search(msg)
         if m:
-            msg = (
-                f"{m.group(1)} has no field named '{m.group(2)}'"
-                + did_you_mean(m.group(2), _message_fields(m.group(1)))
+            msg = f"{m.group(1)} has no field named '{m.group(2)}'" + did_you_mean(
+                m.group(2), _message_fields(m.group(1))
             )
         m = _NO_ENUM.search(msg)
         if m:
-            msg = (
-                f"{m.group(1)} has no value named '{m.group(2)}'"
-                + did_you_mean(m.group(2), _enum_values(m.group(1)))
+            msg = f"{m.group(1)} has no value named '{m.group(2)}'" + did_you_mean(
+                m.group(2), _enum_values(m.group(1))
             )
         raise PrototxtError(msg.strip(), source, line, col) from None
     return message
@@ -72,8 +75,9 @@ def parse_text(text, message, source="<string>"):
 
 def _read_text(path, what):
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_regular_bytes(path, what).decode("utf-8")
+    except InputFileError:
+        raise
     except FileNotFoundError:
         raise PrototxtError(f"{what} file not found", path) from None
     except IsADirectoryError:
@@ -129,12 +133,15 @@ def read_weights(path, upgrade=True):
     """Read a binary ``.caffemodel`` (NetParameter with blobs)."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_regular_bytes(path, "weights")
+    except InputFileError:
+        raise
     except FileNotFoundError:
         raise WeightsError(f"{path}: weights file not found") from None
     except OSError as err:
-        raise WeightsError(f"{path}: cannot read weights file: {err.strerror}") from None
+        raise WeightsError(
+            f"{path}: cannot read weights file: {err.strerror}"
+        ) from None
     net = _pb2().NetParameter()
     try:
         net.ParseFromString(raw)
@@ -188,7 +195,9 @@ def text_fields_decode(message):
                 elif field.type == string:
                     # (upb lists an undecodable string as bytes; reading raises)
                     values = getattr(msg, field.name)
-                    if _is_repeated(field) and any(isinstance(v, bytes) for v in values):
+                    if _is_repeated(field) and any(
+                        isinstance(v, bytes) for v in values
+                    ):
                         return False
                     if isinstance(value, bytes) or isinstance(values, bytes):
                         return False
@@ -206,19 +215,66 @@ def write_binary(path, message):
     atomic_write_bytes(path, message.SerializeToString())
 
 
+_TOKEN = re.compile(
+    r"""(?P<comment>\#[^\n]*)"""
+    r"""|(?P<field>\b[A-Za-z_]\w*)\s*(?=[:{])"""
+    r"""|(?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
+    r"""|(?P<open>\{)|(?P<close>\})|(?P<newline>\n)"""
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _locations(text):
+    """One pass over a prototxt: ({layer name: line}, {top-level field: line}).
+
+    A layer's line is that of the first ``name: "..."`` inside a block (at depth
+    one if any, as ``layer { name: ... }``); strings and comments are skipped, so
+    braces inside them do not count.
+    """
+    line, depth = 1, 0
+    names, deep_names, fields = {}, {}, {}
+    after_name = None  # depth at which a ``name`` field was just seen
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == "newline":
+            line += 1
+        elif kind == "open":
+            depth += 1
+            after_name = None
+        elif kind == "close":
+            depth = max(depth - 1, 0)
+            after_name = None
+        elif kind == "field":
+            word = m.group("field")
+            if depth == 0:
+                fields.setdefault(word, line)
+            after_name = depth if word == "name" else None
+        elif kind == "string":
+            if after_name is not None and after_name > 0:
+                value = m.group("string")[1:-1]
+                target = names if after_name == 1 else deep_names
+                target.setdefault(value, line)
+            after_name = None
+    for key, value in deep_names.items():
+        names.setdefault(key, value)
+    return names, fields
+
+
 def layer_location(text, layer_name):
     """1-based line of the layer whose ``name:`` is ``layer_name`` in ``text``, or None.
 
     Only a ``name:`` inside a block counts (the net's own top-level ``name:`` may
-    be the same word).
+    be the same word). The whole text is scanned once and remembered, so naming
+    every layer of a large net stays linear.
     """
     if not text:
         return None
-    pat = re.compile(r'\bname\s*:\s*["\']' + re.escape(layer_name) + r'["\']')
-    for m in pat.finditer(text):
-        # NOTE: counting braces ignores those in strings and comments; good enough
-        # to tell a layer's name from the net's.
-        before = text[: m.start()]
-        if before.count("{") > before.count("}"):
-            return before.count("\n") + 1
-    return None
+    return _locations(text)[0].get(layer_name)
+
+
+def field_location(text, field):
+    """1-based line of the top-level field ``field`` (``base_lr: 0.1``) in
+    ``text``, or None."""
+    if not text:
+        return None
+    return _locations(text)[1].get(field)

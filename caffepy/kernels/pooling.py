@@ -212,3 +212,135 @@ def ave_pool_backward(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff):
                     base = xb + y * width
                     for xx in range(x1 - x0):
                         df[u64(base + x0 + xx)] += g
+
+
+# ----------------------------------------------------------------------------
+# Stochastic pooling (Caffe's StoPoolForwardTrain / StoPoolForwardTest CUDA
+# kernels; its CPU code has none). The windows ignore padding (Caffe refuses a
+# pad with STOCHASTIC): ``[py*sh, min(py*sh + kh, H))``, likewise for x.
+# ----------------------------------------------------------------------------
+#: Caffe's TEST-phase sum starts from FLT_MIN (so an all-zero window gives 0).
+_FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+@pjit
+def stochastic_pool_forward_train(x, kh, kw, sh, sw, rand, top, index):
+    """Sample one element per window with probability proportional to its value.
+
+    With ``s`` the window's sum and ``u = rand[...]``, the sampled element is the
+    first whose running sum (in window order: rows, then columns) reaches
+    ``u * s``, as Caffe's GPU kernel.
+
+    Args:
+        x: (N, C, H, W) non-negative input, C-contiguous.
+        kh, kw, sh, sw: kernel size and stride.
+        rand: (N, C, PH, PW) uniform draws in [0, 1).
+        top: (N, C, PH, PW) output, overwritten with the sampled values.
+        index: (N, C, PH, PW) int32, overwritten with the sampled element's flat
+            index ``h * W + w`` into its input plane.
+    """
+    n_img, chans, height, width = x.shape
+    out_h, out_w = top.shape[2], top.shape[3]
+    for t in prange(n_img * chans):
+        n = t // chans
+        c = t - n * chans
+        plane = x[n, c]
+        for py in range(out_h):
+            y0 = py * sh
+            y1 = min(y0 + kh, height)
+            for px in range(out_w):
+                x0 = px * sw
+                x1 = min(x0 + kw, width)
+                total = plane.dtype.type(0)
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        total += plane[yy, xx]
+                thres = np.float32(rand[n, c, py, px] * total)
+                # NOTE: should no running sum reach the threshold (negative
+                # inputs), the last element of the window is taken.
+                pick = (y1 - 1) * width + x1 - 1
+                run = plane.dtype.type(0)
+                found = False
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        run += plane[yy, xx]
+                        if run >= thres:
+                            pick = yy * width + xx
+                            found = True
+                            break
+                    if found:
+                        break
+                index[n, c, py, px] = pick
+                top[n, c, py, px] = plane[pick // width, pick % width]
+
+
+@pjit
+def stochastic_pool_forward_test(x, kh, kw, sh, sw, top):
+    """The probability-weighted average of each window: ``sum(x^2) / sum(x)``,
+    the sum starting from FLT_MIN (as Caffe's GPU kernel).
+
+    Args:
+        x: (N, C, H, W) non-negative input, C-contiguous.
+        kh, kw, sh, sw: kernel size and stride.
+        top: (N, C, PH, PW) output, overwritten.
+    """
+    n_img, chans, height, width = x.shape
+    out_h, out_w = top.shape[2], top.shape[3]
+    for t in prange(n_img * chans):
+        n = t // chans
+        c = t - n * chans
+        plane = x[n, c]
+        for py in range(out_h):
+            y0 = py * sh
+            y1 = min(y0 + kh, height)
+            for px in range(out_w):
+                x0 = px * sw
+                x1 = min(x0 + kw, width)
+                total = plane.dtype.type(_FLT_MIN)
+                squares = plane.dtype.type(0)
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        v = plane[yy, xx]
+                        total += v
+                        squares += v * v
+                top[n, c, py, px] = squares / total
+
+
+@pjit
+def stochastic_pool_backward_test(x, top_diff, kh, kw, sh, sw, bottom_diff):
+    """Gradient of :func:`stochastic_pool_forward_test`:
+    ``d/dx_i [Q / S] = (2 x_i S - Q) / S^2`` (Q = sum x^2, S = FLT_MIN + sum x),
+    summed over the windows holding x_i. Computed in float64.
+
+    Args:
+        x: (N, C, H, W) the forward's input, C-contiguous.
+        top_diff: (N, C, PH, PW) gradient of the top.
+        kh, kw, sh, sw: kernel size and stride.
+        bottom_diff: (N, C, H, W) output, overwritten.
+    """
+    n_img, chans, height, width = x.shape
+    out_h, out_w = top_diff.shape[2], top_diff.shape[3]
+    for t in prange(n_img * chans):
+        n = t // chans
+        c = t - n * chans
+        plane = x[n, c]
+        dplane = bottom_diff[n, c]
+        dplane[:, :] = 0
+        for py in range(out_h):
+            y0 = py * sh
+            y1 = min(y0 + kh, height)
+            for px in range(out_w):
+                x0 = px * sw
+                x1 = min(x0 + kw, width)
+                total = _FLT_MIN
+                squares = 0.0
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        v = float(plane[yy, xx])
+                        total += v
+                        squares += v * v
+                g = float(top_diff[n, c, py, px]) / (total * total)
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        v = float(plane[yy, xx])
+                        dplane[yy, xx] += g * (2.0 * v * total - squares)

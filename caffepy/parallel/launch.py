@@ -209,7 +209,7 @@ def current() -> Communicator:
 
 def is_root() -> bool:
     """Whether this process is rank 0 (always, outside an MPI launch)."""
-    return current().rank == 0
+    return state.root_solver()
 
 
 def _local_ranks() -> int:

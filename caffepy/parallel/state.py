@@ -31,7 +31,7 @@ def root_solver() -> bool:
 
 def multiprocess() -> bool:
     """Whether solvers run one per process (pycaffe's ``set_multiprocess``)."""
-    return _state["multiprocess"]
+    return bool(_state["multiprocess"])
 
 
 def set_solver_count(count: int) -> None:

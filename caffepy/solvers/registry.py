@@ -72,4 +72,5 @@ def get_solver(param_or_path: Any, **kwargs: Any) -> Solver:
     from caffepy.solvers.solver import read_solver_param
 
     param, path = read_solver_param(param_or_path)
-    return solver_class(param.type)(param, source=path, **kwargs)
+    source = path if path is not None else kwargs.pop("source", None)
+    return solver_class(param.type)(param, source=source, **kwargs)

@@ -13,25 +13,33 @@ from __future__ import annotations
 
 import math
 
-from caffepy.errors import SolverError
 from caffepy.solvers.registry import register_solver
 from caffepy.solvers.solver import Solver
+from caffepy.solvers.validate import check_range, field_error
 
 
 def _check_unit_interval(solver: Solver, field: str) -> None:
-    value = getattr(solver.param, field)
-    if not 0 <= value < 1:
-        raise SolverError(
-            f"{solver.type_name} solver: {field} must lie in [0, 1); got {value:g}"
-        )
+    check_range(solver, field, 0, 1, high_open=True)
+
+
+def _check_delta(solver: Solver) -> None:
+    check_range(
+        solver,
+        "delta",
+        0,
+        low_open=True,
+        why=" (it keeps a zero gradient from dividing 0 by 0)",
+    )
 
 
 def _check_no_momentum(solver: Solver) -> None:
     name, momentum = solver.type_name, solver.param.momentum
     if momentum != 0:
-        raise SolverError(
+        raise field_error(
+            solver,
+            "momentum",
             f"{name} solver: momentum must be 0 (Caffe: momentum cannot be used "
-            f"with {name}); got momentum: {momentum:g}"
+            f"with {name}); got momentum: {momentum:g}",
         )
 
 
@@ -42,6 +50,9 @@ class SGDSolver(Solver):
     h = momentum * h + lr * g;  u = h.
     Parameters: ``momentum`` (default 0). History: h, one per parameter.
     """
+
+    def check_update_param(self) -> None:
+        check_range(self, "momentum", 0, 1)
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         ops = self.ops
@@ -102,6 +113,7 @@ class AdaGradSolver(SGDSolver):
 
     def check_update_param(self) -> None:
         _check_no_momentum(self)
+        _check_delta(self)
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         ops = self.ops
@@ -126,6 +138,7 @@ class RMSPropSolver(SGDSolver):
     def check_update_param(self) -> None:
         _check_no_momentum(self)
         _check_unit_interval(self, "rms_decay")
+        _check_delta(self)
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         ops = self.ops
@@ -152,6 +165,10 @@ class AdaDeltaSolver(SGDSolver):
     """
 
     history_sets = 2
+
+    def check_update_param(self) -> None:
+        _check_unit_interval(self, "momentum")
+        _check_delta(self)
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         ops = self.ops
@@ -183,6 +200,7 @@ class AdamSolver(SGDSolver):
     def check_update_param(self) -> None:
         _check_unit_interval(self, "momentum")
         _check_unit_interval(self, "momentum2")
+        _check_delta(self)
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         ops = self.ops

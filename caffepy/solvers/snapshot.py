@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from caffepy import rng
-from caffepy.errors import SnapshotError, SolverError
+from caffepy.errors import SnapshotError, SnapshotPrefixInUse, SolverError
 from caffepy.io import hdf5
-from caffepy.io.atomic import atomic_write_bytes
+from caffepy.io.atomic import AtomicGroup, check_input_file, file_crc32
 from caffepy.solvers import state as state_io
 from caffepy.solvers.divergence import nonfinite_params
 
@@ -38,6 +38,44 @@ def remove_stale_temp_files(prefix: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
             log.info("Removed %s, left by a snapshot that was interrupted", path)
+
+
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def prefix_lock(prefix: str) -> int:
+    """An exclusive ``flock`` on ``<prefix>.lock``, held until the process ends;
+    returns its file descriptor (the same one when this process holds it already).
+
+    Raises:
+        SnapshotPrefixInUse: another process holds it.
+    """
+    path = os.path.abspath(os.fspath(prefix)) + ".lock"
+    if path in _HELD_LOCKS:
+        return _HELD_LOCKS[path]
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        owner = ""
+        with contextlib.suppress(OSError, ValueError):
+            with open(path, encoding="ascii") as f:
+                owner = f" (process {int(f.read().strip())})"
+        raise SnapshotPrefixInUse(
+            f"snapshot_prefix {prefix!r} is in use by another running training"
+            f"{owner}: its lock {path} is held; give this run another "
+            "snapshot_prefix, or wait for the other one to end"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    _HELD_LOCKS[path] = fd
+    return fd
 
 
 class Snapshotting:
@@ -91,43 +129,57 @@ class Snapshotting:
         suffix = ".h5" if use_h5 else ""
         model_file = self.snapshot_filename(".caffemodel" + suffix)
         state_file = self.snapshot_filename(".solverstate" + suffix)
+        self.lock_snapshot_prefix()
         if not self._temp_files_cleaned:
             self._temp_files_cleaned = True
             remove_stale_temp_files(p.snapshot_prefix)
         sidecar = state_io.sidecar_path(state_file)
-        fresh = [f for f in (model_file, sidecar) if not os.path.exists(f)]
         writing = model_file
         try:
             kind = "HDF5" if use_h5 else "binary proto"
             log.info("Snapshotting to %s file %s", kind, model_file)
-            if use_h5:
-                hdf5.save_net_hdf5(self.net, model_file, p.snapshot_diff)
-            else:
-                atomic_write_bytes(
-                    model_file, self.net.to_proto(p.snapshot_diff).SerializeToString()
-                )
-            log.info("Snapshotting solver state to %s file %s", kind, state_file)
-            # The sidecar goes before the solverstate: a .solverstate on disk means
-            # the whole snapshot is complete.
-            writing = sidecar
-            state_io.write_sidecar(state_file, self._sidecar_payload(model_file))
-            writing = state_file
-            history = [self.ops.to_host(h) for h in self.history]
-            if use_h5:
-                hdf5.write_solverstate_hdf5(
-                    state_file, self.iter, model_file, history, self.current_step
-                )
-            else:
-                state_io.write_solverstate(
-                    state_file,
-                    state_io.make_solverstate(
-                        self.iter, model_file, history, self.current_step
-                    ),
-                )
+            # NOTE: the three files are written to temporary names first and
+            # renamed weights, sidecar, state: a .solverstate on disk means its
+            # whole snapshot is there, and a failure renames nothing.
+            with AtomicGroup() as group:
+                if use_h5:
+                    model_tmp = group.stage(
+                        model_file,
+                        lambda t: hdf5.save_net_hdf5(self.net, t, p.snapshot_diff),
+                    )
+                else:
+                    model_tmp = group.write_bytes(
+                        model_file,
+                        self.net.to_proto(p.snapshot_diff).SerializeToString(),
+                    )
+                log.info("Snapshotting solver state to %s file %s", kind, state_file)
+                writing = state_file
+                history = [self.ops.to_host(h) for h in self.history]
+                if use_h5:
+                    state_tmp = group.stage(
+                        state_file,
+                        lambda t: hdf5.write_solverstate_hdf5(
+                            t, self.iter, model_file, history, self.current_step
+                        ),
+                    )
+                else:
+                    state_tmp = group.write_bytes(
+                        state_file,
+                        state_io.make_solverstate(
+                            self.iter, model_file, history, self.current_step
+                        ).SerializeToString(),
+                    )
+                writing = sidecar
+                payload = self._sidecar_payload(model_file)
+                payload["crc32"] = {
+                    "learned_net": file_crc32(model_tmp),
+                    "solverstate": file_crc32(state_tmp),
+                }
+                group.write_bytes(sidecar, state_io.sidecar_bytes(payload))
+                group.rename_last(state_tmp)
         except OSError as err:
-            for f in fresh:  # an incomplete snapshot must not look like one
-                with contextlib.suppress(OSError):
-                    os.unlink(f)
+            if isinstance(err, SnapshotPrefixInUse):
+                raise
             previous = (
                 f"the previous snapshot {self.last_snapshot} is intact"
                 if self.last_snapshot
@@ -140,6 +192,19 @@ class Snapshotting:
             ) from None
         self.last_snapshot = model_file
         return model_file, state_file
+
+    def lock_snapshot_prefix(self) -> None:
+        """Hold ``<snapshot_prefix>.lock`` for the life of this process, so a
+        second live run with the same prefix is refused (the OS releases the lock
+        of a run that crashes or is killed).
+
+        Raises:
+            SnapshotPrefixInUse: another live process holds the lock.
+        """
+        prefix = self.param.snapshot_prefix
+        if not prefix or getattr(self, "_prefix_lock", None) is not None:
+            return
+        self._prefix_lock = prefix_lock(prefix)
 
     def _all_nets(self) -> Iterator[tuple[str, Any]]:
         yield "train", self.net
@@ -201,17 +266,36 @@ class Snapshotting:
             )
             learned = state.learned_net if state.HasField("learned_net") else None
             iteration, step = state.iter, state.current_step
-        if learned:
-            model = state_io.resolve_learned_net(learned, path)
-            self.net.copy_from(model)
-            self.last_snapshot = model
+        state_io.check_state_numbers(path, iteration, step, learned)
+        sidecar = state_io.read_sidecar(path)
+        self._check_sidecar_type(sidecar, path)
+        state_io.check_finite_history(path, arrays, names)
+        model = state_io.resolve_learned_net(learned, path)
+        self.net.copy_from(model)
+        bad = nonfinite_params(self.net)
+        if bad:
+            layer, j = bad[0]
+            raise SolverError(
+                f"{path}: its weights {model} hold NaN or infinite values (layer "
+                f"'{layer}', parameter {j}{' and more' if len(bad) > 1 else ''}); "
+                "the run had diverged when it was saved: resume from an earlier "
+                "snapshot"
+            )
+        self.last_snapshot = model
         self.iter = iteration
         self.current_step = step
         for h, a in zip(self.history, arrays):
             self.ops.copy(self.ops.from_host(a), h)
-        sidecar = state_io.read_sidecar(path)
         if sidecar is not None:
             self._apply_sidecar(sidecar, path)
+        else:
+            log.warning(
+                "%s has no caffepy sidecar (%s): resuming restores the weights and "
+                "the solver history but not the random state or the data cursors, "
+                "so the run will not be bit-identical to an uninterrupted one",
+                path,
+                os.path.basename(state_io.sidecar_path(path)),
+            )
         log.info("Restored solver state from %s (iteration %d)", path, self.iter)
 
     def _check_h5_history(
@@ -234,6 +318,17 @@ class Snapshotting:
                     f"{list(arr.shape)} but the parameter has shape {list(shape)}"
                 )
         return [a.astype(self.dtype, copy=False) for a in history]
+
+    def _check_sidecar_type(self, sidecar: dict[str, Any] | None, path: str) -> None:
+        """Refuse a state whose sidecar says another update rule wrote it."""
+        saved = (sidecar or {}).get("solver_type")
+        if saved and self.type_name and saved != self.type_name:
+            raise SolverError(
+                f"{path}: the state was written by a {saved} solver (its sidecar "
+                f"says so) but this is a {self.type_name} solver; resume with "
+                f'type: "{saved}", or start anew from its .caffemodel with '
+                "--weights"
+            )
 
     def _apply_sidecar(self, sidecar: dict[str, Any], path: str) -> None:
         where = state_io.sidecar_path(path)

@@ -48,6 +48,7 @@ from caffepy.solvers.display import log_iteration, log_outputs, loss_weights
 from caffepy.solvers.divergence import diagnose, nonfinite_params
 from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
 from caffepy.solvers.snapshot import Snapshotting
+from caffepy.solvers.validate import check_solver_numbers
 from caffepy.tools import netsurgery
 
 log = logging.getLogger("caffepy")
@@ -185,6 +186,7 @@ class Solver(Snapshotting, PycaffeSolverMixin):
     # -- construction ----------------------------------------------------------------
     def _check_param(self) -> None:
         p = self.param
+        check_solver_numbers(self)
         if p.average_loss < 1:
             raise SolverError(f"average_loss must be >= 1; got {p.average_loss}")
         if p.iter_size < 1:

@@ -15,11 +15,16 @@ The sidecar is optional on restore (Caffe's own snapshots have none).
 import json
 import logging
 import os
+import re
 
 import numpy as np
 
-from caffepy.errors import SolverError
-from caffepy.io.atomic import atomic_write_bytes, atomic_write_text
+from caffepy.errors import InputFileError, SolverError
+from caffepy.io.atomic import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_regular_bytes,
+)
 from caffepy.io.blobproto import array_from_proto, proto_from_array, proto_shape
 
 log = logging.getLogger("caffepy")
@@ -55,8 +60,9 @@ def read_solverstate(path):
             "the matching .solverstate"
         )
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_regular_bytes(path, "solver state")
+    except InputFileError:
+        raise
     except OSError as err:
         raise SolverError(f"cannot read solver state {path}: {err.strerror}") from None
     state = caffe_pb2.SolverState()
@@ -161,10 +167,65 @@ def _shape_fits(proto, got, want):
     return False
 
 
+_ITER_IN_NAME = re.compile(r"_iter_(\d+)\.caffemodel(\.h5)?$")
+
+
+def check_state_numbers(path, iteration, current_step, learned_net):
+    """Refuse a state whose iteration or lr step is negative, that names no
+    weights, or whose weights file is named for another iteration.
+
+    Raises:
+        SolverError: naming the state file and the value received.
+    """
+    path = os.fspath(path)
+    if iteration < 0:
+        raise SolverError(
+            f"{path}: iter is {iteration}; a solver state's iteration is >= 0 (the "
+            "file is corrupt or was edited)"
+        )
+    if current_step < 0:
+        raise SolverError(
+            f"{path}: current_step is {current_step}; the lr policy's step is >= 0"
+        )
+    if not learned_net:
+        raise SolverError(
+            f"{path}: names no learned_net (the weights to resume from); resuming "
+            "would start from fresh random weights. Point --snapshot to a state a "
+            "snapshot wrote, or start with --weights"
+        )
+    m = _ITER_IN_NAME.search(os.fspath(learned_net))
+    if m and int(m.group(1)) != iteration:
+        raise SolverError(
+            f"{path}: the state is at iteration {iteration} but its learned_net "
+            f"{learned_net!r} is the snapshot of iteration {m.group(1)}; the "
+            "weights and the solver history would not belong together"
+        )
+
+
+def check_finite_history(path, arrays, names):
+    """Refuse history arrays holding NaN or inf (a state saved after the run
+    diverged).
+
+    Raises:
+        SolverError: naming the state and the first parameter affected.
+    """
+    for arr, name in zip(arrays, names):
+        if not np.isfinite(arr).all():
+            raise SolverError(
+                f"{os.fspath(path)}: the solver history of parameter {name} holds "
+                "NaN or infinite values; the run had diverged when it was saved: "
+                "resume from an earlier snapshot"
+            )
+
+
+def sidecar_bytes(payload):
+    """The JSON sidecar's bytes for ``payload`` (with the format version)."""
+    return json.dumps(dict(payload, version=SIDECAR_VERSION), indent=1).encode()
+
+
 def write_sidecar(state_path, payload):
     """Write the JSON sidecar next to ``state_path`` atomically."""
-    payload = dict(payload, version=SIDECAR_VERSION)
-    atomic_write_text(sidecar_path(state_path), json.dumps(payload, indent=1))
+    atomic_write_bytes(sidecar_path(state_path), sidecar_bytes(payload))
 
 
 def read_sidecar(state_path):

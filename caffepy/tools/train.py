@@ -9,6 +9,8 @@ signal handlers, solve and print a summary, as Caffe's ``tools/caffe.cpp``
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -66,6 +68,11 @@ def parse_lr_mults(items: Sequence[str]) -> list[tuple[str, float]]:
         if not sep:
             raise click.BadParameter(
                 f"expected PATTERN=MULT, got {item!r}", param_hint="--lr-mult"
+            )
+        if not math.isfinite(rules[-1][1]) or rules[-1][1] < 0:
+            raise click.BadParameter(
+                f"MULT must be a finite number >= 0 (0 freezes); got {item!r}",
+                param_hint="--lr-mult",
             )
     return rules
 
@@ -147,7 +154,9 @@ def run_training(
     if net_edit is not None:
         net_edit(inline_train_net(param))
     launch.prepare_ranks(param)
-    solver = get_solver(param, divergence_check=divergence_check)
+    solver = get_solver(
+        param, divergence_check=divergence_check, source=os.fspath(solver_path)
+    )
     for w in split_csv(weights):
         report = solver.net.copy_from(w)
         for net in solver.test_nets:

@@ -328,10 +328,10 @@ def test_convolution_fillers_and_shapes():
             "only be used for 2-D",
         ),
         (
-            "num_output: 2 kernel_size: 3",
+            "num_output: 2 kernel_size: 3 kernel_size: 3",
             (1, 2, 5, 5, 5),
-            UnsupportedError,
-            "3-D spatial convolution",
+            LayerError,
+            r"once per spatial axis \(3\), got 2",
         ),
         (
             "num_output: 2 kernel_size: 3 axis: 4",

@@ -105,7 +105,7 @@ def _setup(root, name, iter_size, max_iter=6, extra=""):
 
 
 def _caffepy(*args):
-    return [sys.executable, "-m", "caffepy.cli", *args]
+    return [sys.executable, "-c", "from caffepy.cli import main; main()", *args]
 
 
 def _run(cmd, cwd, timeout=240, **env):

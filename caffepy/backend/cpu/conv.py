@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from caffepy.backend.base import Array, ConvGeometry, Workspace
+from caffepy.backend.cpu import conv_nd as _nd
 from caffepy.kernels import blas as _blas
 from caffepy.kernels import im2col as _ic
 from caffepy.kernels import parallel as _pool
@@ -281,6 +282,8 @@ def _fused_args(pl: Plan, ws: Workspace, dtype, workers: int, nb: int):
 def conv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
     """See :meth:`caffepy.backend.base.Ops.conv_forward`."""
     ws.state.pop(_COLS_OF, None)
+    if len(geom.kernel) > 2:
+        return _nd.conv_forward(x, w, b, geom, y, ws)
     if _blas.AVAILABLE:
         _fused_forward(x, w, b, geom, y, ws)
     else:
@@ -292,6 +295,8 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
     cols_of = ws.state.pop(_COLS_OF, None)
     if dw is None and db is None and dx is None:
         return
+    if len(geom.kernel) > 2:
+        return _nd.conv_backward(x, dy, w, geom, dw, db, dx, ws)
     if _blas.AVAILABLE:
         _fused_backward(x, dy, w, geom, dw, db, dx, ws)
     else:
@@ -416,6 +421,8 @@ def _pool_backward(x, dy, w, geom, dw, db, dx, ws, reuse: bool) -> None:
 
 def deconv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
     """See :meth:`caffepy.backend.base.Ops.deconv_forward`."""
+    if len(geom.kernel) > 2:
+        return _nd.deconv_forward(x, w, b, geom, y, ws)
     run = _Pass(geom, ws, x.dtype)
     chunks = image_chunks(geom)
     x3, y4 = run.conv_out3(x), run.conv_in4(y)
@@ -435,6 +442,8 @@ def deconv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
 
 def deconv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> None:
     """See :meth:`caffepy.backend.base.Ops.deconv_backward`."""
+    if len(geom.kernel) > 2:
+        return _nd.deconv_backward(x, dy, w, geom, dw, db, dx, ws)
     if db is not None:
         db += dy.reshape(geom.num, geom.in_channels, -1).sum(axis=(0, 2))
     if dw is None and dx is None:
@@ -464,6 +473,8 @@ def deconv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> 
 
 def im2col(x, geom: ConvGeometry, col) -> None:
     """See :meth:`caffepy.backend.base.Ops.im2col`."""
+    if len(geom.kernel) > 2:
+        return _nd.im2col(x, geom, col)
     pl = plan(geom)
     x4 = x.reshape((geom.num, geom.in_channels) + pl.in_sp)
     _ic.im2col(x4, *pl.kernel_args, col.reshape((pl.rows, geom.num) + pl.out_sp))
@@ -471,6 +482,8 @@ def im2col(x, geom: ConvGeometry, col) -> None:
 
 def col2im(col, geom: ConvGeometry, x) -> None:
     """See :meth:`caffepy.backend.base.Ops.col2im`."""
+    if len(geom.kernel) > 2:
+        return _nd.col2im(col, geom, x)
     pl = plan(geom)
     x4 = x.reshape((geom.num, geom.in_channels) + pl.in_sp)
     _ic.col2im(col.reshape((pl.rows, geom.num) + pl.out_sp), *pl.kernel_args, x4)

@@ -237,6 +237,37 @@ class VisionOps:
             (kh, kw), (ph, pw), (sh, sw) = geom.kernel, geom.pad, geom.stride
             _pk.ave_pool_backward(dy, kh, kw, ph, pw, sh, sw, dx)
 
+    def stochastic_pool_forward(
+        self,
+        x: Array,
+        geom: PoolGeometry,
+        rand: Array | None,
+        y: Array,
+        index: Array | None,
+    ) -> None:
+        (kh, kw), (sh, sw) = geom.kernel, geom.stride
+        x = np.ascontiguousarray(x)
+        if rand is None:
+            _pk.stochastic_pool_forward_test(x, kh, kw, sh, sw, y)
+        else:
+            _pk.stochastic_pool_forward_train(x, kh, kw, sh, sw, rand, y, index)
+
+    def stochastic_pool_backward(
+        self,
+        x: Array,
+        dy: Array,
+        geom: PoolGeometry,
+        index: Array | None,
+        dx: Array,
+    ) -> None:
+        dy = np.ascontiguousarray(dy)
+        if index is None:
+            (kh, kw), (sh, sw) = geom.kernel, geom.stride
+            x = np.ascontiguousarray(x)
+            _pk.stochastic_pool_backward_test(x, dy, kh, kw, sh, sw, dx)
+        else:
+            _pk.max_pool_backward(dy, index, dx)
+
     # -- embedding -----------------------------------------------------------------
     @staticmethod
     def _embed_index(x: Array, ws: Workspace) -> Array:

@@ -258,6 +258,13 @@ class CudaVisionOps(VisionInterface):
             launch(vision.ave_pool_backward, dx.size, dy.reshape(-1), *args,
                    dx.reshape(-1))  # fmt: skip
 
+    def stochastic_pool_forward(self, x, geom, rand, y, index) -> None:
+        # NOTE: stochastic pooling is rare: its op runs on the host.
+        on_host(self, "stochastic_pool_forward", x, geom, rand, y, index)
+
+    def stochastic_pool_backward(self, x, dy, geom, index, dx) -> None:
+        on_host(self, "stochastic_pool_backward", x, dy, geom, index, dx)
+
     # -- embedding -----------------------------------------------------------------
     def embed_forward(
         self, x: Array, w: Array, b: Array | None, y: Array, ws: Workspace

@@ -230,6 +230,55 @@ class VisionInterface(MemoryInterface):
         """
         raise NotImplementedError
 
+    def stochastic_pool_forward(
+        self,
+        x: Array,
+        geom: PoolGeometry,
+        rand: Array | None,
+        y: Array,
+        index: Array | None,
+    ) -> None:
+        """Stochastic pooling (Caffe's GPU kernels), windows without padding.
+
+        TRAIN (``rand`` given): each window's element is sampled with probability
+        proportional to its value, the first whose running sum reaches
+        ``rand * sum(window)``. TEST (``rand`` None): the probability-weighted
+        average ``sum(x^2) / (FLT_MIN + sum(x))``.
+
+        Args:
+            x: (N, C, H, W) non-negative input.
+            geom: kernel, stride and pooled size (pad is 0).
+            rand: TRAIN: (N, C, PH, PW) uniform draws in [0, 1); TEST: None.
+            y: (N, C, PH, PW), assigned.
+            index: TRAIN: y's shape, int32, assigned the sampled flat index
+                ``h * W + w`` into the input plane; TEST: None.
+        """
+        raise NotImplementedError
+
+    def stochastic_pool_backward(
+        self,
+        x: Array,
+        dy: Array,
+        geom: PoolGeometry,
+        index: Array | None,
+        dx: Array,
+    ) -> None:
+        """Gradient of :meth:`stochastic_pool_forward`.
+
+        TRAIN (``index`` given): dy goes to the sampled element (summed where
+        windows share one), as Caffe's ``StoPoolBackward``. TEST (``index``
+        None): the gradient of the weighted average,
+        ``(2 x_i S - Q) / S^2`` per window (Q = sum x^2, S = FLT_MIN + sum x).
+
+        Args:
+            x: (N, C, H, W) the forward's input (read in TEST only).
+            dy: (N, C, PH, PW) gradient of the output.
+            geom: as in :meth:`stochastic_pool_forward`.
+            index: the forward's sampled indices (TRAIN), or None (TEST).
+            dx: (N, C, H, W), assigned.
+        """
+        raise NotImplementedError
+
     def embed_forward(
         self, x: Array, w: Array, b: Array | None, y: Array, ws: Workspace
     ) -> None:

@@ -33,6 +33,12 @@ class PowerLayer(InPlaceNeuron):
         self.power = float(param.power)
         self.scale = float(param.scale)
         self.shift = float(param.shift)
+        for field in ("power", "scale", "shift"):
+            if not math.isfinite(getattr(self, field)):
+                raise LayerError(
+                    self,
+                    f"power_param.{field} must be finite; got {getattr(self, field)}",
+                )
         self.diff_scale = self.power * self.scale
 
     def _reads_input(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from caffepy import backend
 from caffepy.backend.base import ConvGeometry
-from caffepy.errors import LayerError, ShapeError, UnsupportedError
+from caffepy.errors import LayerError, ShapeError
 from caffepy.kernels.im2col import conv_out_size, deconv_out_size
 from caffepy.layer import Layer, canonical_axis, want_param
 from caffepy.layers.vision.params import check_param_shapes
@@ -56,12 +56,6 @@ class BaseConvolutionLayer(Layer):
             raise LayerError(self, f"group must be >= 1, got {self.group}")
         self.axis = canonical_axis(self, bottom[0], p.axis)
         self.num_spatial = bottom[0].num_axes - self.axis - 1
-        if self.num_spatial > 2:
-            raise UnsupportedError(
-                f"{self.type} layer '{self.name}': {self.num_spatial}-D spatial "
-                f"convolution (bottom shape {bottom[0].shape}, axis {self.axis}) is "
-                "not supported; caffepy convolves over 1 or 2 spatial axes"
-            )
         self.kernel = self._geometry(p, "kernel_size", "kernel", None)
         self.stride = self._geometry(p, "stride", "stride", _CONV_DEFAULT_STRIDE)
         self.pad = self._geometry(p, "pad", "pad", _CONV_DEFAULT_PAD)
@@ -213,7 +207,7 @@ class BaseConvolutionLayer(Layer):
 
 @register_layer("Convolution")
 class ConvolutionLayer(BaseConvolutionLayer):
-    """2-D (and 1-D) convolution, Caffe's cross-correlation with groups.
+    """N-D convolution (1-D, 2-D, 3-D, ...), Caffe's cross-correlation with groups.
 
     ``y[n, m, i, j] = b[m] + sum_{c in group(m), ki, kj}
     W[m, c', ki, kj] * x[n, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]``
@@ -223,11 +217,12 @@ class ConvolutionLayer(BaseConvolutionLayer):
     (true), ``kernel_size`` / ``pad`` (0) / ``stride`` (1) / ``dilation`` (1), each
     given once for all spatial axes or once per axis, or the 2-D ``kernel_h/_w``,
     ``pad_h/_w``, ``stride_h/_w``; ``group`` (1): channels split into groups that
-    convolve separately; ``axis`` (1): the channel axis, later axes are spatial
-    (1 or 2 of them; 3-D convolution raises UnsupportedError); ``weight_filler``,
-    ``bias_filler`` (constant 0).
+    convolve separately; ``axis`` (1): the channel axis, every later axis is
+    spatial (3-D convolution on 5-D blobs N x C x D x H x W, and beyond);
+    ``weight_filler``, ``bias_filler`` (constant 0).
 
-    Blobs: weight (num_output, C/group, kh, kw); bias (num_output,).
+    Blobs: weight (num_output, C/group, *kernel), e.g. (num_output, C/group, kh,
+    kw); bias (num_output,).
     Bottoms/tops: any number of pairs sharing the weights; bottom
     (N, C, H, W) -> top (N, num_output, oh, ow),
     ``oh = (H + 2*ph - (dh*(kh-1)+1)) // sh + 1``.

@@ -17,7 +17,9 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     Parameters: as Convolution (``convolution_param``), with the roles of input
     and output swapped.
 
-    Blobs: weight (C, num_output/group, kh, kw); bias (num_output,).
+    Any number of spatial axes, as Convolution (3-D on 5-D blobs).
+
+    Blobs: weight (C, num_output/group, *kernel); bias (num_output,).
     Bottoms/tops: pairs; bottom (N, C, H, W) -> top (N, num_output, oh, ow),
     ``oh = sh*(H-1) + dh*(kh-1)+1 - 2*ph``.
 

@@ -1,0 +1,5 @@
+"""``python -m caffepy.cli``: the ``caffepy`` command."""
+
+from caffepy.cli import main
+
+main()
