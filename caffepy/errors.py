@@ -126,6 +126,7 @@ class Terminated(CaffepyError):
     """The process received SIGTERM before training could stop cleanly."""
 
     exit_status = 143
+    _in_layer = True  # (not about the layer that was running)
 
 
 _EXPECTED = (CaffepyError, OSError, MemoryError)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from caffepy import netdebug
 from caffepy.blob import Blob
 from caffepy.errors import (
     CaffepyError,
@@ -102,6 +103,9 @@ class Net(PycaffeNetMixin):
         self.phase = state.phase
         self.name = param.name
         self.param = param
+        #: Caffe's debug_info: log each layer's mean |data| / |diff| (netdebug.py);
+        #: a solver turns it on for its train net on display iterations.
+        self.debug_info = bool(param.debug_info)
         filtered = filter_net(param, state)
         if not len(filtered.layer):
             raise NetError(
@@ -178,6 +182,10 @@ class Net(PycaffeNetMixin):
 
     def _init_containers(self):
         self.layers = []
+        #: every layer's name in net order; Caffe allows duplicates, and the
+        #: name-keyed dicts (layer_dict, params, top_names) keep the last layer of
+        #: a name at the position of the first, as pycaffe's
+        self._names = []
         self.layer_dict = OrderedDict()
         self.layer_param = []
         self.blobs = OrderedDict()
@@ -210,6 +218,7 @@ class Net(PycaffeNetMixin):
         for tname in lp.top:
             state.blob_need_backward[tname] = need
         self.layers.append(layer)
+        self._names.append(lp.name)
         self.layer_dict[lp.name] = layer
         self.layer_param.append(lp)
         self.bottom_vecs.append(bottoms)
@@ -220,8 +229,6 @@ class Net(PycaffeNetMixin):
         self.layer_need_backward.append(need)
 
     def _create_layer(self, lp):
-        if lp.name in self.layer_dict:
-            raise NetError(f"two layers are named '{lp.name}'{self._where(lp.name)}")
         loc = self._where(lp.name)[2:-1]
         where = f"layer '{lp.name}'" + (f" at {loc}" if loc else "")
         return create_layer(lp, self.phase, self.dtype, where)
@@ -386,7 +393,7 @@ class Net(PycaffeNetMixin):
         if not log.isEnabledFor(logging.DEBUG):
             return
         for li, layer in enumerate(self.layers):
-            for tname, top in zip(self.top_names[layer.name], self.top_vecs[li]):
+            for tname, top in zip(self.layer_param[li].top, self.top_vecs[li]):
                 log.debug("Top shape: %s %s", tname, top.shape)
             if not self.layer_need_backward[li]:
                 log.debug("%s does not need backward computation.", layer.name)
@@ -397,7 +404,7 @@ class Net(PycaffeNetMixin):
             return default
         if name not in self.layer_dict:
             raise NetError(f"no layer named '{name}' in net '{self.name}'")
-        return list(self.layer_dict).index(name)
+        return self._names.index(name)
 
     def forward_from_to(self, start=0, end=None):
         end = len(self.layers) - 1 if end is None else end
@@ -406,6 +413,8 @@ class Net(PycaffeNetMixin):
         try:
             for li in range(start, end + 1):
                 loss += self.layers[li].Forward(self.bottom_vecs[li], self.top_vecs[li])
+                if self.debug_info:
+                    netdebug.forward_debug_info(self, li)
         except CaffepyError as err:
             self._add_context(err, self.layers[li], self.layer_param[li])
             raise
@@ -422,6 +431,8 @@ class Net(PycaffeNetMixin):
                         self.bottom_need_backward[li],
                         self.bottom_vecs[li],
                     )
+                    if self.debug_info:
+                        netdebug.backward_debug_info(self, li)
         except CaffepyError as err:
             self._add_context(err, self.layers[li], self.layer_param[li])
             raise
@@ -431,11 +442,14 @@ class Net(PycaffeNetMixin):
         return self.forward_from_to()
 
     def backward_prefilled(self):
+        """Caffe's Net::Backward: every layer, then (debug_info) the norms."""
         self.backward_from_to()
+        if self.debug_info:
+            netdebug.params_debug_info(self)
 
     def forward_backward(self):
         loss = self.forward_from_to()
-        self.backward_from_to()
+        self.backward_prefilled()
         return loss
 
     def clear_param_diffs(self):
@@ -502,7 +516,7 @@ class Net(PycaffeNetMixin):
 
     @property
     def layer_names(self):
-        return list(self.layer_dict)
+        return list(self._names)
 
     @property
     def _layer_names(self):  # pycaffe

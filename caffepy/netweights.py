@@ -39,8 +39,9 @@ def copy_trained_layers(net: Any, weights: Any) -> dict:
     else:
         source = "<NetParameter>"
     copied, ignored = [], []
+    first = _first_layers(net)
     for src in weights.layer:
-        target = net.layer_dict.get(src.name)
+        target = first.get(src.name)
         if target is None:
             if src.blobs:
                 log.info("Ignoring source layer %s", src.name)
@@ -77,10 +78,14 @@ def copy_trained_layers(net: Any, weights: Any) -> dict:
 
 def share_trained_layers(net: Any, other: Any) -> None:
     """Caffe's ShareTrainedLayersWith: ``net``'s parameter blobs of each layer
-    also in ``other`` (same name) use ``other``'s data memory; shapes must match."""
-    for name, layer in net.layer_dict.items():
-        src = other.layer_dict.get(name)
-        if src is None or not len(layer.blobs):
+    also in ``other`` (same name) use ``other``'s data memory; shapes must match.
+
+    As Caffe, each source layer goes to the first layer of its name in ``net``
+    (where names repeat, the last source layer of a name wins)."""
+    first = _first_layers(net)
+    for name, src in zip(other.layer_names, other.layers):
+        layer = first.get(name)
+        if layer is None or not len(layer.blobs):
             continue
         if len(src.blobs) != len(layer.blobs):
             raise NetError(
@@ -94,6 +99,15 @@ def share_trained_layers(net: Any, other: Any) -> None:
                     f"{theirs.shape} with {mine.shape}"
                 )
             mine.share_data(theirs)
+
+
+def _first_layers(net: Any) -> dict[str, Any]:
+    """Layer name -> the first layer of that name (Caffe's CopyTrainedLayersFrom
+    searches the target's names from the start; names may repeat)."""
+    first: dict[str, Any] = {}
+    for name, layer in zip(net.layer_names, net.layers):
+        first.setdefault(name, layer)
+    return first
 
 
 def _shapes_match(bp, proto_dims, blob_shape):

@@ -9,7 +9,6 @@ _CREATORS = {}
 #: Types BVLC Caffe knows that caffepy does not implement yet.
 UNSUPPORTED_LAYERS = {
     "Recurrent",
-    "WindowData",
     "ImageData_Multi",
 }
 

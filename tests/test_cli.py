@@ -177,3 +177,50 @@ def test_importing_the_proto_package_spawns_no_process(monkeypatch):
         monkeypatch.undo()
         importlib.reload(caffepy.proto)
     assert caffepy.proto.caffe_pb2.NetParameter
+
+
+def test_cli_package_modules_stay_small():
+    from pathlib import Path
+
+    import caffepy.cli
+
+    folder = Path(caffepy.cli.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert {"__init__.py", "__main__.py", "train.py", "model.py"} <= set(sizes)
+    assert max(sizes.values()) <= 600, sizes
+
+
+def test_pycaffe_tools_are_commands():
+    names = set(cli.commands)
+    assert {"classify", "detect", "extract_features"} <= names
+    res = CliRunner().invoke(cli, ["detect", "--help"])
+    assert "--crop_mode [list|selective_search]" in res.output
+
+
+def test_draw_net_display_lrm(tmp_path):
+    model = tmp_path / "net.prototxt"
+    model.write_text(
+        'layer { name: "in" type: "Input" top: "x"\n'
+        "  input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }\n"
+        'layer { name: "conv" type: "Convolution" bottom: "x" top: "c"\n'
+        "  param { lr_mult: 0.5 } param { lr_mult: 0 }\n"
+        "  convolution_param { num_output: 2 kernel_size: 3 } }\n"
+        'layer { name: "frozen" type: "InnerProduct" bottom: "c" top: "f"\n'
+        "  param { lr_mult: 0 } param { lr_mult: 0 }\n"
+        "  inner_product_param { num_output: 2 } }\n"
+        'layer { name: "ip" type: "InnerProduct" bottom: "f" top: "y"\n'
+        "  inner_product_param { num_output: 2 } }\n"
+    )
+    labels = {}
+    for flag in ([], ["--display_lrm"]):
+        out = tmp_path / f"net{len(flag)}.dot"
+        res = CliRunner().invoke(cli, ["draw_net", str(model), str(out), *flag])
+        assert res.exit_code == 0, res.output
+        for line in out.read_text().splitlines():
+            if "label=" in line and "(" in line:
+                name = line.split('label="')[1].split("\\n")[0]
+                labels[name, bool(flag)] = line
+    assert not any("lr mult" in v for (_, on), v in labels.items() if not on)
+    assert "lr mult: 0.5, 0.0" in labels["conv", True]
+    assert "lr mult" not in labels["frozen", True]  # both 0: no line, as pycaffe
+    assert "lr mult: 1.0, 1.0" in labels["ip", True]  # unset: 1

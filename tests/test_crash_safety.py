@@ -342,5 +342,78 @@ def test_signals_with_effect_none_are_ignored(tmp_path):
     run.wait_for(r"Iteration \d+", after=j + 1)
     assert run.proc.poll() is None
     assert not snapshots(tmp_path)
+    run.signal(signal.SIGKILL)
+    assert run.finish() == -signal.SIGKILL
+
+
+# -- SIGTERM, shared prefixes ----------------------------------------------------------------
+def _no_temp_files(folder):
+    return [p.name for p in Path(folder).rglob("*.tmp")]
+
+
+def test_sigterm_snapshots_then_stops(tmp_path):
+    run = _signal_run(tmp_path)  # default: --sigterm_effect snapshot
+    run.wait_for(r"Iteration [1-9]\d+")
     run.signal(signal.SIGTERM)
-    assert run.finish() == -signal.SIGTERM
+    assert run.finish() == 0, run.text()
+    assert "SIGTERM received: will snapshot and stop" in run.text()
+    assert "Optimization stopped early" in run.text()
+    found = check_snapshots(tmp_path)
+    assert len(found) == 1 and 0 < min(found) < 1000000
+    assert not _no_temp_files(tmp_path)
+
+
+def test_sigterm_none_is_ignored_and_stop_stops(tmp_path):
+    run = _signal_run(tmp_path, "--sigterm_effect", "none")
+    i = run.wait_for(r"Iteration [1-9]\d+")
+    run.signal(signal.SIGTERM)
+    run.wait_for(r"Iteration \d+", after=i + 1)
+    assert run.proc.poll() is None
+    run.signal(signal.SIGKILL)
+    run.finish()
+    assert not snapshots(tmp_path)
+
+
+def test_sigterm_while_building_ends_in_one_line(tmp_path):
+    mlp_training(tmp_path, max_iter=10)
+    # a Python layer that sleeps in setup holds the run before training starts
+    (tmp_path / "slow_layer.py").write_text(
+        "import time\nimport caffepy\n\n\nclass Slow(caffepy.Layer):\n"
+        "    def setup(self, bottom, top):\n"
+        "        print('SETUP', flush=True, file=__import__('sys').stderr)\n"
+        "        time.sleep(30)\n\n"
+        "    def reshape(self, bottom, top):\n        top[0].reshape(*bottom[0].shape)\n"
+        "\n    def forward(self, bottom, top):\n        top[0].data[...] = bottom[0].data\n"
+        "\n    def backward(self, top, propagate_down, bottom):\n        pass\n"
+    )
+    net = (tmp_path / "net.prototxt").read_text()
+    net += (
+        'layer { name: "slow" type: "Python" bottom: "data" top: "slow" '
+        'python_param { module: "slow_layer" layer: "Slow" } }\n'
+    )
+    (tmp_path / "net.prototxt").write_text(net)
+    run = Training(tmp_path, env=cli_env([tmp_path]))
+    if run.wait_for("^SETUP") is None:
+        pytest.fail(run.text())
+    run.signal(signal.SIGTERM)
+    assert run.finish() == 143, run.text()
+    assert "Traceback" not in run.text()
+    assert run.lines[-2].startswith("caffepy: error: terminated by SIGTERM"), run.text()
+    assert not _no_temp_files(tmp_path)
+
+
+def test_a_prefix_in_use_by_a_live_run_is_refused(tmp_path):
+    first = _signal_run(tmp_path)
+    first.wait_for(r"Iteration [1-9]\d+")
+    second = Training(tmp_path)
+    assert second.finish() == 1, second.text()
+    line = [x for x in second.lines if x and x.startswith("caffepy: error:")]
+    assert len(line) == 1 and "'snap/mlp' is in use by another running" in line[0]
+    assert f"process {first.proc.pid}" in line[0]
+    assert first.proc.poll() is None  # the first run goes on
+    first.signal(signal.SIGKILL)  # a crash leaves no stuck lock
+    first.finish()
+    third = Training(tmp_path)
+    third.wait_for(r"Iteration [1-9]\d+")
+    third.signal(signal.SIGINT)
+    assert third.finish() == 0, third.text()

@@ -31,6 +31,7 @@ NO_GRADIENT = {
     "ImageData": "a source: no bottoms to differentiate",
     "Input": "a source: no bottoms to differentiate",
     "MemoryData": "a source: no bottoms to differentiate",
+    "WindowData": "a source: no bottoms (tests/data/test_window_data.py)",
     "Silence": "no tops: its backward only zeroes bottom diffs",
     "Python": "the user's layer: its backward is the user's to check",
 }

@@ -91,8 +91,10 @@ def test_unknown_layer_type_suggests(tmp_path):
 
 
 def test_unsupported_caffe_layer_is_named():
-    p = net_param('layer { name: "l" type: "WindowData" }')
-    with pytest.raises(UnsupportedError, match="'WindowData'.*does not support yet"):
+    p = net_param('layer { name: "l" type: "ImageData_Multi" }')
+    with pytest.raises(
+        UnsupportedError, match="'ImageData_Multi'.*does not support yet"
+    ):
         Net(param=p, phase=caffepy.TRAIN)
 
 

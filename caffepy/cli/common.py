@@ -19,3 +19,13 @@ def gpu_option(f):
 def split_csv(value):
     """``"a,b,,c"`` -> ``["a", "b", "c"]``; ``None`` or ``""`` -> ``[]``."""
     return [v for v in (value or "").split(",") if v]
+
+
+def device_option(f):
+    """Add ``--gpu ID`` to a command that runs a net without a solver."""
+    return click.option(
+        "--gpu",
+        type=GpuId(),
+        default=None,
+        help="Run on this GPU (default: the CPU).",
+    )(f)

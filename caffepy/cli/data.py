@@ -1,8 +1,10 @@
-"""Data commands: ``convert_imageset``, ``compute_image_mean`` and ``data``."""
+"""Data commands: ``convert_imageset``, ``compute_image_mean``, ``data`` and
+``extract_features``."""
 
 import click
 
 from caffepy.cli import cli
+from caffepy.cli.common import device_option, split_csv
 
 
 @cli.command("convert_imageset")
@@ -103,3 +105,31 @@ def data_cifar100(out_dir, source, backend, limit, label):
 
     result = convert_cifar100(source or out_dir, out_dir, backend, limit, label)
     click.echo(format_result("CIFAR-100", result))
+
+
+@cli.command("extract_features")
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("blobs", metavar="BLOB1[,BLOB2...]")
+@click.argument("dbs", metavar="DB1[,DB2...]")
+@click.argument("num_mini_batches", type=click.IntRange(min=0))
+@click.option(
+    "--backend",
+    default="lmdb",
+    type=click.Choice(["lmdb", "leveldb"]),
+    show_default=True,
+    help="The databases' format.",
+)
+@device_option
+@click.option("--threads", type=int, default=0, help="CPU threads (default: all).")
+def extract_features_cmd(weights, model, blobs, dbs, num_mini_batches, **options):
+    """Forward a net (TEST phase) NUM_MINI_BATCHES times and store each item of
+    each named blob as a Datum (float_data) record of a new database, keys
+    0000000000, 0000000001, ... (Caffe's extract_features)."""
+    from caffepy.tools.extract_features import extract_features, format_counts
+
+    names = split_csv(blobs)
+    counts = extract_features(
+        weights, model, names, split_csv(dbs), num_mini_batches, **options
+    )
+    click.echo(format_counts(counts, names))

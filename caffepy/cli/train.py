@@ -43,6 +43,14 @@ def _train_options(f):
         help="What Ctrl-C (SIGINT) does.",
     )(f)
     f = click.option(
+        "--sigterm_effect",
+        type=_EFFECTS,
+        default="snapshot",
+        show_default=True,
+        help="What SIGTERM (kill, docker stop, SLURM) does; it always ends the "
+        "run: 'snapshot' snapshots first, 'stop' keeps only snapshot_after_train.",
+    )(f)
+    f = click.option(
         "--no-progress",
         is_flag=True,
         help="No progress bar (it only shows on a terminal anyway).",
@@ -53,6 +61,7 @@ def _train_options(f):
 def _training(
     sigint_effect,
     sighup_effect,
+    sigterm_effect,
     level,
     stage,
     threads,
@@ -64,6 +73,7 @@ def _training(
     return dict(
         sigint_effect=sigint_effect,
         sighup_effect=sighup_effect,
+        sigterm_effect=sigterm_effect,
         level=level,
         stages=split_csv(stage),
         threads=threads,

@@ -128,7 +128,7 @@ class AtomicGroup:
         """Stage ``data`` for ``path`` (flushed and fsynced); return the temp."""
 
         def write(tmp: str) -> None:
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -59,11 +59,11 @@ class PycaffeNetMixin:
 
     def _top_ids(self, i: int) -> list[int]:
         """Blob indices of layer ``i``'s tops."""
-        return self._blob_index(self.top_names[self.layers[i].name])
+        return self._blob_index(list(self.layer_param[i].top))
 
     def _bottom_ids(self, i: int) -> list[int]:
         """Blob indices of layer ``i``'s bottoms."""
-        return self._blob_index(self.bottom_names[self.layers[i].name])
+        return self._blob_index(list(self.layer_param[i].bottom))
 
     def _forward(self, start: int, end: int) -> float:
         """Forward layers ``start..end`` (indices, inclusive); the loss."""
@@ -82,8 +82,8 @@ class PycaffeNetMixin:
         """Blob name -> the loss weight on it (0 for blobs that are no loss), as
         Caffe's ``blob_loss_weights``: the weight of the last layer writing it."""
         weights = OrderedDict((name, 0.0) for name in self.blobs)
-        for layer in self.layers:
-            for j, name in enumerate(self.top_names[layer.name]):
+        for layer, lp in zip(self.layers, self.layer_param):
+            for j, name in enumerate(lp.top):
                 lw = layer.loss_weights
                 weights[name] = float(lw[j]) if j < len(lw) else 0.0
         return weights

@@ -19,8 +19,8 @@ def loss_weights(net: Any) -> dict[str, float]:
     """blob name -> loss weight of each top that carries one (Caffe's
     blob_loss_weights), taken from the layers' loss weights."""
     weights: dict[str, float] = {}
-    for layer in net.layers:
-        for tname, w in zip(net.top_names[layer.name], layer.loss_weights):
+    for layer, lp in zip(net.layers, net.layer_param):
+        for tname, w in zip(lp.top, layer.loss_weights):
             if w:
                 weights[tname] = weights.get(tname, 0.0) + float(w)
     return weights

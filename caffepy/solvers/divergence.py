@@ -30,7 +30,7 @@ def nonfinite_params(net):
 def _nonfinite_tops(net, li):
     """``[(top name, non-finite count, size)]`` of layer ``li``'s tops."""
     out = []
-    for name, blob in zip(net.top_names[net.layers[li].name], net.top_vecs[li]):
+    for name, blob in zip(net.layer_param[li].top, net.top_vecs[li]):
         data = np.asarray(blob.data)
         finite = np.isfinite(data)
         if not finite.all():

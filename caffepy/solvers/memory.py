@@ -13,7 +13,9 @@ def format_size(n: int) -> str:
         return f"{n / 2**30:.1f} GiB"
     if n >= 2**20:
         return f"{n / 2**20:.1f} MiB"
-    return f"{n / 1024:.0f} kB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} kB"
+    return f"{n} B"
 
 
 def available_memory() -> int | None:
@@ -56,8 +58,23 @@ def memory_estimate(nets: list[Any], arrays: list[Any]) -> int:
     return total
 
 
-def check_memory(need: int, type_name: str, log: Any) -> None:
-    """Log ``need`` and refuse it when it exceeds the available memory.
+def largest_layer(nets: list[Any]) -> tuple[str, str, int] | None:
+    """(name, type, bytes) of the layer whose tops and parameters take the most
+    bytes (by shape and dtype, without touching the buffers), or None."""
+    best = None
+    for net in nets:
+        for layer, tops in zip(net.layers, net.top_vecs):
+            size = sum(b.count * b.dtype.itemsize for b in [*tops, *layer.blobs])
+            if best is None or size > best[2]:
+                best = (layer.name, layer.type, size)
+    return best
+
+
+def check_memory(
+    need: int, type_name: str, log: Any, nets: list[Any] | None = None
+) -> None:
+    """Log ``need`` and refuse it when it exceeds the available memory, naming
+    the largest layer of ``nets``.
 
     Raises:
         ResourceError: ``need`` bytes do not fit in MemAvailable.
@@ -65,9 +82,16 @@ def check_memory(need: int, type_name: str, log: Any) -> None:
     available = available_memory()
     log.info("Memory: the nets and solver need at least %s", format_size(need))
     if available is not None and need > available:
+        big = largest_layer(nets or [])
+        where = (
+            f"; the largest layer is {big[1]} layer '{big[0]}' ({format_size(big[2])}"
+            " of outputs and parameters)"
+            if big
+            else ""
+        )
         raise ResourceError(
             f"training this net needs at least {format_size(need)} (blobs, "
             f"gradients, parameters and {type_name} solver history) but only "
             f"{format_size(available)} of memory is available; reduce batch_size "
-            "(or the test nets' batch size), or free memory"
+            f"(or the test nets' batch size), or free memory{where}"
         )

@@ -129,7 +129,6 @@ class Snapshotting:
         suffix = ".h5" if use_h5 else ""
         model_file = self.snapshot_filename(".caffemodel" + suffix)
         state_file = self.snapshot_filename(".solverstate" + suffix)
-        self.lock_snapshot_prefix()
         if not self._temp_files_cleaned:
             self._temp_files_cleaned = True
             remove_stale_temp_files(p.snapshot_prefix)
@@ -250,6 +249,7 @@ class Snapshotting:
                 net and the update rule; a sidecar that is not valid.
         """
         path = os.fspath(path)
+        check_input_file(path, "solver state")
         n = len(self._params)
         shapes = [b.shape for b in self._params] * self.history_sets
         names = self._param_names * self.history_sets
@@ -271,6 +271,7 @@ class Snapshotting:
         self._check_sidecar_type(sidecar, path)
         state_io.check_finite_history(path, arrays, names)
         model = state_io.resolve_learned_net(learned, path)
+        state_io.check_sidecar_crc(sidecar, path, model)
         self.net.copy_from(model)
         bad = nonfinite_params(self.net)
         if bad:

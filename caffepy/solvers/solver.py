@@ -181,7 +181,12 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         self._temp_files_cleaned = False
         self._init_buffers()
         if memory_check:
-            memory.check_memory(self.memory_estimate(), self.type_name, log)
+            memory.check_memory(
+                self.memory_estimate(),
+                self.type_name,
+                log,
+                nets=[self.net, *self.test_nets],
+            )
 
     # -- construction ----------------------------------------------------------------
     def _check_param(self) -> None:
@@ -349,6 +354,8 @@ class Solver(Snapshotting, PycaffeSolverMixin):
             for on_start, _ in self._pycaffe_callbacks:
                 on_start()
             display = bool(p.display) and self.iter % p.display == 0
+            # Caffe: the train net logs debug_info on display iterations only.
+            net.debug_info = display and bool(p.debug_info)
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += net.forward_backward()

@@ -22,7 +22,7 @@ import numpy as np
 from caffepy.errors import InputFileError, SolverError
 from caffepy.io.atomic import (
     atomic_write_bytes,
-    atomic_write_text,
+    file_crc32,
     read_regular_bytes,
 )
 from caffepy.io.blobproto import array_from_proto, proto_from_array, proto_shape
@@ -215,6 +215,30 @@ def check_finite_history(path, arrays, names):
                 f"{os.fspath(path)}: the solver history of parameter {name} holds "
                 "NaN or infinite values; the run had diverged when it was saved: "
                 "resume from an earlier snapshot"
+            )
+
+
+def check_sidecar_crc(sidecar, state_path, model_path):
+    """Refuse a snapshot whose files do not belong together: the sidecar records
+    the CRC-32 of the weights and of the state it was written with (a run killed
+    while overwriting a snapshot, or two runs sharing a prefix, leave a mix).
+
+    Raises:
+        SolverError: a file whose CRC differs from the sidecar's.
+    """
+    crcs = (sidecar or {}).get("crc32")
+    if not isinstance(crcs, dict):
+        return
+    for key, path in (("solverstate", state_path), ("learned_net", model_path)):
+        want = crcs.get(key)
+        if want is None:
+            continue
+        if file_crc32(path) != want:
+            raise SolverError(
+                f"{os.fspath(state_path)}: {path} is not the file its snapshot was "
+                f"written with (its CRC-32 differs from the one in "
+                f"{os.path.basename(sidecar_path(state_path))}); the snapshot's "
+                "files are a mix of two writes: resume from another snapshot"
             )
 
 

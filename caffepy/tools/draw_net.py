@@ -162,6 +162,17 @@ def layer_details(lp):
     return out
 
 
+def _lr_mult_lines(lp):
+    """pycaffe's ``lr mult: W, B`` line of a learning layer (none when both are
+    0, or for other layer types)."""
+    from caffepy.pycaffe.draw import get_layer_lr_mult
+
+    if lp.type not in ("Convolution", "Deconvolution", "InnerProduct"):
+        return []
+    w, b = get_layer_lr_mult(lp)
+    return [f"lr mult: {w:.1f}, {b:.1f}"] if w or b else []
+
+
 def _phase_tag(lp):
     phases = {r.phase for r in lp.include if r.HasField("phase")}
     if len(phases) == 1:
@@ -174,7 +185,7 @@ def _shape_text(shape):
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
-def net_graph(param, shapes=None, phase_tags=False):
+def net_graph(param, shapes=None, phase_tags=False, display_lrm=False):
     """The layer/blob graph of a NetParameter's layers (already filtered).
 
     Args:
@@ -183,12 +194,16 @@ def net_graph(param, shapes=None, phase_tags=False):
         phase_tags: label layers restricted to one phase with [TRAIN]/[TEST]
             (for the ALL phase), and let layers of different phases that write
             the same top name share its node.
+        display_lrm: add the weights' and bias' lr_mult to Convolution,
+            Deconvolution and InnerProduct layers (pycaffe's draw_net flag).
     """
     shapes = shapes or {}
     g = Graph(param.name or "net")
     current = {}  # blob name -> node id of its latest version
     for li, lp in enumerate(param.layer):
         lines = [lp.name, f"({lp.type})"] + layer_details(lp)
+        if display_lrm:
+            lines += _lr_mult_lines(lp)
         tag = _phase_tag(lp) if phase_tags else None
         if tag:
             lines.append(f"[{tag}]")
@@ -265,7 +280,7 @@ def _net_shapes(param, phase, input_shape):
     return shapes, None
 
 
-def build_graph(model, phase="TRAIN", input_shape=None, shapes=True):
+def build_graph(model, phase="TRAIN", input_shape=None, shapes=True, display_lrm=False):
     """(Graph, notes) for a net prototxt path or NetParameter in a phase
     (TRAIN, TEST or ALL: every layer, whatever its include rules)."""
     import caffepy
@@ -299,7 +314,8 @@ def build_graph(model, phase="TRAIN", input_shape=None, shapes=True):
         # by name are then ambiguous, so keep them only where one layer has the name
         names = [lp.name for lp in drawn.layer]
         found = {k: v for k, v in found.items() if names.count(k[0]) == 1}
-    return net_graph(drawn, found, phase_tags=phase == "ALL"), notes
+    graph = net_graph(drawn, found, phase_tags=phase == "ALL", display_lrm=display_lrm)
+    return graph, notes
 
 
 # -- rendering ----------------------------------------------------------------------------
@@ -421,7 +437,15 @@ def _render_matplotlib(graph, out, rankdir, fmt):
     plt.close(fig)
 
 
-def draw_net(model, out, rankdir="LR", phase="TRAIN", input_shape=None, engine=None):
+def draw_net(
+    model,
+    out,
+    rankdir="LR",
+    phase="TRAIN",
+    input_shape=None,
+    engine=None,
+    display_lrm=False,
+):
     """Draw a net prototxt (or NetParameter) into ``out`` (.png, .svg, .pdf, .dot).
 
     Args:
@@ -429,6 +453,7 @@ def draw_net(model, out, rankdir="LR", phase="TRAIN", input_shape=None, engine=N
         phase: "TRAIN", "TEST" or "ALL".
         input_shape: (C, H, W) or (N, C, H, W) for data layers without a database.
         engine: "dot", "matplotlib" or None (dot when installed).
+        display_lrm: show the lr_mult of learning layers.
 
     Returns:
         (engine used, notes): notes say why shapes are missing, if they are.
@@ -440,7 +465,7 @@ def draw_net(model, out, rankdir="LR", phase="TRAIN", input_shape=None, engine=N
         )
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise CaffepyError(f"rankdir {rankdir!r}: expected LR or TB")
-    graph, notes = build_graph(model, phase, input_shape)
+    graph, notes = build_graph(model, phase, input_shape, display_lrm=display_lrm)
     dot_text = to_dot(graph, rankdir)
     if fmt == "dot":
         with open(out, "w", encoding="utf-8") as f:

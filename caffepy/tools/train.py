@@ -20,7 +20,7 @@ from caffepy.parallel.launch import ranked
 
 log = logging.getLogger("caffepy")
 
-#: What SIGINT or SIGHUP may do (Caffe's ``-sigint_effect``/``-sighup_effect``).
+#: What SIGINT, SIGHUP or SIGTERM may do (Caffe's ``-sigint_effect``/``-sighup_effect``).
 EFFECTS = ("stop", "snapshot", "none")
 
 
@@ -77,9 +77,19 @@ def parse_lr_mults(items: Sequence[str]) -> list[tuple[str, float]]:
     return rules
 
 
-def install_signals(solver: Any, sigint_effect: str, sighup_effect: str) -> None:
-    """Make SIGINT and SIGHUP ask the solver to stop or snapshot at the end of the
-    current iteration (or do nothing), as Caffe's ``SignalHandler``."""
+def install_signals(
+    solver: Any,
+    sigint_effect: str,
+    sighup_effect: str,
+    sigterm_effect: str = "snapshot",
+) -> None:
+    """Make SIGINT, SIGHUP and SIGTERM ask the solver to stop or snapshot at the
+    end of the current iteration (or do nothing), as Caffe's ``SignalHandler``.
+
+    SIGTERM (``kill``, ``docker stop``, SLURM, Kubernetes) always ends the run:
+    its ``snapshot`` effect snapshots, then stops; ``stop`` stops (with the
+    final snapshot of ``snapshot_after_train``).
+    """
     import signal
 
     def handler_for(effect, name):
@@ -91,9 +101,29 @@ def install_signals(solver: Any, sigint_effect: str, sighup_effect: str) -> None
 
         return handler
 
+    def on_sigterm(signum, frame):  # noqa: ARG001
+        if sigterm_effect == "none":
+            return
+        log.info(
+            "SIGTERM received: will %s at the end of this iteration",
+            "snapshot and stop" if sigterm_effect == "snapshot" else "stop",
+        )
+        if sigterm_effect == "snapshot" and not solver.param.snapshot_after_train:
+            solver.request_action("snapshot")
+        solver.request_action("stop")
+
     signal.signal(signal.SIGINT, handler_for(sigint_effect, "SIGINT"))
+    signal.signal(signal.SIGTERM, on_sigterm)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
+
+
+def _terminate_early(signum: int, frame: Any) -> None:  # noqa: ARG001
+    """SIGTERM before training started: end with one line (temporary files of
+    writes in progress are removed as the exception unwinds)."""
+    from caffepy.errors import Terminated
+
+    raise Terminated("terminated by SIGTERM before training started; nothing saved")
 
 
 @ranked
@@ -104,6 +134,7 @@ def run_training(
     *,
     sigint_effect: str = "stop",
     sighup_effect: str = "snapshot",
+    sigterm_effect: str = "snapshot",
     level: int = 0,
     stages: Sequence[str] = (),
     threads: int = 0,
@@ -125,12 +156,17 @@ def run_training(
     Under ``mpiexec -n N`` (N > 1) each rank runs this: see
     :mod:`caffepy.parallel.launch`.
     """
+    import signal
+
     from caffepy.parallel import launch
     from caffepy.solvers import get_solver, read_solver_param
+    from caffepy.solvers.snapshot import prefix_lock
     from caffepy.tools.device import set_threads, use_gpu
     from caffepy.tools.netsurgery import inline_train_net
     from caffepy.training import TrainingMonitor, weights_report
 
+    if sigterm_effect != "none":
+        signal.signal(signal.SIGTERM, _terminate_early)
     set_threads(threads)
     if divergence_check:
         import warnings
@@ -154,6 +190,9 @@ def run_training(
     if net_edit is not None:
         net_edit(inline_train_net(param))
     launch.prepare_ranks(param)
+    if launch.is_root() and (param.snapshot or param.snapshot_after_train):
+        # refuse a prefix another live run writes to, before building anything
+        prefix_lock(param.snapshot_prefix)
     solver = get_solver(
         param, divergence_check=divergence_check, source=os.fspath(solver_path)
     )
@@ -166,7 +205,7 @@ def run_training(
         solver.restore(snapshot)
     launch.start_ranks(solver)
     monitor = TrainingMonitor(solver, progress=progress and launch.is_root())
-    install_signals(solver, sigint_effect, sighup_effect)
+    install_signals(solver, sigint_effect, sighup_effect, sigterm_effect)
     log.info("Starting Optimization")
     solver.solve()
     monitor.close()

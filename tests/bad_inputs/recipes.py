@@ -236,7 +236,52 @@ def image(path, shape=(8, 8), corrupt=False):
     cv2.imwrite(path, _images(1, shape)[0])
 
 
+def edit_state(path, nan_history=False, **fields):
+    """Set ``fields`` (iter, learned_net, ...) of the solver state ``path`` (and
+    NaN in its first history blob with ``nan_history``); the sidecar's CRCs,
+    which would now tell, are dropped."""
+    import json
+
+    from caffepy.solvers import state as state_io
+
+    state = state_io.read_solverstate(path)
+    for key, value in fields.items():
+        setattr(state, key, value)
+    if nan_history:
+        state.history[0].data[0] = float("nan")
+    with open(path, "wb") as f:
+        f.write(state.SerializeToString())
+    side = path + ".caffepy.json"
+    if os.path.exists(side):
+        with open(side, encoding="utf-8") as f:
+            payload = json.load(f)
+        payload.pop("crc32", None)
+        with open(side, "w", encoding="utf-8") as f:
+            json.dump(payload, f)
+
+
+def fifo(path):
+    """A named pipe (reading it blocks until a writer comes)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    os.mkfifo(path)
+
+
+def folder(path):
+    """An empty directory."""
+    os.makedirs(path, exist_ok=True)
+
+
+def symlink(path, target):
+    """A symbolic link to ``target``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    os.symlink(target, path)
+
+
 RECIPES = {
+    "edit_state": edit_state,
+    "fifo": fifo,
+    "folder": folder,
+    "symlink": symlink,
     "lmdb": lmdb,
     "empty_lmdb": empty_lmdb,
     "corrupt_lmdb": corrupt_lmdb,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caffepy.blob import Blob
-from caffepy.errors import LayerError, ShapeError, UnsupportedError
+from caffepy.errors import LayerError, ShapeError
 from caffepy.layer import TEST, TRAIN
 from caffepy.testing import (
     GradientChecker,
@@ -677,11 +677,11 @@ def test_pooling_max_float32_keeps_dtype_and_first_max_wins():
     "params, ntop, shape, error, match",
     [
         (
-            "pool: STOCHASTIC kernel_size: 2",
+            "pool: STOCHASTIC kernel_size: 2 pad: 1",
             1,
             (1, 1, 4, 4),
-            UnsupportedError,
-            "STOCHASTIC",
+            LayerError,
+            "padding is implemented only for MAX and AVE",
         ),
         (
             "kernel_size: 2 pad: 2",

@@ -9,8 +9,9 @@
   to ``set_input_arrays``).
 - :mod:`~caffepy.layers.data.hdf5`: ``HDF5Data`` (rows of .h5 files a list
   names) and ``HDF5Output`` (bottoms written into a .h5 file).
+- :mod:`~caffepy.layers.data.window`: ``WindowData`` (R-CNN windows of images).
 
 Importing this package registers these layer types.
 """
 
-from caffepy.layers.data import hdf5, inputs, memory, prefetching  # noqa: F401
+from caffepy.layers.data import hdf5, inputs, memory, prefetching, window  # noqa: F401

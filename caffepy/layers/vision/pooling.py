@@ -1,26 +1,32 @@
-"""Pooling: max or average over windows of the spatial axes."""
+"""Pooling: max, average or stochastic over windows of the spatial axes."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from caffepy import backend
+from caffepy import rng as _rng
 from caffepy.backend.base import PoolGeometry
-from caffepy.errors import LayerError, ShapeError, UnsupportedError
-from caffepy.layer import Layer
+from caffepy.errors import LayerError, ShapeError
+from caffepy.layer import TRAIN, Layer
 from caffepy.registry import register_layer
 
 
 @register_layer("Pooling")
 class PoolingLayer(Layer):
-    """Max or average pooling over the spatial axes of (N, C, H, W).
+    """Max, average or stochastic pooling over the spatial axes of (N, C, H, W).
 
     MAX: ``y = max over the window clipped to the input``; an optional second top
     holds the argmax as a float flat index ``h*W + w`` into the input plane.
     AVE: ``y = sum over the clipped window / pool_size``, where pool_size is the
     window clipped to the *padded* input (padding counts; the part of a ceil-mode
     window beyond the padding does not), as Caffe.
+    STOCHASTIC (Caffe's GPU kernels; its CPU code aborts), on non-negative inputs,
+    without padding: TRAIN samples one element per window with probability
+    proportional to its value (uniform draws from :func:`caffepy.rng.get_rng`);
+    TEST gives the probability-weighted average ``sum(x^2) / sum(x)``.
 
-    Parameters (``pooling_param``): ``pool`` (MAX; STOCHASTIC raises
-    UnsupportedError); ``kernel_size`` or ``kernel_h``+``kernel_w`` (required
+    Parameters (``pooling_param``): ``pool`` (MAX, AVE or STOCHASTIC); ``kernel_size`` or ``kernel_h``+``kernel_w`` (required
     unless ``global_pooling``); ``pad`` (0) or ``pad_h``+``pad_w``, each < kernel;
     ``stride`` (1) or ``stride_h``+``stride_w``; ``global_pooling`` (false):
     kernel = H x W (pad must be 0 and stride 1); ``round_mode`` (CEIL) or FLOOR.
@@ -30,10 +36,19 @@ class PoolingLayer(Layer):
     starts inside the padded input. Likewise for the width.
 
     Gradient: MAX routes dy to the argmax (summing where windows share it); AVE
-    spreads dy/pool_size over the clipped window. The mask top has no gradient.
+    spreads dy/pool_size over the clipped window. STOCHASTIC: TRAIN routes dy to
+    the sampled element (as Caffe); TEST is the exact gradient of the weighted
+    average, ``(2 x_i S - Q) / S^2`` (Caffe's GPU code would reuse the last TRAIN
+    samples). The mask top has no gradient.
     """
 
-    uses_ops = ("pool_backward", "pool_forward")
+    uses_ops = (
+        "from_host",
+        "pool_backward",
+        "pool_forward",
+        "stochastic_pool_backward",
+        "stochastic_pool_forward",
+    )
 
     exact_num_bottom = 1
     min_num_top = 1
@@ -43,12 +58,7 @@ class PoolingLayer(Layer):
         p = self.layer_param.pooling_param
         P = type(p)
         self.pool = p.pool
-        if self.pool == P.STOCHASTIC:
-            raise UnsupportedError(
-                f"{self.type} layer '{self.name}': pool: STOCHASTIC is not supported; "
-                "use MAX or AVE"
-            )
-        if self.pool not in (P.MAX, P.AVE):
+        if self.pool not in (P.MAX, P.AVE, P.STOCHASTIC):
             raise LayerError(self, f"unknown pool method {self.pool}")
         if len(top) > 1 and self.pool != P.MAX:
             raise LayerError(
@@ -123,8 +133,15 @@ class PoolingLayer(Layer):
                 f"pad {list(self.pad)} must be smaller than the kernel "
                 f"{list(self.kernel)}",
             )
+        if self.pool == P.STOCHASTIC and self.pad != (0, 0):
+            raise LayerError(
+                self,
+                f"padding is implemented only for MAX and AVE pooling; got pad "
+                f"{list(self.pad)} with pool STOCHASTIC",
+            )
         self.ceil_mode = p.round_mode == P.CEIL
         self.is_max = self.pool == P.MAX
+        self.stochastic = self.pool == P.STOCHASTIC
         self.geom = None
 
     def _pooled(self, size, k, pad, stride):
@@ -166,6 +183,8 @@ class PoolingLayer(Layer):
 
     def forward(self, bottom, top):
         ops = backend.ops()
+        if self.stochastic:
+            return self._stochastic_forward(ops, bottom, top)
         mask = ops.mutable_data(top[1]) if len(top) > 1 else None
         ops.pool_forward(
             ops.data(bottom[0]),
@@ -180,6 +199,18 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         ops = backend.ops()
+        if self.stochastic:
+            index = self.workspace(ops).state.get("sto.index")
+            if self.phase != TRAIN:
+                index = None
+            ops.stochastic_pool_backward(
+                ops.data(bottom[0]),
+                ops.diff(top[0]),
+                self.geom,
+                index,
+                ops.mutable_diff(bottom[0]),
+            )
+            return
         ops.pool_backward(
             ops.diff(top[0]),
             self.geom,
@@ -187,3 +218,16 @@ class PoolingLayer(Layer):
             ops.mutable_diff(bottom[0]),
             self.workspace(ops),
         )
+
+    def _stochastic_forward(self, ops, bottom, top):
+        x, y = ops.data(bottom[0]), ops.mutable_data(top[0])
+        if self.phase != TRAIN:
+            ops.stochastic_pool_forward(x, self.geom, None, y, None)
+            return
+        ws = self.workspace(ops)
+        # NOTE: the draws come from the host generator whatever the device, so a
+        # GPU run samples the same elements as a CPU one.
+        rand = _rng.get_rng().random(y.shape, dtype=np.float32)
+        index = ws.get("sto.index", y.shape, np.int32)
+        ops.stochastic_pool_forward(x, self.geom, ops.from_host(rand), y, index)
+        ws.state["sto.index"] = index

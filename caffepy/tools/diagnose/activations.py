@@ -163,7 +163,7 @@ def activation_report(net, base_lr=0.01, seed=1701):
         )
     with_grad = set()
     for li, lp in enumerate(net.layer_param):
-        for name, need in zip(net.bottom_names[lp.name], net.bottom_need_backward[li]):
+        for name, need in zip(lp.bottom, net.bottom_need_backward[li]):
             if need:
                 with_grad.add(name)
         for name, w in zip(lp.top, net.layers[li].loss_weights):

@@ -1,0 +1,3 @@
+import caffepy
+class Mine(caffepy.Layer:
+    pass
