@@ -95,10 +95,25 @@ def user_error(
     exception raised by the user's code (``doing`` ``what``: "in forward", ...)."""
     where = _user_frame(err, set(files))
     at = f" at {where[0]}:{where[1]}" if where else ""
-    return LayerError(
-        layer_param,
-        f"{type(err).__name__} {doing} {what}{at}: {err}",
-    )
+    message = f"{type(err).__name__} {doing} {what}{at}: {err}"
+    try:
+        return _error_class(type(err))(layer_param, message)
+    except TypeError:  # an exception type that takes other arguments
+        return LayerError(layer_param, message)
+
+
+@functools.cache
+def _error_class(kind: type) -> type:
+    """A LayerError that is also a ``kind``, so pycaffe code catching the user's
+    exception type (``except RuntimeError``) still does."""
+    try:
+        return type(
+            f"PythonLayer{kind.__name__}",
+            (LayerError, kind),
+            {"__str__": Exception.__str__, "__module__": __name__},
+        )
+    except TypeError:  # instance layouts that cannot be combined
+        return LayerError
 
 
 def _guarded(obj: Layer, name: str, files: set[str]) -> None:

@@ -99,7 +99,8 @@ def load_inputs(
     from caffepy.errors import DataError
     from caffepy.pycaffe.io import load_image
 
-    names, images = [], []
+    names: list[str] = []
+    images: list[Any] = []
     for path in paths:
         path = os.path.expanduser(path)
         if path.lower().endswith("npy"):
