@@ -24,8 +24,9 @@ def _threads(n):
     import numba
     from threadpoolctl import threadpool_info
 
-    blas = max([i["num_threads"] for i in threadpool_info()
-                if i["user_api"] == "blas"] or [0])
+    blas = max(
+        [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] or [0]
+    )
     return {"numba_threads": numba.get_num_threads(), "blas_threads": blas}
 
 
@@ -59,8 +60,11 @@ def case_train(spec):
             rates.append(block / (time.perf_counter() - t))
 
     _, ratio = cpu_ratio(run)
-    return {"it_s": statistics.median(rates), "cpu_ratio": ratio,
-            "rss_mib": peak_rss_mib()}
+    return {
+        "it_s": statistics.median(rates),
+        "cpu_ratio": ratio,
+        "rss_mib": peak_rss_mib(),
+    }
 
 
 def _fill_deploy(net):
@@ -86,8 +90,10 @@ def _time_net(item, rng):
     reps, seconds = item.get("reps", 5), item.get("seconds", 1.0)
     out = {}
     out["fwd"], out["cpu_ratio"] = cpu_ratio(
-        lambda: measure(net.forward_prefilled, reps, seconds))
+        lambda: measure(net.forward_prefilled, reps, seconds)
+    )
     if item["backward"]:
+
         def fb():
             net.clear_param_diffs()
             net.forward_backward()
@@ -116,8 +122,11 @@ def case_data(spec):
     from caffepy.io.prototxt import read_net
 
     param = read_net(os.path.join(REPO, spec["net"]))
-    keep = [lp for lp in param.layer if lp.type == "Data" and
-            any(r.phase == caffepy.TRAIN for r in lp.include)]
+    keep = [
+        lp
+        for lp in param.layer
+        if lp.type == "Data" and any(r.phase == caffepy.TRAIN for r in lp.include)
+    ]
     del param.layer[:]
     param.layer.add().CopyFrom(keep[0])
     net = caffepy.Net(param=param, phase=caffepy.TRAIN)
@@ -142,8 +151,13 @@ def case_convert(spec):
     tmp = tempfile.mkdtemp(prefix="caffepy-bench-db-")
     try:
         t = time.perf_counter()
-        stats = convert_imageset(spec["root"], spec["list"], os.path.join(tmp, "db"),
-                                 gray=True, progress=False)
+        stats = convert_imageset(
+            spec["root"],
+            spec["list"],
+            os.path.join(tmp, "db"),
+            gray=True,
+            progress=False,
+        )
         dt = time.perf_counter() - t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

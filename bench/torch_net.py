@@ -70,7 +70,9 @@ class TorchNet(nn.Module):
                 fn = self._build(lp, [blobs[b] for b in lp.bottom])
                 self.steps.append((fn, list(lp.bottom), list(lp.top)))
                 out = fn(*[blobs[b] for b in lp.bottom])
-                for name, value in zip(lp.top, out if isinstance(out, tuple) else (out,)):
+                for name, value in zip(
+                    lp.top, out if isinstance(out, tuple) else (out,)
+                ):
                     blobs[name] = value
 
     def _params(self, lp, shapes, fillers):
@@ -105,8 +107,13 @@ class TorchNet(nn.Module):
             return lambda x: F.conv2d(x, ps[0], b, s, pad, d, g)
         if t == "Pooling":
             p = lp.pooling_param
-            k = _pair([p.kernel_size] if p.HasField("kernel_size") else [],
-                      p.kernel_h, p.kernel_w, p.HasField("kernel_h"), 1)
+            k = _pair(
+                [p.kernel_size] if p.HasField("kernel_size") else [],
+                p.kernel_h,
+                p.kernel_w,
+                p.HasField("kernel_h"),
+                1,
+            )
             s = _pair([p.stride], p.stride_h, p.stride_w, p.HasField("stride_h"), 1)
             pad = _pair([p.pad], p.pad_h, p.pad_w, p.HasField("pad_h"), 0)
             if p.global_pooling:
@@ -114,8 +121,9 @@ class TorchNet(nn.Module):
             ceil = p.round_mode == 0  # CEIL
             if p.pool == 0:  # MAX
                 return lambda x: F.max_pool2d(x, k, s, pad, ceil_mode=ceil)
-            return lambda x: F.avg_pool2d(x, k, s, pad, ceil_mode=ceil,
-                                          count_include_pad=True)
+            return lambda x: F.avg_pool2d(
+                x, k, s, pad, ceil_mode=ceil, count_include_pad=True
+            )
         if t == "InnerProduct":
             p = lp.inner_product_param
             axis = p.axis % x.dim()
@@ -135,7 +143,9 @@ class TorchNet(nn.Module):
             return lambda x: F.relu(x, inplace=inplace)
         if t == "LRN":
             p = lp.lrn_param
-            return lambda x: F.local_response_norm(x, p.local_size, p.alpha, p.beta, p.k)
+            return lambda x: F.local_response_norm(
+                x, p.local_size, p.alpha, p.beta, p.k
+            )
         if t == "Dropout":
             ratio = lp.dropout_param.dropout_ratio
             return lambda x: F.dropout(x, ratio, self.training)
@@ -152,8 +162,9 @@ class TorchNet(nn.Module):
             eps = lp.batch_norm_param.eps
             self.register_buffer(f"{lp.name}_mean".replace("/", "_"), mean)
             self.register_buffer(f"{lp.name}_var".replace("/", "_"), var)
-            return lambda x: F.batch_norm(x, mean, var, None, None, self.training,
-                                          0.001, eps)
+            return lambda x: F.batch_norm(
+                x, mean, var, None, None, self.training, 0.001, eps
+            )
         if t == "Scale":
             p = lp.scale_param
             c = x.shape[1]
@@ -201,7 +212,12 @@ class TorchNet(nn.Module):
             key = (p.lr_mult, p.decay_mult)
             groups.setdefault(key, []).append(p)
         return [
-            {"params": ps, "lr": base_lr * lr, "lr_mult": lr,
-             "weight_decay": weight_decay * decay}
-            for (lr, decay), ps in groups.items() if lr
+            {
+                "params": ps,
+                "lr": base_lr * lr,
+                "lr_mult": lr,
+                "weight_decay": weight_decay * decay,
+            }
+            for (lr, decay), ps in groups.items()
+            if lr
         ]

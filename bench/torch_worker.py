@@ -35,8 +35,11 @@ def _read_lmdb(path, limit=None):
     with env.begin() as txn:
         for _, value in txn.cursor():
             datum.ParseFromString(value)
-            images.append(np.frombuffer(datum.data, np.uint8).reshape(
-                datum.channels, datum.height, datum.width))
+            images.append(
+                np.frombuffer(datum.data, np.uint8).reshape(
+                    datum.channels, datum.height, datum.width
+                )
+            )
             labels.append(datum.label)
             if limit and len(images) >= limit:
                 break
@@ -60,10 +63,11 @@ class _Trainer:
         self.model.train()
         self.loss_name = spec["loss"]
         self.opt = torch.optim.SGD(
-            self.model.param_groups(sp.base_lr, sp.weight_decay), lr=sp.base_lr,
-            momentum=sp.momentum)
-        self.images, self.labels = _read_lmdb(os.path.join(REPO, spec["source"]),
-                                              limit)
+            self.model.param_groups(sp.base_lr, sp.weight_decay),
+            lr=sp.base_lr,
+            momentum=sp.momentum,
+        )
+        self.images, self.labels = _read_lmdb(os.path.join(REPO, spec["source"]), limit)
         self.scale = spec["scale"]
         self.batch = spec["inputs"]["data"][0]
         self.iter = 0
@@ -78,8 +82,8 @@ class _Trainer:
             if i + b > len(self.images):
                 i = 0
             self.cursor = i + b
-            x = torch.from_numpy(self.images[i:i + b]).float().mul_(self.scale)
-            y = torch.from_numpy(self.labels[i:i + b])
+            x = torch.from_numpy(self.images[i : i + b]).float().mul_(self.scale)
+            y = torch.from_numpy(self.labels[i : i + b])
             self.opt.zero_grad()
             loss = self.model(data=x, label=y)[self.loss_name]
             loss.backward()
@@ -104,8 +108,11 @@ def case_train(spec):
             rates.append(block / (time.perf_counter() - t))
 
     _, ratio = cpu_ratio(run)
-    return {"it_s": statistics.median(rates), "cpu_ratio": ratio,
-            "rss_mib": peak_rss_mib()}
+    return {
+        "it_s": statistics.median(rates),
+        "cpu_ratio": ratio,
+        "rss_mib": peak_rss_mib(),
+    }
 
 
 def case_first_iter(spec):
@@ -135,6 +142,7 @@ def _time_net(item, gen):
     out = {}
     out["fwd"], out["cpu_ratio"] = cpu_ratio(lambda: measure(fwd, reps, seconds))
     if item["backward"]:
+
         def fb():
             model.zero_grad()
             model(**feed)[item["loss"]].backward()
@@ -191,8 +199,9 @@ def case_convert(spec):
             labels.append(int(label))
     data = torch.from_numpy(np.stack(images)[:, None])
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({"data": data, "label": torch.tensor(labels)},
-                   os.path.join(tmp, "data.pt"))
+        torch.save(
+            {"data": data, "label": torch.tensor(labels)}, os.path.join(tmp, "data.pt")
+        )
     return {"images_s": len(images) / (time.perf_counter() - t)}
 
 

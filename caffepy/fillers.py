@@ -28,8 +28,15 @@ import numpy as np
 from caffepy import rng as _rng
 from caffepy.errors import CaffepyError, LayerError, did_you_mean
 
-FILLERS = ("constant", "uniform", "gaussian", "xavier", "msra", "positive_unitball",
-           "bilinear")
+FILLERS = (
+    "constant",
+    "uniform",
+    "gaussian",
+    "xavier",
+    "msra",
+    "positive_unitball",
+    "bilinear",
+)
 
 
 def _fans(shape):

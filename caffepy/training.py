@@ -47,8 +47,13 @@ def edit_learning_rates(net_param, freeze=(), rules=()):
                 for m in mults:
                     spec.lr_mult = spec.lr_mult * m
         changed.append(lp.name)
-        log.info("Layer %s: %s", lp.name, "frozen" if frozen else
-                 "lr_mult " + ", ".join(f"{s.lr_mult:g}" for s in lp.param))
+        log.info(
+            "Layer %s: %s",
+            lp.name,
+            "frozen"
+            if frozen
+            else "lr_mult " + ", ".join(f"{s.lr_mult:g}" for s in lp.param),
+        )
     return changed
 
 
@@ -56,7 +61,9 @@ def weights_report(net, report, source):
     """A table: which layers were copied from ``source``, ignored, or initialised."""
     copied = set(report.get("copied", []))
     lines = [f"Weights from {source}:"]
-    width = max([len(n) for n in net.params] + [len(n) for n in report["ignored"]] + [5])
+    width = max(
+        [len(n) for n in net.params] + [len(n) for n in report["ignored"]] + [5]
+    )
     for name, blobs in net.params.items():
         state = "copied" if name in copied else "new (initialised by filler)"
         shapes = " ".join("x".join(map(str, b.shape)) for b in blobs)
@@ -91,8 +98,9 @@ class TrainingMonitor:
         self.metrics_path = prefix + "_metrics.jsonl" if prefix else None
         self._metrics = None
         if self.metrics_path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.metrics_path)),
-                        exist_ok=True)
+            os.makedirs(
+                os.path.dirname(os.path.abspath(self.metrics_path)), exist_ok=True
+            )
             self._metrics = open(self.metrics_path, "a", encoding="utf-8")
         if progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -105,8 +113,12 @@ class TrainingMonitor:
         self.last_test = {}
 
     def __call__(self, iteration, loss, lr, **extra):
-        record = {"iter": int(iteration), "loss": float(loss), "lr": float(lr),
-                  "seconds": round(time.time() - self.start, 4)}
+        record = {
+            "iter": int(iteration),
+            "loss": float(loss),
+            "lr": float(lr),
+            "seconds": round(time.time() - self.start, 4),
+        }
         for key, value in extra.items():
             record[key] = value
         self.last = record
@@ -118,8 +130,11 @@ class TrainingMonitor:
     def on_test(self, iteration, net_id, results):
         self.last_test[net_id] = dict(results)
         if self._metrics is not None:
-            record = {"iter": int(iteration), "test_net": net_id,
-                      "seconds": round(time.time() - self.start, 4)}
+            record = {
+                "iter": int(iteration),
+                "test_net": net_id,
+                "seconds": round(time.time() - self.start, 4),
+            }
             record.update({f"test/{k}": float(v) for k, v in results})
             self._write(record)
 
@@ -132,8 +147,11 @@ class TrainingMonitor:
         except OSError as err:
             # NOTE: a full disk must not stop training; snapshots report their own
             # failures.
-            log.warning("cannot write the metrics log %s (%s); training goes on "
-                        "without it", self.metrics_path, err.strerror or err)
+            log.warning(
+                "cannot write the metrics log %s (%s); training goes on without it",
+                self.metrics_path,
+                err.strerror or err,
+            )
             try:
                 self._metrics.close()
             except OSError:
@@ -151,11 +169,15 @@ class TrainingMonitor:
         s = self.solver
         took = time.time() - self.start
         done = s.iter - self.first_iter
-        msg = [f"Trained {done} iterations in {took:.1f} s "
-               f"({done / took if took else 0:.1f} iter/s)."]
+        msg = [
+            f"Trained {done} iterations in {took:.1f} s "
+            f"({done / took if took else 0:.1f} iter/s)."
+        ]
         for net_id, results in sorted(self.last_test.items()):
-            msg.append(f"Test net #{net_id}: " + ", ".join(
-                f"{k} = {v:.4g}" for k, v in results.items()))
+            msg.append(
+                f"Test net #{net_id}: "
+                + ", ".join(f"{k} = {v:.4g}" for k, v in results.items())
+            )
         model = s.snapshot_filename(".caffemodel")
         if os.path.exists(model):
             msg.append("Model: " + model)
@@ -202,8 +224,9 @@ def time_net(net, iterations=50):
         for i in range(n - 1, -1, -1):
             if net.layer_need_backward[i]:
                 t = time.perf_counter()
-                net.layers[i].Backward(net.top_vecs[i], net.bottom_need_backward[i],
-                                       net.bottom_vecs[i])
+                net.layers[i].Backward(
+                    net.top_vecs[i], net.bottom_need_backward[i], net.bottom_vecs[i]
+                )
                 sync()
                 bwd[i] += time.perf_counter() - t
         t2 = time.perf_counter()
@@ -213,11 +236,15 @@ def time_net(net, iterations=50):
     width = max(len(layer.name) for layer in net.layers)
     lines = [f"Average time per layer ({iterations} iterations):"]
     for i, layer in enumerate(net.layers):
-        back = f"{bwd[i] * scale:9.3f} ms" if net.layer_need_backward[i] else \
-            "        -   (no backward)"
-        lines.append(f"  {layer.name:>{width}} {layer.type:<18} forward: "
-                     f"{fwd[i] * scale:9.3f} ms  backward: {back}"
-                     + fallback_note(layer))
+        back = (
+            f"{bwd[i] * scale:9.3f} ms"
+            if net.layer_need_backward[i]
+            else "        -   (no backward)"
+        )
+        lines.append(
+            f"  {layer.name:>{width}} {layer.type:<18} forward: "
+            f"{fwd[i] * scale:9.3f} ms  backward: {back}" + fallback_note(layer)
+        )
     lines.append(f"Average Forward pass: {t_fwd * scale:.3f} ms.")
     lines.append(f"Average Backward pass: {t_bwd * scale:.3f} ms.")
     lines.append(f"Average Forward-Backward: {(t_fwd + t_bwd) * scale:.3f} ms.")

@@ -79,6 +79,20 @@ def require_fixtures():
 
 
 @pytest.fixture(autouse=True)
+def _caffepy_logger():
+    """Each test starts with the ``caffepy`` logger as it found it: a command run
+    in-process (``cli.main``) points it at its own stream and stops propagation,
+    which would hide later tests' records from ``caplog``."""
+    import logging
+
+    logger = logging.getLogger("caffepy")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """One seed for every test: numpy's legacy RNG and caffepy's."""
     from caffepy import rng

@@ -15,7 +15,9 @@ def argmax_layer(x, top_k=1, out_max_val=False, axis=None):
         flat = x.reshape(x.shape[0], -1)
         out = np.zeros((x.shape[0], 2 if out_max_val else 1, top_k))
         for n in range(flat.shape[0]):
-            pairs = sorted(((flat[n, j], j) for j in range(flat.shape[1])), reverse=True)
+            pairs = sorted(
+                ((flat[n, j], j) for j in range(flat.shape[1])), reverse=True
+            )
             for k in range(top_k):
                 out[n, 0, k] = pairs[k][1]
                 if out_max_val:
@@ -39,7 +41,7 @@ def accuracy_layer(scores, labels, top_k=1, axis=1, ignore_label=None):
     x = np.asarray(scores, np.float64)
     outer = int(np.prod(x.shape[:axis]))
     C = x.shape[axis]
-    inner = int(np.prod(x.shape[axis + 1:]))
+    inner = int(np.prod(x.shape[axis + 1 :]))
     x = x.reshape(outer, C, inner)
     lab = np.asarray(labels).reshape(outer, inner)
     hits, count = 0, 0
@@ -93,14 +95,15 @@ def hinge_loss_layer(scores, labels, norm="L1"):
     return loss / s.shape[0]
 
 
-def infogain_loss_layer(scores, labels, H, axis=1, ignore_label=None,
-                        normalization="VALID"):
+def infogain_loss_layer(
+    scores, labels, H, axis=1, ignore_label=None, normalization="VALID"
+):
     """InfogainLoss layer: softmax over ``axis`` then -sum H[y, l] log p_l."""
 
     x = np.asarray(scores, np.float64)
     outer = int(np.prod(x.shape[:axis]))
     C = x.shape[axis]
-    inner = int(np.prod(x.shape[axis + 1:]))
+    inner = int(np.prod(x.shape[axis + 1 :]))
     x = x.reshape(outer, C, inner)
     lab = np.asarray(labels).reshape(outer, inner)
     H = np.asarray(H, np.float64).reshape(C, C)
@@ -116,8 +119,12 @@ def infogain_loss_layer(scores, labels, H, axis=1, ignore_label=None,
                 p = math.exp(x[i, c, j] - m) / z
                 loss -= H[y, c] * math.log(max(p, 1e-20))
             count += 1
-    norm = {"VALID": count if ignore_label is not None else outer * inner,
-            "FULL": outer * inner, "BATCH_SIZE": outer, "NONE": 1}[normalization]
+    norm = {
+        "VALID": count if ignore_label is not None else outer * inner,
+        "FULL": outer * inner,
+        "BATCH_SIZE": outer,
+        "NONE": 1,
+    }[normalization]
     return loss / max(1, norm)
 
 
@@ -160,8 +167,9 @@ def reshape_layer_shape(bottom_shape, dims, axis=0, num_axes=-1):
 
 
 # -- vision layers (Convolution, Deconvolution, Pooling) ------------------------------
-def convolution_layer(x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1),
-                      group=1):
+def convolution_layer(
+    x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1), group=1
+):
     """Convolution layer, Caffe's direct definition (cross-correlation with groups).
 
     x: (N, C, H, W); w: (M, C/group, kh, kw); b: (M,) or None.
@@ -194,8 +202,9 @@ def convolution_layer(x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1),
     return y
 
 
-def deconvolution_layer(x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1),
-                        group=1):
+def deconvolution_layer(
+    x, w, b=None, pad=(0, 0), stride=(1, 1), dilation=(1, 1), group=1
+):
     """Deconvolution layer: every input pixel scatters its weighted kernel.
 
     x: (N, C, H, W); w: (C, M/group, kh, kw); b: (M,) or None.
@@ -238,8 +247,15 @@ def pooling_output_size(size, kernel, pad, stride, ceil_mode=True, any_pad=None)
     return pooled
 
 
-def pooling_layer(x, method="MAX", kernel=(2, 2), pad=(0, 0), stride=(1, 1),
-                  ceil_mode=True, global_pooling=False):
+def pooling_layer(
+    x,
+    method="MAX",
+    kernel=(2, 2),
+    pad=(0, 0),
+    stride=(1, 1),
+    ceil_mode=True,
+    global_pooling=False,
+):
     """Pooling layer, Caffe's exact rules. Returns (top, argmax mask or None).
 
     MAX: the first strictly greater element of the window clipped to the input
@@ -307,7 +323,7 @@ def lrn_layer(x, local_size=5, alpha=1.0, beta=0.75, k=1.0, region="ACROSS_CHANN
                                 if 0 <= hh < H and 0 <= ww < W:
                                     acc += x[n, c, hh, ww] ** 2
                         scale = 1.0 + alpha / (local_size * local_size) * acc
-                    y[n, c, h, w] = x[n, c, h, w] * scale ** -beta
+                    y[n, c, h, w] = x[n, c, h, w] * scale**-beta
     return y
 
 
@@ -360,7 +376,7 @@ def scale_layer(x, scale=None, bias=None, axis=1):
     axis = 0 if nd == 0 else axis % x.ndim
     y = np.zeros_like(x)
     for idx in np.ndindex(*x.shape):
-        p = idx[axis:axis + nd]
+        p = idx[axis : axis + nd]
         v = x[idx]
         if scale is not None:
             v = v * np.asarray(scale)[p]

@@ -26,15 +26,21 @@ ROOT = Path(__file__).resolve().parents[1]
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     return env
 
 
 def cli(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "caffepy.cli", *args], cwd=cwd,
-                            env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "caffepy.cli", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def digest(folder):
@@ -83,9 +89,18 @@ def test_two_training_processes_read_one_readonly_lmdb(tmp_path):
         for name in ("a", "b"):
             text = (tmp_path / "solver.prototxt").read_text()
             (tmp_path / f"solver_{name}.prototxt").write_text(
-                text.replace('"snap/mlp"', f'"snap_{name}/mlp"'))
-        runs = [cli("train", "--solver", f"solver_{n}.prototxt", "--no-progress",
-                    cwd=tmp_path) for n in ("a", "b")]
+                text.replace('"snap/mlp"', f'"snap_{name}/mlp"')
+            )
+        runs = [
+            cli(
+                "train",
+                "--solver",
+                f"solver_{n}.prototxt",
+                "--no-progress",
+                cwd=tmp_path,
+            )
+            for n in ("a", "b")
+        ]
         outs = [run.communicate(timeout=120)[0] for run in runs]
         for run, out in zip(runs, outs):
             assert run.returncode == 0, out
@@ -105,8 +120,9 @@ def _images(folder, n=4):
     (folder / "list.txt").write_text("\n".join(lines) + "\n")
 
 
-def test_convert_imageset_refuses_an_existing_db_while_it_is_read(tmp_path,
-                                                                 monkeypatch):
+def test_convert_imageset_refuses_an_existing_db_while_it_is_read(
+    tmp_path, monkeypatch
+):
     import caffepy
 
     mlp_training(tmp_path, max_iter=5, snapshot=0)
@@ -116,8 +132,7 @@ def test_convert_imageset_refuses_an_existing_db_while_it_is_read(tmp_path,
     net = caffepy.Net("net.prototxt", caffepy.TRAIN)
     try:
         net.forward()  # a reader is open on the database
-        run = cli("convert_imageset", "images/", "list.txt", "train_lmdb",
-                  cwd=tmp_path)
+        run = cli("convert_imageset", "images/", "list.txt", "train_lmdb", cwd=tmp_path)
         out = run.communicate(timeout=120)[0]
         assert run.returncode == 1, out
         assert "train_lmdb: DB exists, refusing to overwrite" in out
@@ -147,10 +162,12 @@ def test_a_second_writer_refuses_while_the_first_writes(tmp_path):
         assert "another process is writing this database" in out
         # ... and so does a writer in this process; a reader says it is locked.
         with pytest.raises(DataError, match="another process is writing"):
-            convert_imageset(str(tmp_path / "images") + "/", tmp_path / "list.txt",
-                             path)
-        with pytest.raises(DataError, match="is locked: another process is still "
-                                            "writing it"):
+            convert_imageset(
+                str(tmp_path / "images") + "/", tmp_path / "list.txt", path
+            )
+        with pytest.raises(
+            DataError, match="is locked: another process is still writing it"
+        ):
             LMDBReader(path)
         first.put("00000001", record)
     with LMDBReader(path) as reader:  # the first writer's work is whole
@@ -171,8 +188,9 @@ def test_a_killed_conversion_is_redone(tmp_path):
     (tmp_path / "out_lmdb.partial.lock").write_bytes(b"")
     with pytest.raises(DataError, match="a conversion was killed"):
         LMDBReader(path)
-    stats = convert_imageset(str(tmp_path / "images") + "/", tmp_path / "list.txt",
-                             path)
+    stats = convert_imageset(
+        str(tmp_path / "images") + "/", tmp_path / "list.txt", path
+    )
     assert stats["written"] == 4
     with LMDBReader(path) as reader:
         assert len(reader) == 4

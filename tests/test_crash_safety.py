@@ -34,7 +34,8 @@ def cli_env(extra_pythonpath=()):
     env = dict(os.environ)
     paths = [*map(str, extra_pythonpath), str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join(
-        paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        paths + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     env.pop("CAFFEPY_DEBUG", None)
     return env
@@ -51,10 +52,17 @@ class Training:
         self.lines = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            command or cli_command("train", "--solver", "solver.prototxt",
-                                   "--no-progress", *args),
-            cwd=cwd, env=env or cli_env(), stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            command
+            or cli_command(
+                "train", "--solver", "solver.prototxt", "--no-progress", *args
+            ),
+            cwd=cwd,
+            env=env or cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -84,8 +92,9 @@ class Training:
                     i += 1
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no line matching {pattern!r}:\n"
-                                         + self.text())
+                    raise AssertionError(
+                        f"no line matching {pattern!r}:\n" + self.text()
+                    )
                 self._cond.wait(left)
 
     def signal(self, signum):
@@ -235,9 +244,11 @@ def _can_mount_tmpfs(folder):
         return False
     probe = folder / "probe"
     probe.mkdir()
-    res = subprocess.run(["unshare", "-m", "sh", "-c",
-                          f"mount -t tmpfs -o size=64k tmpfs {probe}"],
-                         capture_output=True, timeout=30)
+    res = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
+        capture_output=True,
+        timeout=30,
+    )
     probe.rmdir()
     return res.returncode == 0
 
@@ -266,9 +277,11 @@ def test_full_disk_during_snapshot_keeps_the_previous_one(tmp_path, disk):
         size_kib = (per_snapshot * 3 // 2) // 1024 + 12
         out = tmp_path / "copy"
         out.mkdir()
-        script = (f"mount -t tmpfs -o size={size_kib}k tmpfs snap || exit 99; "
-                  f"{subprocess.list2cmdline(cli_command(*train))}; rc=$?; "
-                  "cp -a snap/. copy/; exit $rc")
+        script = (
+            f"mount -t tmpfs -o size={size_kib}k tmpfs snap || exit 99; "
+            f"{subprocess.list2cmdline(cli_command(*train))}; rc=$?; "
+            "cp -a snap/. copy/; exit $rc"
+        )
         run = Training(tmp_path, command=["unshare", "-m", "sh", "-c", script])
     rc = run.finish()
     assert rc == 1, run.text()
@@ -320,8 +333,9 @@ def test_sighup_snapshots_and_goes_on(tmp_path):
 
 
 def test_sigint_snapshot_and_sighup_stop(tmp_path):
-    run = _signal_run(tmp_path, "--sigint_effect", "snapshot", "--sighup_effect",
-                      "stop")
+    run = _signal_run(
+        tmp_path, "--sigint_effect", "snapshot", "--sighup_effect", "stop"
+    )
     run.wait_for(r"Iteration [1-9]\d+")
     run.signal(signal.SIGINT)
     i = run.wait_for("Snapshotting solver state")

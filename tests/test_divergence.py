@@ -25,8 +25,9 @@ def make_solver(tmp_path, monkeypatch):
 
     def make(divergence_check=True, **fields):
         mlp_training(tmp_path, **fields)
-        solver = caffepy.get_solver("solver.prototxt",
-                                    divergence_check=divergence_check)
+        solver = caffepy.get_solver(
+            "solver.prototxt", divergence_check=divergence_check
+        )
         made.append(solver)
         return solver
 
@@ -38,8 +39,9 @@ def make_solver(tmp_path, monkeypatch):
 
 def _finite(path):
     net = caffepy.Net("net.prototxt", caffepy.TEST, weights=path)
-    return all(np.isfinite(b.data).all() for blobs in net.params.values()
-               for b in blobs)
+    return all(
+        np.isfinite(b.data).all() for blobs in net.params.values() for b in blobs
+    )
 
 
 def _poison_at(solver, iteration):
@@ -67,17 +69,22 @@ def test_nan_weights_stop_training_at_the_next_loss(make_solver):
     assert "--no-divergence-check" in msg
     # The last snapshot is finite; nothing was written after the divergence.
     assert sorted(os.listdir("snap")) == [
-        "mlp_iter_5.caffemodel", "mlp_iter_5.solverstate",
-        "mlp_iter_5.solverstate.caffepy.json"]
+        "mlp_iter_5.caffemodel",
+        "mlp_iter_5.solverstate",
+        "mlp_iter_5.solverstate.caffepy.json",
+    ]
     assert _finite("snap/mlp_iter_5.caffemodel")
 
 
 def test_non_finite_weights_are_never_snapshotted(make_solver):
     solver = make_solver(snapshot=5, max_iter=40)
     _poison_at(solver, 10)  # after the update of iteration 9, before its snapshot
-    with pytest.raises(DivergenceError, match="the weights are no longer finite.*"
-                                              r"the snapshot of iteration 10 was not "
-                                              "written"):
+    with pytest.raises(
+        DivergenceError,
+        match="the weights are no longer finite.*"
+        r"the snapshot of iteration 10 was not "
+        "written",
+    ):
         solver.solve()
     assert not os.path.exists("snap/mlp_iter_10.caffemodel")
     assert _finite("snap/mlp_iter_5.caffemodel")
@@ -98,12 +105,16 @@ def test_weights_are_checked_at_display_iterations(make_solver):
     assert info.value.nonfinite_params == [("ip2", 1)]
 
 
-@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
-                            "ignore:invalid value:RuntimeWarning")
+@pytest.mark.filterwarnings(
+    "ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning"
+)
 def test_an_exploding_learning_rate_names_the_layer(make_solver):
     solver = make_solver(base_lr="1e30", snapshot=0)
-    with pytest.raises(DivergenceError, match=r"lr 1e\+30.*first layer whose output "
-                                              "is non-finite is 'ip"):
+    with pytest.raises(
+        DivergenceError,
+        match=r"lr 1e\+30.*first layer whose output "
+        "is non-finite is 'ip",
+    ):
         solver.solve()
 
 
@@ -119,8 +130,14 @@ def test_the_check_can_be_turned_off(make_solver):
 def _cli(*args, cwd):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.pop("CAFFEPY_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "caffepy.cli", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "caffepy.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_stops_with_one_line_or_trains_on_with_the_flag(tmp_path):
@@ -130,8 +147,9 @@ def test_cli_stops_with_one_line_or_trains_on_with_the_flag(tmp_path):
     errors = [line for line in res.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, res.stderr
     assert errors[0].startswith("caffepy: error: training diverged at iteration ")
-    res = _cli("train", "--solver", "solver.prototxt", "--no-divergence-check",
-               cwd=tmp_path)
+    res = _cli(
+        "train", "--solver", "solver.prototxt", "--no-divergence-check", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     assert "Optimization Done." in res.stderr
 
@@ -153,9 +171,12 @@ def test_a_net_that_does_not_fit_is_refused_before_training(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     mlp_training(tmp_path, hidden=100)
     monkeypatch.setattr(memory, "available_memory", lambda: 50_000)
-    with pytest.raises(ResourceError, match=r"training this net needs at least "
-                                            r"\d+ kB .* but only 49 kB of memory "
-                                            "is available; reduce batch_size"):
+    with pytest.raises(
+        ResourceError,
+        match=r"training this net needs at least "
+        r"\d+ kB .* but only 49 kB of memory "
+        "is available; reduce batch_size",
+    ):
         caffepy.get_solver("solver.prototxt")
     solver = caffepy.get_solver("solver.prototxt", memory_check=False)
     for layer in solver.net.data_layers:

@@ -39,7 +39,9 @@ def test_gaussian_sparse_keeps_fraction():
     assert abs((v != 0).mean() - 10 / 100) < 0.01
 
 
-@pytest.mark.parametrize("norm,n", [("FAN_IN", 288), ("FAN_OUT", 576), ("AVERAGE", 432)])
+@pytest.mark.parametrize(
+    "norm,n", [("FAN_IN", 288), ("FAN_OUT", 576), ("AVERAGE", 432)]
+)
 def test_xavier_bound_and_variance(norm, n):
     v = filler_values(fp(f"type: 'xavier' variance_norm: {norm}"), SHAPE)
     a = math.sqrt(3.0 / n)
@@ -47,7 +49,9 @@ def test_xavier_bound_and_variance(norm, n):
     assert abs(v.var() - 1.0 / n) / (1.0 / n) < 0.05
 
 
-@pytest.mark.parametrize("norm,n", [("FAN_IN", 288), ("FAN_OUT", 576), ("AVERAGE", 432)])
+@pytest.mark.parametrize(
+    "norm,n", [("FAN_IN", 288), ("FAN_OUT", 576), ("AVERAGE", 432)]
+)
 def test_msra_variance(norm, n):
     v = filler_values(fp(f"type: 'msra' variance_norm: {norm}"), SHAPE)
     assert abs(v.mean()) < 0.01

@@ -56,22 +56,77 @@ def survives(fn, *args):
 
 
 # -- text mutations ---------------------------------------------------------------------------
-NUMBERS = ["0", "1", "2", "3", "7", "100", "-1", "-7", "0.5", "1e-30", "1e30", "-1e30",
-           "nan", "inf", "2147483648", "9223372036854775807", "99999999999999999999"]
+NUMBERS = [
+    "0",
+    "1",
+    "2",
+    "3",
+    "7",
+    "100",
+    "-1",
+    "-7",
+    "0.5",
+    "1e-30",
+    "1e30",
+    "-1e30",
+    "nan",
+    "inf",
+    "2147483648",
+    "9223372036854775807",
+    "99999999999999999999",
+]
 
 
 def _vocabulary():
     from caffepy.proto import caffe_pb2
     from caffepy.registry import layer_type_list
 
-    words = ["{", "}", ":", '"', "'", " ", "\n", "#", "<", "[", "]", ",", ";",
-             "layer {", "layers {", "}\n", "include { phase: TEST }", "param {",
-             "lr_mult: 0", "bottom: ", "top: ", "name: ", "type: ", "TRAIN", "TEST",
-             "MAX", "AVE", "SUM", "PROD", "true", "false", "input: \"x\"",
-             "input_dim: 1", "in_place", "\\", "\xff", "é"]
-    for msg in (caffe_pb2.LayerParameter, caffe_pb2.SolverParameter,
-                caffe_pb2.ConvolutionParameter, caffe_pb2.InputParameter,
-                caffe_pb2.V1LayerParameter):
+    words = [
+        "{",
+        "}",
+        ":",
+        '"',
+        "'",
+        " ",
+        "\n",
+        "#",
+        "<",
+        "[",
+        "]",
+        ",",
+        ";",
+        "layer {",
+        "layers {",
+        "}\n",
+        "include { phase: TEST }",
+        "param {",
+        "lr_mult: 0",
+        "bottom: ",
+        "top: ",
+        "name: ",
+        "type: ",
+        "TRAIN",
+        "TEST",
+        "MAX",
+        "AVE",
+        "SUM",
+        "PROD",
+        "true",
+        "false",
+        'input: "x"',
+        "input_dim: 1",
+        "in_place",
+        "\\",
+        "\xff",
+        "é",
+    ]
+    for msg in (
+        caffe_pb2.LayerParameter,
+        caffe_pb2.SolverParameter,
+        caffe_pb2.ConvolutionParameter,
+        caffe_pb2.InputParameter,
+        caffe_pb2.V1LayerParameter,
+    ):
         words += [f.name + ": " for f in msg.DESCRIPTOR.fields]
     words += [f'"{t}"' for t in layer_type_list()]
     return words
@@ -82,8 +137,11 @@ VOCAB = _vocabulary()
 # A mutation: (kind, where in the text as a fraction, a parameter).
 MUTATION = st.tuples(
     # (numbers and strings thrice: they keep the syntax, so reach deeper code)
-    st.sampled_from(["number"] * 3 + ["string"] * 3 + [
-        "delete", "insert", "dup_line", "del_line", "swap_lines"]),
+    st.sampled_from(
+        ["number"] * 3
+        + ["string"] * 3
+        + ["delete", "insert", "dup_line", "del_line", "swap_lines"]
+    ),
     st.floats(0, 1, exclude_max=True),
     st.integers(0, 10**6),
 )
@@ -96,7 +154,7 @@ def mutate_text(text, mutations):
     for kind, where, k in mutations:
         pos = int(where * (len(text) + 1))
         if kind == "delete":
-            text = text[:pos] + text[pos + 1 + k % 20:]
+            text = text[:pos] + text[pos + 1 + k % 20 :]
         elif kind == "insert":
             text = text[:pos] + VOCAB[k % len(VOCAB)] + text[pos:]
         elif kind in ("number", "string"):
@@ -104,10 +162,16 @@ def mutate_text(text, mutations):
             found = list(re.finditer(rx, text))
             if found:
                 m = found[int(where * len(found))]
-                new = NUMBERS[k % len(NUMBERS)] if kind == "number" else (
-                    found[k % len(found)].group(0) if k % 3 else
-                    VOCAB[k % len(VOCAB)])
-                text = text[:m.start()] + new + text[m.end():]
+                new = (
+                    NUMBERS[k % len(NUMBERS)]
+                    if kind == "number"
+                    else (
+                        found[k % len(found)].group(0)
+                        if k % 3
+                        else VOCAB[k % len(VOCAB)]
+                    )
+                )
+                text = text[: m.start()] + new + text[m.end() :]
         else:
             lines = text.split("\n")
             i = int(where * len(lines))
@@ -185,11 +249,15 @@ BUILD_NETS = {
     "v0": V0_NET,
     "lenet_deploy": (ROOT / "models/lenet/deploy.prototxt").read_text(),
 }
-PARSE_NETS = {p.parent.name + "/" + p.name: p.read_text()
-              for p in sorted((ROOT / "models").glob("*/*.prototxt"))
-              if "solver" not in p.name}
-SOLVERS = {p.parent.name + "/" + p.name: p.read_text()
-           for p in sorted((ROOT / "models").glob("*/*solver*.prototxt"))}
+PARSE_NETS = {
+    p.parent.name + "/" + p.name: p.read_text()
+    for p in sorted((ROOT / "models").glob("*/*.prototxt"))
+    if "solver" not in p.name
+}
+SOLVERS = {
+    p.parent.name + "/" + p.name: p.read_text()
+    for p in sorted((ROOT / "models").glob("*/*solver*.prototxt"))
+}
 
 
 def _build_and_run(text, phase):
@@ -202,8 +270,11 @@ def _build_and_run(text, phase):
 
 
 @FUZZ
-@given(name=st.sampled_from(sorted(BUILD_NETS)), phase=st.sampled_from([0, 1]),
-       mutations=MUTATIONS)
+@given(
+    name=st.sampled_from(sorted(BUILD_NETS)),
+    phase=st.sampled_from([0, 1]),
+    mutations=MUTATIONS,
+)
 def test_fuzz_net_prototxt_build_and_run(name, phase, mutations):
     survives(_build_and_run, mutate_text(BUILD_NETS[name], mutations), phase)
 
@@ -259,11 +330,11 @@ def mutate_bytes(data, mutations):
         elif kind == "insert":
             data[pos:pos] = bytes([_SPECIAL[k % len(_SPECIAL)]] * (1 + k % 9))
         elif kind == "delete":
-            del data[pos:pos + 1 + k % 64]
+            del data[pos : pos + 1 + k % 64]
         elif kind == "truncate":
             del data[pos:]
         elif kind == "dup":
-            data[pos:pos] = data[pos:pos + 1 + k % 64]
+            data[pos:pos] = data[pos : pos + 1 + k % 64]
     return bytes(data)
 
 
@@ -297,8 +368,9 @@ def weight_files(small_net):
     for layer in small_net.layers:
         if layer.type in ("Convolution", "InnerProduct"):
             v1 = legacy.layers.add(name=layer.name)
-            v1.type = {"Convolution": v1.CONVOLUTION,
-                       "InnerProduct": v1.INNER_PRODUCT}[layer.type]
+            v1.type = {"Convolution": v1.CONVOLUTION, "InnerProduct": v1.INNER_PRODUCT}[
+                layer.type
+            ]
             for blob in layer.blobs:
                 proto_from_array(blob.data, proto=v1.blobs.add(), legacy_4d=True)
     return {"current": current, "legacy": legacy.SerializeToString()}
@@ -332,15 +404,24 @@ def solvers(tmp_path_factory):
     from caffepy.proto import caffe_pb2
 
     folder = tmp_path_factory.mktemp("solvers")
-    net = parse_net_text(SMALL_NET.replace(
-        'top: "ip"\n', 'top: "ip"\n  param { lr_mult: 1 } param { lr_mult: 2 }\n')
+    net = parse_net_text(
+        SMALL_NET.replace(
+            'top: "ip"\n', 'top: "ip"\n  param { lr_mult: 1 } param { lr_mult: 2 }\n'
+        )
         + 'layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "ip" '
-          'top: "loss" propagate_down: true propagate_down: false }\n')
+        'top: "loss" propagate_down: true propagate_down: false }\n'
+    )
     out = {}
     for rule in ("SGD", "Adam"):
         param = caffe_pb2.SolverParameter(
-            type=rule, base_lr=0.01, lr_policy="step", stepsize=2, gamma=0.5,
-            max_iter=2, snapshot_prefix=str(folder / rule))
+            type=rule,
+            base_lr=0.01,
+            lr_policy="step",
+            stepsize=2,
+            gamma=0.5,
+            max_iter=2,
+            snapshot_prefix=str(folder / rule),
+        )
         if rule == "SGD":
             param.momentum = 0.9
         param.net_param.CopyFrom(net)
@@ -366,8 +447,21 @@ def _restore(solver, folder, state, sidecar):
     solver.restore(str(path))
 
 
-JSON_VALUES = [None, 0, -1, 1.5, 2**70, "", "x", [], [1, 2], {}, {"position": 1},
-               {"state": {}}, True]
+JSON_VALUES = [
+    None,
+    0,
+    -1,
+    1.5,
+    2**70,
+    "",
+    "x",
+    [],
+    [1, 2],
+    {},
+    {"position": 1},
+    {"state": {}},
+    True,
+]
 
 
 def _mutate_json(text, mutations):
@@ -379,8 +473,13 @@ def _mutate_json(text, mutations):
             paths, stack = [], [((), payload)]
             while stack:
                 here, node = stack.pop()
-                items = (node.items() if isinstance(node, dict) else
-                         enumerate(node) if isinstance(node, list) else ())
+                items = (
+                    node.items()
+                    if isinstance(node, dict)
+                    else enumerate(node)
+                    if isinstance(node, list)
+                    else ()
+                )
                 for key, value in items:
                     paths.append(here + (key,))
                     stack.append((here + (key,), value))
@@ -389,16 +488,22 @@ def _mutate_json(text, mutations):
                 node = payload
                 for key in target[:-1]:
                     node = node[key]
-                node[target[-1]] = json.loads(json.dumps(JSON_VALUES[k % len(JSON_VALUES)]))
+                node[target[-1]] = json.loads(
+                    json.dumps(JSON_VALUES[k % len(JSON_VALUES)])
+                )
         else:
-            return mutate_bytes(json.dumps(payload).encode(), [(kind, where, k)]).decode(
-                "utf-8", "replace")
+            return mutate_bytes(
+                json.dumps(payload).encode(), [(kind, where, k)]
+            ).decode("utf-8", "replace")
     return json.dumps(payload)
 
 
 @FUZZ
-@given(rule=st.sampled_from(["SGD", "Adam"]), target=st.sampled_from(["state", "sidecar"]),
-       mutations=BYTE_MUTATIONS)
+@given(
+    rule=st.sampled_from(["SGD", "Adam"]),
+    target=st.sampled_from(["state", "sidecar"]),
+    mutations=BYTE_MUTATIONS,
+)
 def test_fuzz_solverstate(rule, target, mutations, solvers, scratch):
     solver, state, sidecar = solvers[rule]
     folder = scratch
@@ -443,9 +548,12 @@ def _decode_and_transform(value, color, crop):
 
 
 @FUZZ
-@given(kind=st.sampled_from(["raw", "float", "png", "jpg"]),
-       color=st.sampled_from([None, True, False]), crop=st.sampled_from([0, 4]),
-       mutations=BYTE_MUTATIONS)
+@given(
+    kind=st.sampled_from(["raw", "float", "png", "jpg"]),
+    color=st.sampled_from([None, True, False]),
+    crop=st.sampled_from([0, 4]),
+    mutations=BYTE_MUTATIONS,
+)
 def test_fuzz_datum(kind, color, crop, mutations, datums):
     survives(_decode_and_transform, mutate_bytes(datums[kind], mutations), color, crop)
 

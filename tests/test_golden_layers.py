@@ -54,7 +54,9 @@ def test_golden_layer_case(case, monkeypatch):
         _close(f"data/{name}", net.blobs[name].data, value, *tol)
     for key, value in groups.get("param_after", {}).items():
         layer, idx = key.rsplit("/", 1)
-        _close(f"param_after/{key}", net.params[layer][int(idx)].data, value, rtol, atol)
+        _close(
+            f"param_after/{key}", net.params[layer][int(idx)].data, value, rtol, atol
+        )
     if meta.get("forward_only"):
         return
     net.clear_param_diffs()

@@ -37,8 +37,9 @@ def lenet_test_net(lmdb_path, weights):
 def test_real_caffe_lenet_reproduces_recorded_accuracy(fashion_test_lmdb):
     """BVLC's lenet_iter_1000: accuracy 0.8655 and loss 0.372169 on the 10k test set."""
     require_fixtures()
-    net = lenet_test_net(fashion_test_lmdb,
-                         str(FIXTURES / "lenet" / "lenet_iter_1000.caffemodel"))
+    net = lenet_test_net(
+        fashion_test_lmdb, str(FIXTURES / "lenet" / "lenet_iter_1000.caffemodel")
+    )
     assert net.blobs["data"].shape == (100, 1, 28, 28)
     acc, loss = [], []
     for _ in range(100):
@@ -52,8 +53,7 @@ def test_real_caffe_lenet_reproduces_recorded_accuracy(fashion_test_lmdb):
 def test_real_caffe_solverstate_resumes_lenet(fashion_test_lmdb, tmp_path, monkeypatch):
     """Training resumes from BVLC's own .solverstate at iteration 1000 with its lr."""
     require_fixtures()
-    from caffepy.solvers import get_solver
-    from caffepy.solvers import read_solver_param
+    from caffepy.solvers import get_solver, read_solver_param
 
     param, _ = read_solver_param(str(ROOT / "models" / "lenet" / "solver.prototxt"))
     net = read_net(ROOT / "models" / "lenet" / "train_val.prototxt")

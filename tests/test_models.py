@@ -17,7 +17,12 @@ SOLVERS = sorted(p for m in MODELS for p in m.glob("*solver*.prototxt"))
 
 def test_each_model_has_its_files():
     for m in MODELS:
-        for f in ("train_val.prototxt", "solver.prototxt", "deploy.prototxt", "readme.md"):
+        for f in (
+            "train_val.prototxt",
+            "solver.prototxt",
+            "deploy.prototxt",
+            "readme.md",
+        ):
             assert (m / f).is_file(), f"{m.name} lacks {f}"
 
 

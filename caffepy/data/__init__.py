@@ -12,6 +12,11 @@ from caffepy.data.db import LMDBReader, LMDBWriter, resolve_source
 from caffepy.data.transformer import DataTransformer
 
 __all__ = [
-    "DataTransformer", "LMDBReader", "LMDBWriter", "array_to_datum", "datum_to_array",
-    "parse_datum", "resolve_source",
+    "DataTransformer",
+    "LMDBReader",
+    "LMDBWriter",
+    "array_to_datum",
+    "datum_to_array",
+    "parse_datum",
+    "resolve_source",
 ]

@@ -65,8 +65,9 @@ def decode_image(buf, color=None, name="image"):
         img = cv2.imdecode(arr, image_flag(color)) if arr.size else None
     except cv2.error as err:  # e.g. a header declaring too many pixels
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else "?"
-        raise DataError(f"{name}: cannot decode the encoded image ({len(buf)} bytes): "
-                        f"{reason}") from None
+        raise DataError(
+            f"{name}: cannot decode the encoded image ({len(buf)} bytes): {reason}"
+        ) from None
     if img is None:
         raise DataError(f"{name}: cannot decode the encoded image ({len(buf)} bytes)")
     if img.dtype != np.uint8:  # 16-bit PNG etc.: Caffe's Mat would be CV_16U too

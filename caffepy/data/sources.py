@@ -119,8 +119,9 @@ class DatumSource(_BatchSource):
             Caffe's ``DataLayer::Skip`` deals records to its solvers.
     """
 
-    def __init__(self, path, batch_size, transformer, backend=LMDB, rand_skip=0,
-                 rank=0, size=1):
+    def __init__(
+        self, path, batch_size, transformer, backend=LMDB, rand_skip=0, rank=0, size=1
+    ):
         super().__init__(batch_size, transformer)
         self.reader = open_db_reader(path, backend)
         self.path = self.reader.path
@@ -165,8 +166,10 @@ class DatumSource(_BatchSource):
         self._emit(batch, arrays, labels, _Names(self._fmt, keys))
 
     def state(self):
-        state = {"position": self.reader.position,
-                 "rng": self.transformer.rng.bit_generator.state}
+        state = {
+            "position": self.reader.position,
+            "rng": self.transformer.rng.bit_generator.state,
+        }
         if self.size > 1:
             state["offset"] = self.offset
         return state
@@ -205,8 +208,19 @@ class ImageListSource(_BatchSource):
         seed: seed of the per-epoch shuffles.
     """
 
-    def __init__(self, listfile, root_folder, batch_size, transformer, shuffle=False,
-                 new_height=0, new_width=0, is_color=True, rand_skip=0, seed=0):
+    def __init__(
+        self,
+        listfile,
+        root_folder,
+        batch_size,
+        transformer,
+        shuffle=False,
+        new_height=0,
+        new_width=0,
+        is_color=True,
+        rand_skip=0,
+        seed=0,
+    ):
         super().__init__(batch_size, transformer)
         self.listfile = listfile
         self.lines = read_list_file(listfile)
@@ -269,8 +283,12 @@ class ImageListSource(_BatchSource):
         self._emit(batch, arrays, labels, _Names("image {!r}", paths))
 
     def state(self):
-        return {"position": self.position, "epoch": self.epoch, "seed": self.seed,
-                "rng": self.transformer.rng.bit_generator.state}
+        return {
+            "position": self.position,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "rng": self.transformer.rng.bit_generator.state,
+        }
 
     def set_state(self, state):
         try:
@@ -286,8 +304,10 @@ class ImageListSource(_BatchSource):
                 f"({len(self.lines)} images)"
             )
         if seed < 0 or epoch < 0:
-            raise DataError(f"not an ImageData state for {self.listfile!r}: negative "
-                            f"seed {seed} or epoch {epoch}")
+            raise DataError(
+                f"not an ImageData state for {self.listfile!r}: negative "
+                f"seed {seed} or epoch {epoch}"
+            )
         _set_rng_state(self.transformer.rng, rng_state, self.listfile)
         self.position, self.epoch, self.seed = position, epoch, seed
         self._order = self._make_order(epoch)

@@ -147,8 +147,7 @@ class DataTransformer:
                 raise DataError(
                     f"transform_param has {values.size} mean_value but {name} has {c} "
                     f"channel{'s' if c != 1 else ''}; give 1 mean_value (for all "
-                    "channels)"
-                    + (f" or {c} (one per channel)" if c > 1 else "")
+                    "channels)" + (f" or {c} (one per channel)" if c > 1 else "")
                 )
             mean = np.zeros(shape, self.dtype)
             if values.size == 1:
@@ -214,8 +213,9 @@ class DataTransformer:
         mean = self._mean_for(shape, name(0))
         out = self._check_out(out, out_shape)
         mirror, h_off, w_off = self._draw(n, shape[1], shape[2])
-        transform_batch(np.ascontiguousarray(images), h_off, w_off, mirror, mean,
-                        self.scale, out)
+        transform_batch(
+            np.ascontiguousarray(images), h_off, w_off, mirror, mean, self.scale, out
+        )
         return out
 
     def _check_out(self, out, shape):
@@ -254,9 +254,12 @@ class DataTransformer:
         heights = np.array([s[1] for s in shapes], np.int64)
         widths = np.array([s[2] for s in shapes], np.int64)
         mirror, h_off, w_off = self._draw(n, heights, widths)
-        crops = np.stack([
-            im[:, ho:ho + k, wo:wo + k] for im, ho, wo in zip(images, h_off, w_off)
-        ])
+        crops = np.stack(
+            [
+                im[:, ho : ho + k, wo : wo + k]
+                for im, ho, wo in zip(images, h_off, w_off)
+            ]
+        )
         out = self._check_out(out, (n, c0, k, k))
         zeros = np.zeros(n, np.int64)
         mean = self._mean_for((c0, k, k), name(0))

@@ -32,7 +32,9 @@ def _count(shape):
             raise DataError(f"blob declares a negative dimension: {shape}")
         n *= d
         if n > MAX_COUNT:
-            raise DataError(f"blob declares an absurd size {shape} (over {MAX_COUNT} elements)")
+            raise DataError(
+                f"blob declares an absurd size {shape} (over {MAX_COUNT} elements)"
+            )
     return n
 
 
@@ -94,7 +96,9 @@ def proto_from_array(data, diff=None, proto=None, legacy_4d=False):
     if data.dtype == np.float64:
         chunks = [_packed(_DOUBLE_DATA, data.reshape(-1), np.float64)]
         if diff is not None:
-            chunks.append(_packed(_DOUBLE_DIFF, np.asarray(diff).reshape(-1), np.float64))
+            chunks.append(
+                _packed(_DOUBLE_DIFF, np.asarray(diff).reshape(-1), np.float64)
+            )
     else:
         chunks = [_packed(_DATA, data.reshape(-1), np.float32)]
         if diff is not None:

@@ -68,33 +68,61 @@ def gemv_address(dtype):
 
 
 @intrinsic
-def gemm(typingctx, addr, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-         ldc):
+def gemm(typingctx, addr, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """cblas_?gemm(RowMajor, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta,
     c, ldc) at address ``addr``; a, b, c are addresses (int64), alpha and beta
     float32 (sgemm) or float64 (dgemm)."""
     real = alpha
-    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64,
-                     types.int64, real, types.int64, types.int64, types.int64,
-                     types.int64, real, types.int64, types.int64)
+    sig = types.void(
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        real,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        real,
+        types.int64,
+        types.int64,
+    )
 
     def codegen(context, builder, signature, args):
         i32 = ir.IntType(32)
         fp = ir.FloatType() if real == types.float32 else ir.DoubleType()
         ptr = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [
-            i32, i32, i32, _INT, _INT, _INT, fp, ptr, _INT, ptr, _INT, fp, ptr, _INT])
+        fnty = ir.FunctionType(
+            ir.VoidType(),
+            [i32, i32, i32, _INT, _INT, _INT, fp, ptr, _INT, ptr, _INT, fp, ptr, _INT],
+        )
         (addr_, ta, tb, m_, n_, k_, al, a_, lda_, b_, ldb_, be, c_, ldc_) = args
         fn = builder.inttoptr(addr_, fnty.as_pointer())
 
         def size(v):
             return builder.trunc(v, _INT) if _INT.width < 64 else v
 
-        builder.call(fn, [
-            ir.Constant(i32, ROW_MAJOR), builder.trunc(ta, i32), builder.trunc(tb, i32),
-            size(m_), size(n_), size(k_), al, builder.inttoptr(a_, ptr), size(lda_),
-            builder.inttoptr(b_, ptr), size(ldb_), be, builder.inttoptr(c_, ptr),
-            size(ldc_)])
+        builder.call(
+            fn,
+            [
+                ir.Constant(i32, ROW_MAJOR),
+                builder.trunc(ta, i32),
+                builder.trunc(tb, i32),
+                size(m_),
+                size(n_),
+                size(k_),
+                al,
+                builder.inttoptr(a_, ptr),
+                size(lda_),
+                builder.inttoptr(b_, ptr),
+                size(ldb_),
+                be,
+                builder.inttoptr(c_, ptr),
+                size(ldc_),
+            ],
+        )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -105,26 +133,52 @@ def gemv(typingctx, addr, trans, m, n, alpha, a, lda, x, incx, beta, y, incy):
     """cblas_?gemv(RowMajor, trans, m, n, alpha, a, lda, x, incx, beta, y, incy)
     at address ``addr``; a, x, y are addresses (int64)."""
     real = alpha
-    sig = types.void(types.int64, types.int64, types.int64, types.int64, real,
-                     types.int64, types.int64, types.int64, types.int64, real,
-                     types.int64, types.int64)
+    sig = types.void(
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        real,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        real,
+        types.int64,
+        types.int64,
+    )
 
     def codegen(context, builder, signature, args):
         i32 = ir.IntType(32)
         fp = ir.FloatType() if real == types.float32 else ir.DoubleType()
         ptr = ir.IntType(8).as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [
-            i32, i32, _INT, _INT, fp, ptr, _INT, ptr, _INT, fp, ptr, _INT])
+        fnty = ir.FunctionType(
+            ir.VoidType(),
+            [i32, i32, _INT, _INT, fp, ptr, _INT, ptr, _INT, fp, ptr, _INT],
+        )
         (addr_, tr, m_, n_, al, a_, lda_, x_, incx_, be, y_, incy_) = args
 
         def size(v):
             return builder.trunc(v, _INT) if _INT.width < 64 else v
 
         fn = builder.inttoptr(addr_, fnty.as_pointer())
-        builder.call(fn, [
-            ir.Constant(i32, ROW_MAJOR), builder.trunc(tr, i32), size(m_), size(n_),
-            al, builder.inttoptr(a_, ptr), size(lda_), builder.inttoptr(x_, ptr),
-            size(incx_), be, builder.inttoptr(y_, ptr), size(incy_)])
+        builder.call(
+            fn,
+            [
+                ir.Constant(i32, ROW_MAJOR),
+                builder.trunc(tr, i32),
+                size(m_),
+                size(n_),
+                al,
+                builder.inttoptr(a_, ptr),
+                size(lda_),
+                builder.inttoptr(x_, ptr),
+                size(incx_),
+                be,
+                builder.inttoptr(y_, ptr),
+                size(incy_),
+            ],
+        )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -155,8 +209,13 @@ def fetch_add(typingctx, counter, value):
 
     def codegen(context, builder, signature, args):
         arr = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr,
-                                       [context.get_constant(types.intp, 0)])
+        ptr = cgutils.get_item_pointer(
+            context,
+            builder,
+            signature.args[0],
+            arr,
+            [context.get_constant(types.intp, 0)],
+        )
         return builder.atomic_rmw("add", ptr, args[1], "seq_cst")
 
     return sig, codegen
@@ -167,5 +226,13 @@ def address(arr):
     return arr.ctypes.data
 
 
-__all__ = ["AVAILABLE", "address", "fetch_add", "gemm", "gemm_address", "gemv",
-           "gemv_address", "set_local_threads"]
+__all__ = [
+    "AVAILABLE",
+    "address",
+    "fetch_add",
+    "gemm",
+    "gemm_address",
+    "gemv",
+    "gemv_address",
+    "set_local_threads",
+]

@@ -63,8 +63,28 @@ def _row_sums(sf, rows, cols, acc, q):
 
 
 @pjit
-def conv_forward(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, local,
-                 workers, counter, colbuf, resbuf, y):
+def conv_forward(
+    x,
+    w,
+    bias,
+    kh,
+    kw,
+    ph,
+    pw,
+    sh,
+    sw,
+    dh,
+    dw,
+    groups,
+    nb,
+    gemm,
+    local,
+    workers,
+    counter,
+    colbuf,
+    resbuf,
+    y,
+):
     """y = conv(x, w) + bias, chunk by chunk of ``nb`` images.
 
     Args:
@@ -85,8 +105,9 @@ def conv_forward(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, l
     kdim = chans * kh * kw
     kg, mg = kdim // groups, m_out // groups
     one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
-    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
-                                      oh, ow)
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow
+    )
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     isz = x.itemsize
@@ -106,20 +127,54 @@ def conv_forward(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, l
             n0 = j * nb
             m = min(nb, n_img - n0)
             cols = m * npos
-            xc = xf[n0 * chans * height * width:(n0 + m) * chans * height * width]
+            xc = xf[n0 * chans * height * width : (n0 + m) * chans * height * width]
             if one1 and m == 1:
                 col_addr = xc.ctypes.data
             else:
-                im2col_planes(xc, m, chans, height, width, oh, ow, kh, kw, ph, pw,
-                              sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0, chans * m, cf)
+                im2col_planes(
+                    xc,
+                    m,
+                    chans,
+                    height,
+                    width,
+                    oh,
+                    ow,
+                    kh,
+                    kw,
+                    ph,
+                    pw,
+                    sh,
+                    sw,
+                    dh,
+                    dw,
+                    ylo,
+                    yhi,
+                    xlo,
+                    xhi,
+                    0,
+                    chans * m,
+                    cf,
+                )
                 col_addr = cf.ctypes.data
-            yc = yf[n0 * m_out * npos:(n0 + m) * m_out * npos]
+            yc = yf[n0 * m_out * npos : (n0 + m) * m_out * npos]
             res_addr = yc.ctypes.data if m == 1 else rf.ctypes.data
             for g in range(groups):
-                _gemm(gemm, _NT, _NT, mg, cols, kg, one,
-                      w.ctypes.data + g * mg * kg * isz, kg,
-                      col_addr + g * kg * cols * isz, cols, zero,
-                      res_addr + g * mg * cols * isz, cols)
+                _gemm(
+                    gemm,
+                    _NT,
+                    _NT,
+                    mg,
+                    cols,
+                    kg,
+                    one,
+                    w.ctypes.data + g * mg * kg * isz,
+                    kg,
+                    col_addr + g * kg * cols * isz,
+                    cols,
+                    zero,
+                    res_addr + g * mg * cols * isz,
+                    cols,
+                )
             if m > 1:
                 swap01_rows(rf, m_out, m, npos, bias, 0, m_out * m, yc)
             elif bias.shape[0] > 0:
@@ -132,8 +187,9 @@ def conv_forward(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, l
 
 
 @pjit
-def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local,
-                      workers, colbuf, y):
+def conv_forward_wide(
+    x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local, workers, colbuf, y
+):
     """conv_forward for one image, spread over the threads: im2col by planes,
     then the GEMM by blocks of output channels (a batch of one, as deploy).
 
@@ -145,8 +201,9 @@ def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, 
     kdim = chans * kh * kw
     kg, mg = kdim // groups, m_out // groups
     one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
-    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
-                                      oh, ow)
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow
+    )
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     isz = x.itemsize
@@ -156,9 +213,30 @@ def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, 
     if not one1:
         blocks = min(chans, 4 * workers)
         for b in prange(blocks):
-            im2col_planes(xf, 1, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
-                          dh, dw, ylo, yhi, xlo, xhi, b * chans // blocks,
-                          (b + 1) * chans // blocks, colbuf)
+            im2col_planes(
+                xf,
+                1,
+                chans,
+                height,
+                width,
+                oh,
+                ow,
+                kh,
+                kw,
+                ph,
+                pw,
+                sh,
+                sw,
+                dh,
+                dw,
+                ylo,
+                yhi,
+                xlo,
+                xhi,
+                b * chans // blocks,
+                (b + 1) * chans // blocks,
+                colbuf,
+            )
         col_addr = colbuf.ctypes.data
     # NOTE: about two GEMM blocks per thread, cut along the longer side of each
     # group's output (positions for early layers, channels for late ones), so
@@ -174,16 +252,40 @@ def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, 
         a0 = b * span // per_group
         a1 = (b + 1) * span // per_group
         if a1 > a0 and by_cols:  # y_g[:, a0:a1] = W_g @ col_g[:, a0:a1]
-            _gemm(gemm, _NT, _NT, mg, a1 - a0, kg, one,
-                  w.ctypes.data + g * mg * kg * isz, kg,
-                  col_addr + (g * kg * npos + a0) * isz, npos, zero,
-                  yf.ctypes.data + (g * mg * npos + a0) * isz, npos)
+            _gemm(
+                gemm,
+                _NT,
+                _NT,
+                mg,
+                a1 - a0,
+                kg,
+                one,
+                w.ctypes.data + g * mg * kg * isz,
+                kg,
+                col_addr + (g * kg * npos + a0) * isz,
+                npos,
+                zero,
+                yf.ctypes.data + (g * mg * npos + a0) * isz,
+                npos,
+            )
             r0, r1, p0, p1 = g * mg, (g + 1) * mg, a0, a1
         elif a1 > a0:  # y_g[a0:a1] = W_g[a0:a1] @ col_g
-            _gemm(gemm, _NT, _NT, a1 - a0, npos, kg, one,
-                  w.ctypes.data + (g * mg + a0) * kg * isz, kg,
-                  col_addr + g * kg * npos * isz, npos, zero,
-                  yf.ctypes.data + (g * mg + a0) * npos * isz, npos)
+            _gemm(
+                gemm,
+                _NT,
+                _NT,
+                a1 - a0,
+                npos,
+                kg,
+                one,
+                w.ctypes.data + (g * mg + a0) * kg * isz,
+                kg,
+                col_addr + g * kg * npos * isz,
+                npos,
+                zero,
+                yf.ctypes.data + (g * mg + a0) * npos * isz,
+                npos,
+            )
             r0, r1, p0, p1 = g * mg + a0, g * mg + a1, 0, npos
         else:
             r0, r1, p0, p1 = 0, 0, 0, 0
@@ -197,9 +299,34 @@ def conv_forward_wide(x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, 
 
 
 @pjit
-def conv_backward(x, dy, w, want_w, want_b, want_x, kh, kw, ph, pw, sh, sw, dh, dw,
-                  groups, nb, n_groups, gemm, local, workers, counter, colbuf, resbuf,
-                  wacc, bacc, dx):
+def conv_backward(
+    x,
+    dy,
+    w,
+    want_w,
+    want_b,
+    want_x,
+    kh,
+    kw,
+    ph,
+    pw,
+    sh,
+    sw,
+    dh,
+    dw,
+    groups,
+    nb,
+    n_groups,
+    gemm,
+    local,
+    workers,
+    counter,
+    colbuf,
+    resbuf,
+    wacc,
+    bacc,
+    dx,
+):
     """Convolution gradients, chunk by chunk, summed per group of chunks.
 
     Args:
@@ -225,8 +352,9 @@ def conv_backward(x, dy, w, want_w, want_b, want_x, kh, kw, ph, pw, sh, sw, dh, 
     kdim = chans * kh * kw
     kg, mg = kdim // groups, m_out // groups
     one1 = kh == 1 and kw == 1 and ph == 0 and pw == 0 and sh == 1 and sw == 1
-    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
-                                      oh, ow)
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow
+    )
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)
     dxf = dx.reshape(dx.size)
@@ -253,7 +381,7 @@ def conv_backward(x, dy, w, want_w, want_b, want_x, kh, kw, ph, pw, sh, sw, dh, 
                 n0 = j * nb
                 m = min(nb, n_img - n0)
                 cols = m * npos
-                dyc = dyf[n0 * m_out * npos:(n0 + m) * m_out * npos]
+                dyc = dyf[n0 * m_out * npos : (n0 + m) * m_out * npos]
                 if m == 1:
                     dyt = dyc
                 else:
@@ -262,35 +390,101 @@ def conv_backward(x, dy, w, want_w, want_b, want_x, kh, kw, ph, pw, sh, sw, dh, 
                 if want_b:
                     _row_sums(dyt, m_out, cols, bacc, q)
                 if want_w:
-                    xc = xf[n0 * plane:(n0 + m) * plane]
+                    xc = xf[n0 * plane : (n0 + m) * plane]
                     if one1 and m == 1:
                         col_addr = xc.ctypes.data
                     else:
-                        im2col_planes(xc, m, chans, height, width, oh, ow, kh, kw, ph,
-                                      pw, sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0,
-                                      chans * m, cf)
+                        im2col_planes(
+                            xc,
+                            m,
+                            chans,
+                            height,
+                            width,
+                            oh,
+                            ow,
+                            kh,
+                            kw,
+                            ph,
+                            pw,
+                            sh,
+                            sw,
+                            dh,
+                            dw,
+                            ylo,
+                            yhi,
+                            xlo,
+                            xhi,
+                            0,
+                            chans * m,
+                            cf,
+                        )
                         col_addr = cf.ctypes.data
                     beta = zero if first else one
                     for g in range(groups):
                         # NOTE: the transposed gradient col @ dy^T is measurably
                         # faster with OpenBLAS than dy @ col^T for long K.
-                        _gemm(gemm, _NT, _T, kg, mg, cols, one,
-                              col_addr + g * kg * cols * isz, cols,
-                              dyt.ctypes.data + g * mg * cols * isz, cols, beta,
-                              wacc[q, g].ctypes.data, mg)
+                        _gemm(
+                            gemm,
+                            _NT,
+                            _T,
+                            kg,
+                            mg,
+                            cols,
+                            one,
+                            col_addr + g * kg * cols * isz,
+                            cols,
+                            dyt.ctypes.data + g * mg * cols * isz,
+                            cols,
+                            beta,
+                            wacc[q, g].ctypes.data,
+                            mg,
+                        )
                 if want_x:
-                    dxc = dxf[n0 * plane:(n0 + m) * plane]
+                    dxc = dxf[n0 * plane : (n0 + m) * plane]
                     direct = one1 and m == 1
                     target = dxc.ctypes.data if direct else cf.ctypes.data
                     for g in range(groups):
-                        _gemm(gemm, _T, _NT, kg, cols, mg, one,
-                              w.ctypes.data + g * mg * kg * isz, kg,
-                              dyt.ctypes.data + g * mg * cols * isz, cols, zero,
-                              target + g * kg * cols * isz, cols)
+                        _gemm(
+                            gemm,
+                            _T,
+                            _NT,
+                            kg,
+                            cols,
+                            mg,
+                            one,
+                            w.ctypes.data + g * mg * kg * isz,
+                            kg,
+                            dyt.ctypes.data + g * mg * cols * isz,
+                            cols,
+                            zero,
+                            target + g * kg * cols * isz,
+                            cols,
+                        )
                     if not direct:
-                        col2im_planes(cf, m, chans, height, width, oh, ow, kh, kw, ph,
-                                      pw, sh, sw, dh, dw, ylo, yhi, xlo, xhi, 0,
-                                      chans * m, dxc)
+                        col2im_planes(
+                            cf,
+                            m,
+                            chans,
+                            height,
+                            width,
+                            oh,
+                            ow,
+                            kh,
+                            kw,
+                            ph,
+                            pw,
+                            sh,
+                            sw,
+                            dh,
+                            dw,
+                            ylo,
+                            yhi,
+                            xlo,
+                            xhi,
+                            0,
+                            chans * m,
+                            dxc,
+                        )
     set_local_threads(local, 0)
 
 
@@ -325,19 +519,69 @@ def ip_forward(x, w, transpose, bias, blocks, gemm, gemv, local, workers, counte
             c0 = b * n_out // blocks
             c1 = (b + 1) * n_out // blocks
             if rows == 1 and transpose:  # y[c0:c1] = W[:, c0:c1]^T x
-                _gemv(gemv, _T, kdim, c1 - c0, one, w.ctypes.data + c0 * isz, n_out,
-                      x.ctypes.data, 1, zero, y.ctypes.data + c0 * isz, 1)
+                _gemv(
+                    gemv,
+                    _T,
+                    kdim,
+                    c1 - c0,
+                    one,
+                    w.ctypes.data + c0 * isz,
+                    n_out,
+                    x.ctypes.data,
+                    1,
+                    zero,
+                    y.ctypes.data + c0 * isz,
+                    1,
+                )
             elif rows == 1:  # y[c0:c1] = W[c0:c1] x
-                _gemv(gemv, _NT, c1 - c0, kdim, one, w.ctypes.data + c0 * kdim * isz,
-                      kdim, x.ctypes.data, 1, zero, y.ctypes.data + c0 * isz, 1)
+                _gemv(
+                    gemv,
+                    _NT,
+                    c1 - c0,
+                    kdim,
+                    one,
+                    w.ctypes.data + c0 * kdim * isz,
+                    kdim,
+                    x.ctypes.data,
+                    1,
+                    zero,
+                    y.ctypes.data + c0 * isz,
+                    1,
+                )
             elif transpose:  # y[:, c0:c1] = x @ W[:, c0:c1]
-                _gemm(gemm, _NT, _NT, rows, c1 - c0, kdim, one, x.ctypes.data, kdim,
-                      w.ctypes.data + c0 * isz, n_out, zero,
-                      y.ctypes.data + c0 * isz, n_out)
+                _gemm(
+                    gemm,
+                    _NT,
+                    _NT,
+                    rows,
+                    c1 - c0,
+                    kdim,
+                    one,
+                    x.ctypes.data,
+                    kdim,
+                    w.ctypes.data + c0 * isz,
+                    n_out,
+                    zero,
+                    y.ctypes.data + c0 * isz,
+                    n_out,
+                )
             else:  # y[:, c0:c1] = x @ W[c0:c1]^T
-                _gemm(gemm, _NT, _T, rows, c1 - c0, kdim, one, x.ctypes.data, kdim,
-                      w.ctypes.data + c0 * kdim * isz, kdim, zero,
-                      y.ctypes.data + c0 * isz, n_out)
+                _gemm(
+                    gemm,
+                    _NT,
+                    _T,
+                    rows,
+                    c1 - c0,
+                    kdim,
+                    one,
+                    x.ctypes.data,
+                    kdim,
+                    w.ctypes.data + c0 * kdim * isz,
+                    kdim,
+                    zero,
+                    y.ctypes.data + c0 * isz,
+                    n_out,
+                )
             if bias.shape[0] > 0:
                 for r in range(rows):
                     base = u64(r * n_out)
@@ -347,8 +591,22 @@ def ip_forward(x, w, transpose, bias, blocks, gemm, gemv, local, workers, counte
 
 
 @pjit
-def ip_backward(x, dy, w, transpose, want_w, want_x, w_blocks, x_blocks, gemm, local,
-                workers, counter, dw, dx):
+def ip_backward(
+    x,
+    dy,
+    w,
+    transpose,
+    want_w,
+    want_x,
+    w_blocks,
+    x_blocks,
+    gemm,
+    local,
+    workers,
+    counter,
+    dw,
+    dx,
+):
     """InnerProduct gradients: dW (accumulated, in blocks of outputs) and dx
     (overwritten, in blocks of inputs); the blocks never overlap.
 
@@ -379,27 +637,84 @@ def ip_backward(x, dy, w, transpose, want_w, want_x, w_blocks, x_blocks, gemm, l
                 c0 = t * n_out // w_blocks
                 c1 = (t + 1) * n_out // w_blocks
                 if transpose:  # dW[:, c0:c1] += x^T dy[:, c0:c1]
-                    _gemm(gemm, _T, _NT, kdim, c1 - c0, rows, one, x.ctypes.data,
-                          kdim, dy.ctypes.data + c0 * isz, n_out, one,
-                          dw.ctypes.data + c0 * isz, n_out)
+                    _gemm(
+                        gemm,
+                        _T,
+                        _NT,
+                        kdim,
+                        c1 - c0,
+                        rows,
+                        one,
+                        x.ctypes.data,
+                        kdim,
+                        dy.ctypes.data + c0 * isz,
+                        n_out,
+                        one,
+                        dw.ctypes.data + c0 * isz,
+                        n_out,
+                    )
                 else:  # dW[c0:c1] += dy[:, c0:c1]^T x
-                    _gemm(gemm, _T, _NT, c1 - c0, kdim, rows, one,
-                          dy.ctypes.data + c0 * isz, n_out, x.ctypes.data, kdim, one,
-                          dw.ctypes.data + c0 * kdim * isz, kdim)
+                    _gemm(
+                        gemm,
+                        _T,
+                        _NT,
+                        c1 - c0,
+                        kdim,
+                        rows,
+                        one,
+                        dy.ctypes.data + c0 * isz,
+                        n_out,
+                        x.ctypes.data,
+                        kdim,
+                        one,
+                        dw.ctypes.data + c0 * kdim * isz,
+                        kdim,
+                    )
             else:
                 b = t - nw
                 k0 = b * kdim // x_blocks
                 k1 = (b + 1) * kdim // x_blocks
                 if transpose:  # dx[:, k0:k1] = dy @ W[k0:k1]^T
-                    _gemm(gemm, _NT, _T, rows, k1 - k0, n_out, one, dy.ctypes.data,
-                          n_out, w.ctypes.data + k0 * n_out * isz, n_out, zero,
-                          dx.ctypes.data + k0 * isz, kdim)
+                    _gemm(
+                        gemm,
+                        _NT,
+                        _T,
+                        rows,
+                        k1 - k0,
+                        n_out,
+                        one,
+                        dy.ctypes.data,
+                        n_out,
+                        w.ctypes.data + k0 * n_out * isz,
+                        n_out,
+                        zero,
+                        dx.ctypes.data + k0 * isz,
+                        kdim,
+                    )
                 else:  # dx[:, k0:k1] = dy @ W[:, k0:k1]
-                    _gemm(gemm, _NT, _NT, rows, k1 - k0, n_out, one, dy.ctypes.data,
-                          n_out, w.ctypes.data + k0 * isz, kdim, zero,
-                          dx.ctypes.data + k0 * isz, kdim)
+                    _gemm(
+                        gemm,
+                        _NT,
+                        _NT,
+                        rows,
+                        k1 - k0,
+                        n_out,
+                        one,
+                        dy.ctypes.data,
+                        n_out,
+                        w.ctypes.data + k0 * isz,
+                        kdim,
+                        zero,
+                        dx.ctypes.data + k0 * isz,
+                        kdim,
+                    )
     set_local_threads(local, 0)
 
 
-__all__ = ["conv_backward", "conv_forward", "conv_forward_wide", "ip_backward",
-           "ip_forward"]
+__all__ = [
+    "conv_backward",
+    "conv_forward",
+    "conv_forward_wide",
+    "ip_backward",
+    "ip_forward",
+]

@@ -64,8 +64,30 @@ def valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow):
 # negative-index wraparound, and the row copies compile to vector loads and
 # stores instead of scatters (measured 1.5-3.5x faster).
 @njit(inline="always")
-def im2col_planes(xf, n_img, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
-                  dh, dw, ylo, yhi, xlo, xhi, t0, t1, cf):
+def im2col_planes(
+    xf,
+    n_img,
+    chans,
+    height,
+    width,
+    oh,
+    ow,
+    kh,
+    kw,
+    ph,
+    pw,
+    sh,
+    sw,
+    dh,
+    dw,
+    ylo,
+    yhi,
+    xlo,
+    xhi,
+    t0,
+    t1,
+    cf,
+):
     """im2col of the (channel, image) planes t in [t0, t1), t = c * N + n.
 
     Args:
@@ -118,8 +140,30 @@ def im2col_planes(xf, n_img, chans, height, width, oh, ow, kh, kw, ph, pw, sh, s
 
 
 @njit(inline="always")
-def col2im_planes(cf, n_img, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
-                  dh, dw, ylo, yhi, xlo, xhi, t0, t1, xf):
+def col2im_planes(
+    cf,
+    n_img,
+    chans,
+    height,
+    width,
+    oh,
+    ow,
+    kh,
+    kw,
+    ph,
+    pw,
+    sh,
+    sw,
+    dh,
+    dw,
+    ylo,
+    yhi,
+    xlo,
+    xhi,
+    t0,
+    t1,
+    xf,
+):
     """col2im of the (channel, image) planes t in [t0, t1), t = c * N + n.
 
     Args:
@@ -206,16 +250,38 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, col):
     """
     n_img, chans, height, width = x.shape
     oh, ow = col.shape[2], col.shape[3]
-    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
-                                      oh, ow)
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow
+    )
     xf = x.reshape(x.size)
     cf = col.reshape(col.size)
     planes = n_img * chans
     blocks = min(planes, _BLOCKS)
     for b in prange(blocks):
-        im2col_planes(xf, n_img, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
-                      dh, dw, ylo, yhi, xlo, xhi, b * planes // blocks,
-                      (b + 1) * planes // blocks, cf)
+        im2col_planes(
+            xf,
+            n_img,
+            chans,
+            height,
+            width,
+            oh,
+            ow,
+            kh,
+            kw,
+            ph,
+            pw,
+            sh,
+            sw,
+            dh,
+            dw,
+            ylo,
+            yhi,
+            xlo,
+            xhi,
+            b * planes // blocks,
+            (b + 1) * planes // blocks,
+            cf,
+        )
 
 
 @pjit
@@ -233,16 +299,38 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, img):
     # the same element.
     n_img, chans, height, width = img.shape
     oh, ow = col.shape[2], col.shape[3]
-    ylo, yhi, xlo, xhi = valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width,
-                                      oh, ow)
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow
+    )
     xf = img.reshape(img.size)
     cf = col.reshape(col.size)
     planes = n_img * chans
     blocks = min(planes, _BLOCKS)
     for b in prange(blocks):
-        col2im_planes(cf, n_img, chans, height, width, oh, ow, kh, kw, ph, pw, sh, sw,
-                      dh, dw, ylo, yhi, xlo, xhi, b * planes // blocks,
-                      (b + 1) * planes // blocks, xf)
+        col2im_planes(
+            cf,
+            n_img,
+            chans,
+            height,
+            width,
+            oh,
+            ow,
+            kh,
+            kw,
+            ph,
+            pw,
+            sh,
+            sw,
+            dh,
+            dw,
+            ylo,
+            yhi,
+            xlo,
+            xhi,
+            b * planes // blocks,
+            (b + 1) * planes // blocks,
+            xf,
+        )
 
 
 @pjit
@@ -262,8 +350,9 @@ def swap01(src, bias, dst):
     rows = na * nb
     blocks = min(rows, _BLOCKS)
     for b in prange(blocks):
-        swap01_rows(sf, na, nb, npos, bias, b * rows // blocks,
-                    (b + 1) * rows // blocks, df)
+        swap01_rows(
+            sf, na, nb, npos, bias, b * rows // blocks, (b + 1) * rows // blocks, df
+        )
 
 
 @pjit
@@ -294,4 +383,14 @@ def deconv_out_size(size, kernel, pad, stride, dilation):
     return stride * (size - 1) + extent - 2 * pad
 
 
-__all__ = ["add_bias", "col2im", "col2im_planes", "im2col_planes", "swap01_rows", "conv_out_size", "deconv_out_size", "im2col", "swap01"]
+__all__ = [
+    "add_bias",
+    "col2im",
+    "col2im_planes",
+    "im2col_planes",
+    "swap01_rows",
+    "conv_out_size",
+    "deconv_out_size",
+    "im2col",
+    "swap01",
+]

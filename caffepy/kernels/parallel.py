@@ -86,8 +86,12 @@ class TaskPool:
     def _start_threads(self):
         while len(self._threads) < self.size - 1:
             worker = len(self._threads) + 1
-            t = threading.Thread(target=self._serve, args=(worker,), daemon=True,
-                                 name=f"caffepy-worker-{worker}")
+            t = threading.Thread(
+                target=self._serve,
+                args=(worker,),
+                daemon=True,
+                name=f"caffepy-worker-{worker}",
+            )
             self._threads.append(t)
             t.start()
 

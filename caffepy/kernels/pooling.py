@@ -77,8 +77,18 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
                             if v > b3:
                                 b3, w3 = v, i + 3 * sw
                     o = u64(orow + px)
-                    tf[o], tf[o + u64(1)], tf[o + u64(2)], tf[o + u64(3)] = b0, b1, b2, b3
-                    af[o], af[o + u64(1)], af[o + u64(2)], af[o + u64(3)] = w0, w1, w2, w3
+                    tf[o], tf[o + u64(1)], tf[o + u64(2)], tf[o + u64(3)] = (
+                        b0,
+                        b1,
+                        b2,
+                        b3,
+                    )
+                    af[o], af[o + u64(1)], af[o + u64(2)], af[o + u64(3)] = (
+                        w0,
+                        w1,
+                        w2,
+                        w3,
+                    )
                     px += 4
                     continue
                 we = min(ws + kw, width)

@@ -25,8 +25,10 @@ def raw_db(path, n=7, shape=(3, 6, 5), seed=0, dtype=np.uint8):
         images = gen.uniform(-1, 1, (n,) + shape).astype(dtype)
     labels = gen.integers(0, 10, n)
     keys = [f"{i:08d}_img{i}.png" for i in range(n)]
-    records = [(k, array_to_datum(im, lab).SerializeToString())
-               for k, im, lab in zip(keys, images, labels)]
+    records = [
+        (k, array_to_datum(im, lab).SerializeToString())
+        for k, im, lab in zip(keys, images, labels)
+    ]
     return write_lmdb(path, records), images, labels, keys
 
 

@@ -36,8 +36,11 @@ def test_float_data_round_trip():
 def test_encoded_matches_cv2(color):
     img = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
     buf = cv2.imencode(".png", img)[1].tobytes()
-    flag = {None: cv2.IMREAD_ANYCOLOR, True: cv2.IMREAD_COLOR,
-            False: cv2.IMREAD_GRAYSCALE}[color]
+    flag = {
+        None: cv2.IMREAD_ANYCOLOR,
+        True: cv2.IMREAD_COLOR,
+        False: cv2.IMREAD_GRAYSCALE,
+    }[color]
     want = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
     want = want[None] if want.ndim == 2 else want.transpose(2, 0, 1)
     got = datum_to_array(encoded_datum(buf, 3), "rec", color)

@@ -29,10 +29,16 @@ def test_data_net_batches(golden, monkeypatch, case):
     try:
         for k in range(meta["batches_recorded"]):
             net.forward()
-            np.testing.assert_allclose(net.blobs["data"].data, ref["batch/data"][k],
-                                       rtol=0, atol=1e-6, err_msg=f"batch {k}")
-            np.testing.assert_array_equal(net.blobs["label"].data,
-                                          ref["batch/label"][k])
+            np.testing.assert_allclose(
+                net.blobs["data"].data,
+                ref["batch/data"][k],
+                rtol=0,
+                atol=1e-6,
+                err_msg=f"batch {k}",
+            )
+            np.testing.assert_array_equal(
+                net.blobs["label"].data, ref["batch/label"][k]
+            )
     finally:
         for layer in net.data_layers:
             layer.close()
@@ -51,11 +57,16 @@ def test_stored_lmdb_decodes_as_recorded(golden, db):
         assert datum.label == ref["label"][i]
         assert datum.encoded == ref["encoded"][i]
         assert (datum.channels, datum.height, datum.width) == (
-            ref["channels"][i], ref["height"][i], ref["width"][i])
+            ref["channels"][i],
+            ref["height"][i],
+            ref["width"][i],
+        )
         if datum.encoded:
             assert datum.data == ref[f"datum_bytes/{i}"].tobytes()
-            np.testing.assert_array_equal(datum_to_array(datum, key),
-                                          ref[f"decoded/{i}"])
+            np.testing.assert_array_equal(
+                datum_to_array(datum, key), ref[f"decoded/{i}"]
+            )
         else:
-            np.testing.assert_array_equal(datum_to_array(datum, key),
-                                          ref[f"datum_data/{i}"])
+            np.testing.assert_array_equal(
+                datum_to_array(datum, key), ref[f"datum_data/{i}"]
+            )

@@ -39,8 +39,10 @@ def images():
 def test_center_crop_mean_file_scale(tmp_path, images, dtype):
     mean = np.random.default_rng(4).uniform(0, 255, (1, 3, 7, 6)).astype(np.float32)
     write_binaryproto(tmp_path / "mean.binaryproto", mean)
-    tr = make(f'crop_size: 4 scale: 0.0078125 mean_file: "{tmp_path}/mean.binaryproto"',
-              dtype=dtype)
+    tr = make(
+        f'crop_size: 4 scale: 0.0078125 mean_file: "{tmp_path}/mean.binaryproto"',
+        dtype=dtype,
+    )
     out = tr.transform(images)
     assert out.dtype == dtype and out.shape == (4, 3, 4, 4)
     for i, img in enumerate(images):
@@ -67,9 +69,12 @@ def test_train_crop_and_mirror_are_valid_and_seeded(images):
     for i, img in enumerate(images):
         matches = [
             (h, w, m)
-            for h in range(4) for w in range(3) for m in (False, True)
-            if np.array_equal(out[i], caffe_transform(img, 4, h, w, m, None, 1.0,
-                                                      np.float32) - 5)
+            for h in range(4)
+            for w in range(3)
+            for m in (False, True)
+            if np.array_equal(
+                out[i], caffe_transform(img, 4, h, w, m, None, 1.0, np.float32) - 5
+            )
         ]
         assert matches, f"item {i} is no crop of its image"
         seen.update(matches)
@@ -93,10 +98,12 @@ def test_different_sizes_with_crop(images):
     tr = make("crop_size: 5 mean_value: 1 mean_value: 2 mean_value: 3")
     out = tr.transform([a, b])
     mean = np.broadcast_to(np.array([1, 2, 3], np.float32)[:, None, None], (3, 9, 8))
-    np.testing.assert_array_equal(out[0], caffe_transform(a, 5, 1, 0, False, mean,
-                                                          1.0, np.float32))
-    np.testing.assert_array_equal(out[1], caffe_transform(b, 5, 2, 1, False, mean,
-                                                          1.0, np.float32))
+    np.testing.assert_array_equal(
+        out[0], caffe_transform(a, 5, 1, 0, False, mean, 1.0, np.float32)
+    )
+    np.testing.assert_array_equal(
+        out[1], caffe_transform(b, 5, 2, 1, False, mean, 1.0, np.float32)
+    )
 
 
 def test_float_input(images):
@@ -117,8 +124,9 @@ def test_errors(tmp_path, images):
     with pytest.raises(DataError, match="'k1' is 3x9x8 but record 'k0' is 3x7x6"):
         make("").transform([images[0], np.zeros((3, 9, 8), np.uint8)], names=names)
     with pytest.raises(DataError, match="record 'k1' has 1 channel.*force_color"):
-        make("crop_size: 2").transform([images[0], np.zeros((1, 9, 8), np.uint8)],
-                                       names=names)
+        make("crop_size: 2").transform(
+            [images[0], np.zeros((1, 9, 8), np.uint8)], names=names
+        )
     with pytest.raises(DataError, match="cannot read mean file .*missing.binaryproto"):
         make(f'mean_file: "{tmp_path}/missing.binaryproto"')
     with pytest.raises(DataError, match="mean_file or mean_value, not both"):
@@ -131,7 +139,8 @@ def test_parameter_errors_name_the_layer():
     class Owner:
         name, type = "mydata", "Data"
 
-    param = text_format.Parse("force_color: true force_gray: true",
-                              caffe_pb2.TransformationParameter())
+    param = text_format.Parse(
+        "force_color: true force_gray: true", caffe_pb2.TransformationParameter()
+    )
     with pytest.raises(LayerError, match="Data layer 'mydata'"):
         DataTransformer(param, TRAIN, owner=Owner())

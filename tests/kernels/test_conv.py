@@ -9,8 +9,9 @@ import pytest
 from caffepy.kernels import blas, conv
 from caffepy.testing.oracle import lazy_module
 
-pytestmark = pytest.mark.skipif(not blas.AVAILABLE,
-                                reason="numpy's BLAS is not callable from kernels")
+pytestmark = pytest.mark.skipif(
+    not blas.AVAILABLE, reason="numpy's BLAS is not callable from kernels"
+)
 
 torch = lazy_module("torch")  # oracle: imported on first call
 F = torch.nn.functional
@@ -40,16 +41,25 @@ def _setup(case, dtype):
     x = gen.standard_normal(shape).astype(dtype)
     w = gen.standard_normal((m, shape[1] // g, k, k)).astype(dtype)
     b = gen.standard_normal(m).astype(dtype) if has_bias else np.empty(0, dtype)
-    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
-                   torch.from_numpy(b) if has_bias else None, s, p, d, g)
+    ref = F.conv2d(
+        torch.from_numpy(x),
+        torch.from_numpy(w),
+        torch.from_numpy(b) if has_bias else None,
+        s,
+        p,
+        d,
+        g,
+    )
     return x, w, b, ref, (k, k, p, p, s, s, d, d), g, nb
 
 
 def _bufs(workers, x, m, out_shape, nb, k):
     rows = x.shape[1] * k * k
     npos = out_shape[2] * out_shape[3]
-    return (np.zeros((workers, rows * nb * npos), x.dtype),
-            np.zeros((workers, m * nb * npos), x.dtype))
+    return (
+        np.zeros((workers, rows * nb * npos), x.dtype),
+        np.zeros((workers, m * nb * npos), x.dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -58,16 +68,37 @@ def test_conv_forward(case, dtype, threads):
     x, w, b, ref, geom, g, nb = _setup(case, dtype)
     y = np.full(ref.shape, np.nan, dtype)
     colbuf, resbuf = _bufs(threads, x, w.shape[0], y.shape, nb, geom[0])
-    conv.conv_forward(x, w.reshape(w.shape[0], -1), b, *geom, g, nb,
-                      blas.gemm_address(dtype), blas.SET_LOCAL_THREADS, threads,
-                      np.zeros(1, np.int64), colbuf, resbuf, y)
+    conv.conv_forward(
+        x,
+        w.reshape(w.shape[0], -1),
+        b,
+        *geom,
+        g,
+        nb,
+        blas.gemm_address(dtype),
+        blas.SET_LOCAL_THREADS,
+        threads,
+        np.zeros(1, np.int64),
+        colbuf,
+        resbuf,
+        y,
+    )
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
     if x.shape[0] == 1:  # one image spread over the threads
         y[...] = np.nan
-        conv.conv_forward_wide(x, w.reshape(w.shape[0], -1), b, *geom, g,
-                               blas.gemm_address(dtype), blas.SET_LOCAL_THREADS,
-                               threads, colbuf[0], y)
+        conv.conv_forward_wide(
+            x,
+            w.reshape(w.shape[0], -1),
+            b,
+            *geom,
+            g,
+            blas.gemm_address(dtype),
+            blas.SET_LOCAL_THREADS,
+            threads,
+            colbuf[0],
+            y,
+        )
         np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
 
 
@@ -90,9 +121,27 @@ def test_conv_backward(case, threads):
     bacc = np.full((n_groups, m), np.nan)
     dx = np.full(x.shape, np.nan)
     colbuf, resbuf = _bufs(threads, x, m, dy.shape, nb, k)
-    conv.conv_backward(x, dy, w.reshape(m, -1), True, b.size > 0, True, *geom, g, nb,
-                       n_groups, blas.gemm_address(dtype), blas.SET_LOCAL_THREADS,
-                       threads, np.zeros(1, np.int64), colbuf, resbuf, wacc, bacc, dx)
+    conv.conv_backward(
+        x,
+        dy,
+        w.reshape(m, -1),
+        True,
+        b.size > 0,
+        True,
+        *geom,
+        g,
+        nb,
+        n_groups,
+        blas.gemm_address(dtype),
+        blas.SET_LOCAL_THREADS,
+        threads,
+        np.zeros(1, np.int64),
+        colbuf,
+        resbuf,
+        wacc,
+        bacc,
+        dx,
+    )
     dw = wacc.sum(axis=0).transpose(0, 2, 1).reshape(w.shape)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=1e-10, atol=1e-10)
@@ -110,25 +159,53 @@ def test_inner_product(rows, transpose, threads):
     b = gen.standard_normal(9)
     y = np.full((rows, 9), np.nan)
     counter = np.zeros(1, np.int64)
-    conv.ip_forward(x, w, transpose, b, 3, blas.DGEMM, blas.DGEMV,
-                    blas.SET_LOCAL_THREADS, threads, counter, y)
+    conv.ip_forward(
+        x,
+        w,
+        transpose,
+        b,
+        3,
+        blas.DGEMM,
+        blas.DGEMV,
+        blas.SET_LOCAL_THREADS,
+        threads,
+        counter,
+        y,
+    )
     np.testing.assert_allclose(y, x @ w_nk.T + b, rtol=1e-12)
     dy = gen.standard_normal((rows, 9))
     dw = np.ones_like(w)  # accumulated into
     dx = np.full(x.shape, np.nan)
-    conv.ip_backward(x, dy, w, transpose, True, True, 4, 3, blas.DGEMM,
-                     blas.SET_LOCAL_THREADS, threads, counter, dw, dx)
+    conv.ip_backward(
+        x,
+        dy,
+        w,
+        transpose,
+        True,
+        True,
+        4,
+        3,
+        blas.DGEMM,
+        blas.SET_LOCAL_THREADS,
+        threads,
+        counter,
+        dw,
+        dx,
+    )
     grad = dy.T @ x
     np.testing.assert_allclose(dw, 1 + (grad.T if transpose else grad), rtol=1e-12)
     np.testing.assert_allclose(dx, dy @ w_nk, rtol=1e-12)
 
 
-@pytest.mark.parametrize("layer", [
-    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
-    'group: 2 weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
-    'type: "InnerProduct" inner_product_param { num_output: 300 '
-    'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
-])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 '
+        'group: 2 weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
+        'type: "InnerProduct" inner_product_param { num_output: 300 '
+        'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }',
+    ],
+)
 def test_fallback_path_gives_the_same_results(layer, monkeypatch):
     from caffepy.testing import layer_from_text, make_blobs
 
@@ -145,7 +222,8 @@ def test_fallback_path_gives_the_same_results(layer, monkeypatch):
         top[0].diff[...] = np.random.default_rng(6).standard_normal(top[0].shape)
         lay.Backward(top, [True], bottom)
         return [top[0].data.copy(), bottom[0].diff.copy()] + [
-            b.diff.copy() for b in lay.blobs]
+            b.diff.copy() for b in lay.blobs
+        ]
 
     fused = run()
     monkeypatch.setattr(blas, "AVAILABLE", False)

@@ -75,7 +75,10 @@ def _conv_grads(size, params, shape):
     layer = layer_from_text(
         f'name: "c" type: "Convolution" convolution_param {{ {params} '
         'weight_filler { type: "gaussian" std: 0.1 } '
-        'bias_filler { type: "gaussian" std: 0.1 } }', 0, np.float32)
+        'bias_filler { type: "gaussian" std: 0.1 } }',
+        0,
+        np.float32,
+    )
     gen = np.random.default_rng(5)
     x, y = Blob(shape), Blob()
     x.data[...] = gen.standard_normal(shape)
@@ -90,10 +93,13 @@ def _conv_grads(size, params, shape):
     return y.data.copy(), x.diff.copy(), [b.diff.copy() for b in layer.blobs]
 
 
-@pytest.mark.parametrize("params", [
-    "num_output: 6 kernel_size: 3 pad: 1",
-    "num_output: 4 kernel_size: 1 group: 2",
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        "num_output: 6 kernel_size: 3 pad: 1",
+        "num_output: 4 kernel_size: 1 group: 2",
+    ],
+)
 def test_conv_gradients_are_deterministic_with_threads(params):
     import numba
 
@@ -114,8 +120,7 @@ def test_conv_gradients_are_deterministic_with_threads(params):
 
 
 def test_fused_sgd_update_matches_the_general_path():
-    from caffepy.solvers import SGDSolver
-    from caffepy.solvers import Solver
+    from caffepy.solvers import SGDSolver, Solver
 
     text = """
     base_lr: 0.1 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed" max_iter: 10
@@ -141,15 +146,23 @@ def test_fused_sgd_update_matches_the_general_path():
         if general:
             solver.update_param = lambda i, r, s=solver: Solver.update_param(s, i, r)
         solver.step(5)
-        runs.append([b.data.copy() for b in solver.net.learnable_params]
-                    + [h.copy() for h in solver.history])
+        runs.append(
+            [b.data.copy() for b in solver.net.learnable_params]
+            + [h.copy() for h in solver.history]
+        )
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kernel,stride,pad,width", [
-    (3, 2, 0, 17), (2, 2, 0, 16), (3, 1, 1, 13), (3, 2, 1, 21),
-])
+@pytest.mark.parametrize(
+    "kernel,stride,pad,width",
+    [
+        (3, 2, 0, 17),
+        (2, 2, 0, 16),
+        (3, 1, 1, 13),
+        (3, 2, 1, 21),
+    ],
+)
 def test_max_pooling_wide_path_matches_caffe(kernel, stride, pad, width):
     from caffepy.kernels.pooling import max_pool_forward
 
@@ -157,8 +170,9 @@ def test_max_pooling_wide_path_matches_caffe(kernel, stride, pad, width):
     # small integers: many ties (the first maximum wins), and a few NaNs (skipped)
     x = gen.integers(-3, 3, (2, 3, 9, width)).astype(np.float32)
     x[0, 0, 2, 5] = np.nan
-    ref, mask = naive.pooling_layer(x, "MAX", (kernel, kernel), (pad, pad),
-                                    (stride, stride))
+    ref, mask = naive.pooling_layer(
+        x, "MAX", (kernel, kernel), (pad, pad), (stride, stride)
+    )
     top = np.empty(ref.shape, np.float32)
     arg = np.empty(ref.shape, np.int32)
     max_pool_forward(x, kernel, kernel, pad, pad, stride, stride, top, arg)

@@ -39,8 +39,10 @@ def solver_param(text, net=LS_NET):
 def ls_batches(steps, iter_size=1, seed=5):
     """(steps, iter_size) batches (x, y) for the least-squares net."""
     gen = np.random.default_rng(seed)
-    return [[(gen.normal(size=(N, D)), gen.normal(size=(N, K)))
-             for _ in range(iter_size)] for _ in range(steps)]
+    return [
+        [(gen.normal(size=(N, D)), gen.normal(size=(N, K))) for _ in range(iter_size)]
+        for _ in range(steps)
+    ]
 
 
 def feed(solver, names, passes):

@@ -56,10 +56,13 @@ def _run_steps(solver, meta, arrays, steps, expect_key):
             want = arrays[key][k]
             update = arrays[key.replace(expect_key, "update_iter", 1)][k]
             np.testing.assert_allclose(
-                got, want, **PARAM_TOL,
+                got,
+                want,
+                **PARAM_TOL,
                 err_msg=f"{layer}/{i} after step {k + 1}; update applied "
-                        f"{solver.net.params[layer][i].diff.ravel()[:4]} vs Caffe's "
-                        f"{update.ravel()[:4]}")
+                f"{solver.net.params[layer][i].diff.ravel()[:4]} vs Caffe's "
+                f"{update.ravel()[:4]}",
+            )
     return rates, losses
 
 
@@ -76,17 +79,25 @@ def test_six_steps(case, monkeypatch, golden, caplog):
     np.testing.assert_allclose(rates, meta["lr_logged"], rtol=1e-5)
     np.testing.assert_allclose(losses, meta["loss_logged"], rtol=2e-5)
     np.testing.assert_allclose(
-        solver.net.blobs["loss"].data, arrays["loss_blob"][-1], rtol=1e-5)
+        solver.net.blobs["loss"].data, arrays["loss_blob"][-1], rtol=1e-5
+    )
     # Caffe's own log lines
-    lr_lines = [r.getMessage() for r in caplog.records
-                if re.match(r"Iteration \d+, lr = ", r.getMessage())]
+    lr_lines = [
+        r.getMessage()
+        for r in caplog.records
+        if re.match(r"Iteration \d+, lr = ", r.getMessage())
+    ]
     assert lr_lines[0] == f"Iteration 0, lr = {meta['lr_logged'][0]:g}"
     if "clip_l2norm_logged" in arrays:
-        clip = [r.getMessage() for r in caplog.records
-                if r.getMessage().startswith("Gradient clipping")]
+        clip = [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith("Gradient clipping")
+        ]
         norms = [float(re.search(r"L2 norm ([\d.e+-]+)", m).group(1)) for m in clip]
         np.testing.assert_allclose(
-            norms, arrays["clip_l2norm_logged"][: len(norms)], rtol=1e-4)
+            norms, arrays["clip_l2norm_logged"][: len(norms)], rtol=1e-4
+        )
         assert len(norms) == np.count_nonzero(arrays["clip_scale_logged"] < 1)
 
 
@@ -99,18 +110,23 @@ def test_resume_from_caffe_snapshot(case, monkeypatch, golden):
     assert solver.current_step == meta["solverstate"]["current_step"]
     for layer, i, key in _keys(arrays, "snapshot_param"):
         np.testing.assert_array_equal(solver.net.params[layer][i].data, arrays[key])
-        np.testing.assert_allclose(solver.net.params[layer][i].data,
-                                   arrays[f"param_iter/{layer}/{i}"][2], **PARAM_TOL)
-    history = sorted((int(k.split("/")[2]), k) for k in arrays
-                     if k.startswith("state/history/"))
+        np.testing.assert_allclose(
+            solver.net.params[layer][i].data,
+            arrays[f"param_iter/{layer}/{i}"][2],
+            **PARAM_TOL,
+        )
+    history = sorted(
+        (int(k.split("/")[2]), k) for k in arrays if k.startswith("state/history/")
+    )
     assert len(history) == len(solver.history) == meta["solverstate"]["n_history_blobs"]
     for i, key in history:
         np.testing.assert_array_equal(solver.history[i], arrays[key])
     rates, _ = _run_steps(solver, meta, arrays, range(3, 6), "param_iter")
     np.testing.assert_allclose(rates, meta["lr_logged"][3:], rtol=1e-5)
     for layer, i, key in _keys(arrays, "resume_param_iter"):
-        np.testing.assert_allclose(solver.net.params[layer][i].data, arrays[key][-1],
-                                   **PARAM_TOL)
+        np.testing.assert_allclose(
+            solver.net.params[layer][i].data, arrays[key][-1], **PARAM_TOL
+        )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -126,13 +142,15 @@ def test_snapshot_matches_caffe_files(case, monkeypatch, golden, tmp_path):
     model, state_file = solver.snapshot()
     ours = caffe_pb2.SolverState.FromString(Path(state_file).read_bytes())
     theirs = caffe_pb2.SolverState.FromString(
-        Path(f"{case}_iter_3.solverstate").read_bytes())
+        Path(f"{case}_iter_3.solverstate").read_bytes()
+    )
     assert ours.learned_net == model
     ours.learned_net = theirs.learned_net
     assert ours == theirs
     net = caffe_pb2.NetParameter.FromString(Path(model).read_bytes())
     ref = caffe_pb2.NetParameter.FromString(
-        Path(f"{case}_iter_3.caffemodel").read_bytes())
+        Path(f"{case}_iter_3.caffemodel").read_bytes()
+    )
     ours_blobs = {lp.name: list(lp.blobs) for lp in net.layer if lp.blobs}
     ref_blobs = {lp.name: list(lp.blobs) for lp in ref.layer if lp.blobs}
     assert ours_blobs == ref_blobs

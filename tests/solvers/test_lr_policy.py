@@ -18,13 +18,19 @@ TABLE = [
     ('lr_policy: "fixed"', lambda it: 0.1),
     ('lr_policy: "step" gamma: 0.5 stepsize: 3', lambda it: 0.1 * 0.5 ** (it // 3)),
     ('lr_policy: "exp" gamma: 0.9', lambda it: 0.1 * 0.9**it),
-    ('lr_policy: "inv" gamma: 0.1 power: 0.75',
-     lambda it: 0.1 * (1 + 0.1 * it) ** -0.75),
+    (
+        'lr_policy: "inv" gamma: 0.1 power: 0.75',
+        lambda it: 0.1 * (1 + 0.1 * it) ** -0.75,
+    ),
     ('lr_policy: "poly" power: 2 max_iter: 10', lambda it: 0.1 * (1 - it / 10) ** 2),
-    ('lr_policy: "sigmoid" gamma: 0.5 stepsize: 4',
-     lambda it: 0.1 / (1 + math.exp(-0.5 * (it - 4)))),
-    ('lr_policy: "multistep" gamma: 0.3 stepvalue: 2 stepvalue: 5',
-     lambda it: 0.1 * 0.3 ** ((it >= 2) + (it >= 5))),
+    (
+        'lr_policy: "sigmoid" gamma: 0.5 stepsize: 4',
+        lambda it: 0.1 / (1 + math.exp(-0.5 * (it - 4))),
+    ),
+    (
+        'lr_policy: "multistep" gamma: 0.3 stepvalue: 2 stepvalue: 5',
+        lambda it: 0.1 * 0.3 ** ((it >= 2) + (it >= 5)),
+    ),
 ]
 
 
@@ -54,16 +60,21 @@ def test_multistep_advances_one_stepvalue_per_call():
     assert learning_rate(p, 3, 1) == (pytest.approx(0.03), 1)
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("", "lr_policy is not set"),
-    ('lr_policy: "fixd"', r"unknown lr_policy 'fixd' \(did you mean 'fixed'\?\)"),
-    ('lr_policy: "step" gamma: 0.1', "needs stepsize > 0; got stepsize: 0"),
-    ('lr_policy: "sigmoid" gamma: 0.1', "needs stepsize > 0"),
-    ('lr_policy: "poly" power: 1', "needs max_iter > 0"),
-    ('lr_policy: "exp" gamma: -0.1', "needs gamma >= 0; got gamma: -0.1"),
-    ('lr_policy: "multistep" gamma: 0.1 stepvalue: 5 stepvalue: 3',
-     r"increasing stepvalue; got \[5, 3\]"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "lr_policy is not set"),
+        ('lr_policy: "fixd"', r"unknown lr_policy 'fixd' \(did you mean 'fixed'\?\)"),
+        ('lr_policy: "step" gamma: 0.1', "needs stepsize > 0; got stepsize: 0"),
+        ('lr_policy: "sigmoid" gamma: 0.1', "needs stepsize > 0"),
+        ('lr_policy: "poly" power: 1', "needs max_iter > 0"),
+        ('lr_policy: "exp" gamma: -0.1', "needs gamma >= 0; got gamma: -0.1"),
+        (
+            'lr_policy: "multistep" gamma: 0.1 stepvalue: 5 stepvalue: 3',
+            r"increasing stepvalue; got \[5, 3\]",
+        ),
+    ],
+)
 def test_policy_errors(text, match):
     with pytest.raises(SolverError, match=match):
         check_lr_policy(_param(text))

@@ -27,8 +27,9 @@ SGD = 'type: "SGD" base_lr: 0.05 lr_policy: "fixed" momentum: 0.9 weight_decay: 
 
 
 def _feed_steps(solver, steps, seed=5):
-    return feed(solver, ("x", "y"), [pb for s in ls_batches(steps, seed=seed)
-                                     for pb in s])
+    return feed(
+        solver, ("x", "y"), [pb for s in ls_batches(steps, seed=seed) for pb in s]
+    )
 
 
 # -- construction ---------------------------------------------------------------------
@@ -49,30 +50,47 @@ def test_legacy_solver_type_enum():
     assert type(get_solver(param)).__name__ == "NesterovSolver"
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ('type: "Adamm" base_lr: 0.1 lr_policy: "fixed"',
-     r"unknown solver type 'Adamm' \(did you mean 'Adam'"),
-    ('type: "AdaGrad" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9',
-     "AdaGrad solver: momentum must be 0"),
-    ('type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" momentum: 0.5',
-     "RMSProp solver: momentum must be 0"),
-    ('type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" rms_decay: 1.0',
-     r"rms_decay must lie in \[0, 1\)"),
-    ('type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 1',
-     r"momentum must lie in \[0, 1\)"),
-    (SGD + 'regularization_type: "L3"', "unknown regularization_type 'L3'"),
-    ('type: "SGD" base_lr: 0.1 lr_policy: "step" gamma: 0.1',
-     "needs stepsize > 0"),
-    ('type: "SGD" base_lr: 0.1 lr_policy: "bogus"', "unknown lr_policy 'bogus'"),
-    (SGD + "test_iter: 2", "test_iter is set .* but test_interval is not"),
-    (SGD + "iter_size: 0", "iter_size must be >= 1"),
-    (SGD + "snapshot: 10", "snapshot is set .* but snapshot_prefix is not"),
-    (SGD + 'snapshot: 10 snapshot_prefix: "/proc/nonexistent/p"',
-     "cannot write to snapshot prefix"),
-    (SGD + "average_loss: 0", "average_loss must be >= 1"),
-    (SGD + "test_iter: 1 test_interval: 5 test_state { stage: 'a' } "
-     "test_state { stage: 'b' }", "test_state must be unset or given once per"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            'type: "Adamm" base_lr: 0.1 lr_policy: "fixed"',
+            r"unknown solver type 'Adamm' \(did you mean 'Adam'",
+        ),
+        (
+            'type: "AdaGrad" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9',
+            "AdaGrad solver: momentum must be 0",
+        ),
+        (
+            'type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" momentum: 0.5',
+            "RMSProp solver: momentum must be 0",
+        ),
+        (
+            'type: "RMSProp" base_lr: 0.1 lr_policy: "fixed" rms_decay: 1.0',
+            r"rms_decay must lie in \[0, 1\)",
+        ),
+        (
+            'type: "Adam" base_lr: 0.1 lr_policy: "fixed" momentum: 1',
+            r"momentum must lie in \[0, 1\)",
+        ),
+        (SGD + 'regularization_type: "L3"', "unknown regularization_type 'L3'"),
+        ('type: "SGD" base_lr: 0.1 lr_policy: "step" gamma: 0.1', "needs stepsize > 0"),
+        ('type: "SGD" base_lr: 0.1 lr_policy: "bogus"', "unknown lr_policy 'bogus'"),
+        (SGD + "test_iter: 2", "test_iter is set .* but test_interval is not"),
+        (SGD + "iter_size: 0", "iter_size must be >= 1"),
+        (SGD + "snapshot: 10", "snapshot is set .* but snapshot_prefix is not"),
+        (
+            SGD + 'snapshot: 10 snapshot_prefix: "/proc/nonexistent/p"',
+            "cannot write to snapshot prefix",
+        ),
+        (SGD + "average_loss: 0", "average_loss must be >= 1"),
+        (
+            SGD + "test_iter: 1 test_interval: 5 test_state { stage: 'a' } "
+            "test_state { stage: 'b' }",
+            "test_state must be unset or given once per",
+        ),
+    ],
+)
 def test_construction_errors(text, match):
     with pytest.raises(SolverError, match=match):
         get_solver(solver_param(text))
@@ -90,7 +108,8 @@ def test_train_net_count_errors():
 def test_net_file_relative_to_working_directory(tmp_path, monkeypatch):
     param = solver_param(SGD)
     (tmp_path / "net.prototxt").write_text(
-        re.sub(r"^\s*net_param \{|\}\s*$", "", LS_NET.strip()))
+        re.sub(r"^\s*net_param \{|\}\s*$", "", LS_NET.strip())
+    )
     solver_text = SGD + 'net: "net.prototxt"'
     (tmp_path / "solver.prototxt").write_text(solver_text)
     monkeypatch.chdir(tmp_path)
@@ -115,19 +134,22 @@ def test_random_seed_makes_fillers_repeatable():
     a = get_solver(solver_param(SGD + "random_seed: 7"))
     rng.set_random_seed(99)
     b = get_solver(solver_param(SGD + "random_seed: 7"))
-    np.testing.assert_array_equal(a.net.params["ip"][0].data,
-                                  b.net.params["ip"][0].data)
+    np.testing.assert_array_equal(
+        a.net.params["ip"][0].data, b.net.params["ip"][0].data
+    )
 
 
 # -- test nets, display, callbacks ----------------------------------------------------
 def test_test_nets_share_weights_and_log(caplog):
-    solver = get_solver(solver_param(
-        SGD + "display: 2 test_iter: 3 test_iter: 1 test_interval: 2"))
+    solver = get_solver(
+        solver_param(SGD + "display: 2 test_iter: 3 test_iter: 1 test_interval: 2")
+    )
     assert len(solver.test_nets) == 2
     for net in solver.test_nets:
         assert net.phase == caffepy.TEST
-        assert np.shares_memory(net.params["ip"][0].data,
-                                solver.net.params["ip"][0].data)
+        assert np.shares_memory(
+            net.params["ip"][0].data, solver.net.params["ip"][0].data
+        )
     _feed_steps(solver, 3)
     for net in solver.test_nets:
         x, y = ls_batches(1, seed=9)[0][0]
@@ -140,25 +162,44 @@ def test_test_nets_share_weights_and_log(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     # tests at iterations 0 and 2, each net in turn
     assert [m for m in msgs if "Testing net" in m] == [
-        "Iteration 0, Testing net (#0)", "Iteration 0, Testing net (#1)",
-        "Iteration 2, Testing net (#0)", "Iteration 2, Testing net (#1)"]
+        "Iteration 0, Testing net (#0)",
+        "Iteration 0, Testing net (#1)",
+        "Iteration 2, Testing net (#0)",
+        "Iteration 2, Testing net (#1)",
+    ]
     out = [m for m in msgs if m.startswith("    Test net output")]
-    assert re.fullmatch(r"    Test net output #0: loss = ([\d.e+-]+) "
-                        r"\(\* 1 = ([\d.e+-]+) loss\)", out[0])
+    assert re.fullmatch(
+        r"    Test net output #0: loss = ([\d.e+-]+) "
+        r"\(\* 1 = ([\d.e+-]+) loss\)",
+        out[0],
+    )
     assert [s[:2] for s in seen] == [(0, 0), (0, 1), (2, 0), (2, 1)]
     assert seen[0][2][0][0] == "loss"
     # display every 2 iterations: Caffe's three lines
-    assert any(re.fullmatch(r"Iteration 0 \([\d.e+-]+ iter/s, [\d.e+-]+s/2 iters\), "
-                            r"loss = [\d.e+-]+", m) for m in msgs)
-    assert any(re.fullmatch(r"    Train net output #0: loss = [\d.e+-]+ "
-                            r"\(\* 1 = [\d.e+-]+ loss\)", m) for m in msgs)
+    assert any(
+        re.fullmatch(
+            r"Iteration 0 \([\d.e+-]+ iter/s, [\d.e+-]+s/2 iters\), "
+            r"loss = [\d.e+-]+",
+            m,
+        )
+        for m in msgs
+    )
+    assert any(
+        re.fullmatch(
+            r"    Train net output #0: loss = [\d.e+-]+ "
+            r"\(\* 1 = [\d.e+-]+ loss\)",
+            m,
+        )
+        for m in msgs
+    )
     assert "Iteration 2, lr = 0.05" in msgs
     assert not any(m.startswith("Iteration 1") for m in msgs)
 
 
 def test_test_initialization_false():
-    solver = get_solver(solver_param(
-        SGD + "test_iter: 1 test_interval: 2 test_initialization: false"))
+    solver = get_solver(
+        solver_param(SGD + "test_iter: 1 test_interval: 2 test_initialization: false")
+    )
     seen = []
     solver.add_test_callback(lambda it, i, res: seen.append(it))
     _feed_steps(solver, 3)
@@ -184,39 +225,52 @@ def test_request_stop_and_snapshot(tmp_path):
     prefix = tmp_path / "run"
     solver = get_solver(solver_param(SGD + f'max_iter: 10 snapshot_prefix: "{prefix}"'))
     solver.add_callback(
-        lambda it, loss, lr: it == 2 and solver.request_action("snapshot"))
+        lambda it, loss, lr: it == 2 and solver.request_action("snapshot")
+    )
     solver.add_callback(lambda it, loss, lr: it == 4 and solver.request_action("stop"))
     _feed_steps(solver, 10)
     solver.solve()
     assert solver.iter == 4
     # the requested snapshot at 2, and the end-of-training one at the stop
     assert sorted(os.listdir(tmp_path)) == sorted(
-        f"run_iter_{n}.{ext}" for n in (2, 4)
-        for ext in ("caffemodel", "solverstate", "solverstate.caffepy.json"))
+        f"run_iter_{n}.{ext}"
+        for n in (2, 4)
+        for ext in ("caffemodel", "solverstate", "solverstate.caffepy.json")
+    )
     with pytest.raises(SolverError, match="unknown solver action 'pause'"):
         solver.request_action("pause")
 
 
 def test_solve_snapshots_at_interval_and_end(tmp_path):
     prefix = tmp_path / "s"
-    solver = get_solver(solver_param(
-        SGD + f'max_iter: 5 snapshot: 2 snapshot_prefix: "{prefix}" display: 1'))
+    solver = get_solver(
+        solver_param(
+            SGD + f'max_iter: 5 snapshot: 2 snapshot_prefix: "{prefix}" display: 1'
+        )
+    )
     _feed_steps(solver, 6)
     solver.solve()
     assert solver.iter == 5
     names = {f for f in os.listdir(tmp_path) if f.endswith(".solverstate")}
-    assert names == {"s_iter_2.solverstate", "s_iter_4.solverstate",
-                     "s_iter_5.solverstate"}
+    assert names == {
+        "s_iter_2.solverstate",
+        "s_iter_4.solverstate",
+        "s_iter_5.solverstate",
+    }
 
 
 # -- snapshot and restore -------------------------------------------------------------
 def _solver(rule, tmp_path, extra=""):
-    text = {"SGD": SGD, "Adam": 'type: "Adam" base_lr: 0.01 lr_policy: "fixed" ',
-            "multistep": 'type: "Nesterov" base_lr: 0.1 momentum: 0.9 '
-                         'lr_policy: "multistep" gamma: 0.5 stepvalue: 1 '
-                         "stepvalue: 3 "}[rule]
-    return get_solver(solver_param(text + f'snapshot_prefix: "{tmp_path / "p"}" '
-                                   + extra))
+    text = {
+        "SGD": SGD,
+        "Adam": 'type: "Adam" base_lr: 0.01 lr_policy: "fixed" ',
+        "multistep": 'type: "Nesterov" base_lr: 0.1 momentum: 0.9 '
+        'lr_policy: "multistep" gamma: 0.5 stepvalue: 1 '
+        "stepvalue: 3 ",
+    }[rule]
+    return get_solver(
+        solver_param(text + f'snapshot_prefix: "{tmp_path / "p"}" ' + extra)
+    )
 
 
 @pytest.mark.parametrize("rule", ["SGD", "Adam", "multistep"])
@@ -269,8 +323,11 @@ def test_data_layer_state_in_sidecar(tmp_path, monkeypatch):
             self.pos = value["pos"]
 
     cursors = {}
-    monkeypatch.setattr(Net, "data_layers", property(
-        lambda net: [cursors.setdefault(id(net), Cursor())]))
+    monkeypatch.setattr(
+        Net,
+        "data_layers",
+        property(lambda net: [cursors.setdefault(id(net), Cursor())]),
+    )
     a = _solver("SGD", tmp_path)
     a.net.data_layers[0].pos = 17
     _, state_file = a.snapshot()
@@ -285,15 +342,18 @@ def test_learned_net_beside_the_state(tmp_path, monkeypatch):
     _feed_steps(a, 2)
     a.step(2)
     _, state_file = a.snapshot()
-    assert caffe_pb2.SolverState.FromString(
-        Path(state_file).read_bytes()).learned_net == "rel_iter_2.caffemodel"
+    assert (
+        caffe_pb2.SolverState.FromString(Path(state_file).read_bytes()).learned_net
+        == "rel_iter_2.caffemodel"
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     b = get_solver(solver_param(SGD))
     b.restore(tmp_path / state_file)
-    np.testing.assert_array_equal(b.net.params["ip"][0].data,
-                                  a.net.params["ip"][0].data)
+    np.testing.assert_array_equal(
+        b.net.params["ip"][0].data, a.net.params["ip"][0].data
+    )
     os.remove(tmp_path / "rel_iter_2.caffemodel")
     with pytest.raises(SolverError, match="names the weights 'rel_iter_2.caffemodel'"):
         get_solver(solver_param(SGD)).restore(tmp_path / state_file)
@@ -309,8 +369,10 @@ def test_restore_errors(tmp_path):
     renamed.write_bytes(Path(model).read_bytes())
     with pytest.raises(SolverError, match="not a solver state"):
         sgd.restore(renamed)
-    with pytest.raises(SolverError, match="holds 4 history blobs but a SGD solver "
-                                          "on this net expects 2"):
+    with pytest.raises(
+        SolverError,
+        match="holds 4 history blobs but a SGD solver on this net expects 2",
+    ):
         sgd.restore(state_file)
     assert sgd.iter == 0
     # a state whose history does not fit the parameter shapes
@@ -320,8 +382,11 @@ def test_restore_errors(tmp_path):
     state.history[0].data[:] = [0.0] * 21
     bad = tmp_path / "bad.solverstate"
     bad.write_bytes(state.SerializeToString())
-    with pytest.raises(SolverError, match=r"parameter ip/0 has shape \[7, 3\] but the "
-                                          r"parameter has shape \[2, 3\]"):
+    with pytest.raises(
+        SolverError,
+        match=r"parameter ip/0 has shape \[7, 3\] but the "
+        r"parameter has shape \[2, 3\]",
+    ):
         sgd.restore(bad)
     with pytest.raises(SolverError, match="cannot read solver state"):
         sgd.restore(tmp_path / "missing.solverstate")
@@ -330,10 +395,15 @@ def test_restore_errors(tmp_path):
 def test_train_and_test_state_select_layers():
     staged = LS_NET.rstrip().rstrip("}") + (
         'layer { name: "q" type: "Power" bottom: "p" top: "q" '
-        'include { stage: "s" } }\n}\n')
-    solver = get_solver(solver_param(
-        SGD + "test_iter: 1 test_iter: 1 test_interval: 5 "
-        'test_state { stage: "s" } test_state { level: 1 }', net=staged))
+        'include { stage: "s" } }\n}\n'
+    )
+    solver = get_solver(
+        solver_param(
+            SGD + "test_iter: 1 test_iter: 1 test_interval: 5 "
+            'test_state { stage: "s" } test_state { level: 1 }',
+            net=staged,
+        )
+    )
     assert "q" not in solver.net.layer_dict
     assert "q" in solver.test_nets[0].layer_dict
     assert "q" not in solver.test_nets[1].layer_dict

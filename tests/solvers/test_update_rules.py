@@ -94,8 +94,10 @@ class Reference:
 
 
 def _run(rule, extra, dtype, steps=STEPS):
-    text = (f'type: "{rule}" {RULES[rule]} base_lr: 0.05 lr_policy: "inv" '
-            f"gamma: 0.1 power: 0.75 weight_decay: 0.02 max_iter: 100 {extra}")
+    text = (
+        f'type: "{rule}" {RULES[rule]} base_lr: 0.05 lr_policy: "inv" '
+        f"gamma: 0.1 power: 0.75 weight_decay: 0.02 max_iter: 100 {extra}"
+    )
     solver = get_solver(solver_param(text), dtype=dtype)
     p = solver.param
     w, b = (blob.data.copy() for blob in solver.net.params["ip"])
@@ -109,8 +111,9 @@ def _run(rule, extra, dtype, steps=STEPS):
     return solver, ref
 
 
-@pytest.mark.parametrize("extra", ["", "clip_gradients: 0.5", "iter_size: 3",
-                                   'regularization_type: "L1"'])
+@pytest.mark.parametrize(
+    "extra", ["", "clip_gradients: 0.5", "iter_size: 3", 'regularization_type: "L1"']
+)
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_rule_float32(rule, extra):
     solver, ref = _run(rule, extra, np.float32)
@@ -134,8 +137,9 @@ def test_rule_float64(rule):
 
 def test_clip_actually_clips():
     # the threshold above is small enough that every step is scaled
-    solver = get_solver(solver_param(
-        'type: "SGD" base_lr: 0.1 lr_policy: "fixed" clip_gradients: 0.5'))
+    solver = get_solver(
+        solver_param('type: "SGD" base_lr: 0.1 lr_policy: "fixed" clip_gradients: 0.5')
+    )
     x, y = ls_batches(1)[0][0]
     solver.net.blobs["x"].data[...] = x
     solver.net.blobs["y"].data[...] = y * 100
@@ -149,8 +153,9 @@ def test_clip_actually_clips():
 def test_frozen_parameter_is_not_updated():
     net = solver_param("").net_param
     net.layer[1].param[1].lr_mult = 0  # the bias
-    param = solver_param('type: "Adam" base_lr: 0.1 lr_policy: "fixed" '
-                         "weight_decay: 0.1", net="")
+    param = solver_param(
+        'type: "Adam" base_lr: 0.1 lr_policy: "fixed" weight_decay: 0.1', net=""
+    )
     param.net_param.CopyFrom(net)
     solver = get_solver(param)
     w0, b0 = (blob.data.copy() for blob in solver.net.params["ip"])

@@ -64,6 +64,9 @@ class _NdPass:
     def col(self, nb: int) -> Array:
         """The column buffer for nb images: (rows, nb, *out_spatial)."""
         shape = (self.rows, nb) + tuple(self.geom.out_spatial)
+        # NOTE: the plain im2col/col2im ops build a pass without a workspace and
+        # never ask for a column buffer.
+        assert self.ws is not None, "a column buffer needs the layer's workspace"
         return self.ws.get("ndcol", shape, self.dtype)
 
     def grouped(self, col: Array) -> Array:

@@ -38,7 +38,9 @@ def read_samples(lp, samples):
     if layer.type == "Data":
         from caffepy.data.db import open_db_reader
 
-        with open_db_reader(layer.data_param.source, layer.data_param.backend) as reader:
+        with open_db_reader(
+            layer.data_param.source, layer.data_param.backend
+        ) as reader:
             samples = min(samples, len(reader))
         layer.data_param.batch_size = samples
         layer.data_param.prefetch = 0

@@ -3,7 +3,7 @@ import caffepy
 
 class Mine(caffepy.Layer):
     def setup(self, bottom, top):
-        self.size = {}['size']
+        self.size = {}["size"]
 
     def reshape(self, bottom, top):
         top[0].reshape(*bottom[0].shape)
