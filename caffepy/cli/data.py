@@ -63,7 +63,12 @@ def data_fashion_mnist(out_dir, source, no_download):
     click.echo(f"Fashion-MNIST LMDBs ready in {out_dir}: {result}")
 
 
-def _dataset_options(f):
+def _dataset_options(backend="lmdb"):
+    """DIR, --source, --backend (default ``backend``) and --limit."""
+    return lambda f: _add_dataset_options(f, backend)
+
+
+def _add_dataset_options(f, backend):
     f = click.option(
         "--source",
         default=None,
@@ -71,13 +76,13 @@ def _dataset_options(f):
         help="Folder of the downloaded files (default: DIR).",
     )(f)
     backends = click.Choice(["lmdb", "leveldb"])
-    f = click.option("--backend", default="lmdb", type=backends)(f)
+    f = click.option("--backend", default=backend, type=backends, show_default=True)(f)
     f = click.option("--limit", type=int, default=None, help="Records per file.")(f)
     return click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False))(f)
 
 
 @data.command("mnist")
-@_dataset_options
+@_dataset_options()
 def data_mnist(out_dir, source, backend, limit):
     """MNIST's IDX files -> mnist_{train,test}_<backend> (convert_mnist_data)."""
     from caffepy.tools.datasets import convert_mnist, format_result
@@ -87,7 +92,7 @@ def data_mnist(out_dir, source, backend, limit):
 
 
 @data.command("cifar10")
-@_dataset_options
+@_dataset_options()
 def data_cifar10(out_dir, source, backend, limit):
     """CIFAR-10's binary batches -> cifar10_{train,test}_<backend> + mean."""
     from caffepy.tools.datasets import convert_cifar10, format_result
@@ -97,7 +102,7 @@ def data_cifar10(out_dir, source, backend, limit):
 
 
 @data.command("cifar100")
-@_dataset_options
+@_dataset_options()
 @click.option("--label", default="fine", type=click.Choice(["fine", "coarse"]))
 def data_cifar100(out_dir, source, backend, limit, label):
     """CIFAR-100's train.bin/test.bin -> cifar100_{train,test}_<backend> + mean."""
@@ -105,6 +110,23 @@ def data_cifar100(out_dir, source, backend, limit, label):
 
     result = convert_cifar100(source or out_dir, out_dir, backend, limit, label)
     click.echo(format_result("CIFAR-100", result))
+
+
+@data.command("mnist-siamese")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help="Seed of the pairs (default: a fresh one, printed, as Caffe draws anew).",
+)
+@_dataset_options(backend="leveldb")
+def data_mnist_siamese(out_dir, source, backend, limit, seed):
+    """MNIST's IDX files -> mnist_siamese_{train,test}_<backend>: random image pairs
+    as 2-channel Datums, label 1 for the same digit (convert_mnist_siamese_data)."""
+    from caffepy.tools.datasets import convert_mnist_siamese, format_result
+
+    result = convert_mnist_siamese(source or out_dir, out_dir, backend, limit, seed)
+    click.echo(format_result("MNIST siamese", result))
 
 
 @cli.command("extract_features")

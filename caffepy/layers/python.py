@@ -142,8 +142,9 @@ def create_python_layer(
     """An instance of the user's class that ``layer_param.python_param`` names.
 
     The base :class:`~caffepy.Layer` is initialised (pycaffe's ``phase``,
-    ``blobs``) and ``param_str`` set before a user ``__init__`` that takes no
-    arguments runs, as pycaffe's layers expect.
+    ``blobs``) and ``param_str`` (also as older Caffe's ``param_str_``) set
+    before a user ``__init__`` that takes no arguments runs, as pycaffe's layers
+    expect.
 
     Raises:
         LayerError: a missing module or class, or a class that is not a Layer.
@@ -152,6 +153,8 @@ def create_python_layer(
     obj = Layer.__new__(user_cls)
     Layer.__init__(obj, layer_param, phase, dtype)
     obj.param_str = layer_param.python_param.param_str
+    # NOTE: Caffe before 2016 (and py-faster-rcnn's fork) set ``param_str_``.
+    obj.param_str_ = obj.param_str
     init = user_cls.__dict__.get("__init__")
     files = _class_files(user_cls)
     if init is not None and init.__code__.co_argcount == 1:

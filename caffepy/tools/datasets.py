@@ -16,6 +16,11 @@
   ``test.bin`` (records of a coarse label byte, a fine label byte and 3072 pixel
   bytes) -> ``cifar100_train_<backend>`` and ``cifar100_test_<backend>``, keys
   ``%05d``, the fine label (or the coarse one), and ``cifar100_mean.binaryproto``.
+- MNIST pairs (``examples/siamese/convert_mnist_siamese_data.cpp``): the same IDX
+  files -> ``mnist_siamese_train_<backend>`` and ``mnist_siamese_test_<backend>``
+  (LevelDB by default, as Caffe's example): as many records as images, keys
+  ``%08d``, Datum 2 x rows x cols (image ``i`` then image ``j``), label 1 when the
+  two digits match, else 0; see :func:`siamese_pairs` for how the pairs are drawn.
 - Fashion-MNIST: :mod:`caffepy.tools.fashion_mnist` (IDX files as MNIST).
 
 Nothing is downloaded here: a missing file is a DataError that names every
@@ -28,7 +33,7 @@ import gzip
 import logging
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -161,6 +166,36 @@ def write_records(
 
 
 # -- MNIST ---------------------------------------------------------------------------
+def _mnist_splits(
+    source_dir: str,
+    files: dict[str, tuple[str, str]],
+    prefix: str,
+    limit: int | None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(split, N x rows x cols images, N labels) per split, after checking that
+    every file is there (all missing ones named in one DataError)."""
+    needed = [name for pair in files.values() for name in pair]
+    found = {name: find_file(source_dir, name) for name in needed}
+    if not all(found.values()):
+        raise _missing(
+            prefix.upper() if prefix == "mnist" else prefix,
+            [source_dir],
+            [n + "[.gz]" for n in needed if not found[n]],
+            "download them (Caffe's data/mnist/get_mnist.sh, "
+            "http://yann.lecun.com/exdb/mnist/) and give their folder",
+        )
+    for split, (images_name, labels_name) in files.items():
+        images_path, labels_path = str(found[images_name]), str(found[labels_name])
+        images = read_idx(images_path, limit)
+        labels = read_idx(labels_path, limit)
+        if images.ndim != 3 or labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(
+                f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) "
+                "do not match: expected N x rows x cols images and N labels"
+            )
+        yield split, images, labels
+
+
 def convert_mnist(
     source_dir: str,
     out_dir: str | None = None,
@@ -189,33 +224,89 @@ def convert_mnist(
             existing database.
     """
     out_dir = os.fspath(out_dir or source_dir)
-    needed = [name for pair in files.values() for name in pair]
-    found = {name: find_file(source_dir, name) for name in needed}
-    if not all(found.values()):
-        raise _missing(
-            prefix.upper() if prefix == "mnist" else prefix,
-            [source_dir],
-            [n + "[.gz]" for n in needed if not found[n]],
-            "download them (Caffe's data/mnist/get_mnist.sh, "
-            "http://yann.lecun.com/exdb/mnist/) and give their folder",
-        )
-    os.makedirs(out_dir, exist_ok=True)
+    splits = _mnist_splits(source_dir, files, prefix, limit)
     result: dict[str, Any] = {}
-    for split, (images_name, labels_name) in files.items():
-        images_path, labels_path = found[images_name], found[labels_name]
-        images = read_idx(images_path, limit)
-        labels = read_idx(labels_path, limit)
-        if images.ndim != 3 or labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(
-                f"{images_path} ({images.shape}) and {labels_path} ({labels.shape}) "
-                "do not match: expected N x rows x cols images and N labels"
-            )
+    for split, images, labels in splits:
+        os.makedirs(out_dir, exist_ok=True)
         db_path = os.path.join(out_dir, _db_name(prefix, split, backend))
         result[f"{split}_count"] = write_records(
             db_path, images, labels, "%08d", backend
         )
         result[split] = db_path
         log.info("wrote %s (%d records)", db_path, len(images))
+    return result
+
+
+def siamese_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The item pairs (i, j) of Caffe's ``convert_mnist_siamese_data``: for each
+    record, ``i = rand() % n`` then ``j = rand() % n``, drawn with replacement.
+
+    ``rand()`` is Caffe's ``caffe_rng_rand()``, a 32-bit ``boost::mt19937``. Caffe's
+    converter seeds it from system entropy on every run, so its pairs cannot be
+    reproduced; caffepy draws from the same generator (MT19937 seeded as
+    ``Caffe::set_random_seed(seed)`` seeds it, via NumPy's ``RandomState``, whose
+    integer seeding is MT19937's ``init_genrand``), so a given seed gives the pairs
+    BVLC's converter would draw after that call.
+
+    Args:
+        n: the number of items (and of pairs).
+        seed: the generator's seed (0 .. 2**32 - 1).
+
+    Returns:
+        two int64 arrays of ``n`` item indices (first and second image).
+    """
+    raw = np.random.RandomState(seed).randint(0, 2**32, size=2 * n, dtype=np.uint32)
+    picks = (raw % np.uint32(max(n, 1))).astype(np.int64)
+    return picks[0::2], picks[1::2]
+
+
+def convert_mnist_siamese(
+    source_dir: str,
+    out_dir: str | None = None,
+    backend: str = "leveldb",
+    limit: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Write ``mnist_siamese_train_<backend>`` and ``mnist_siamese_test_<backend>``
+    (Caffe's ``convert_mnist_siamese_data``, run twice as
+    ``create_mnist_siamese.sh`` does) from MNIST's IDX files.
+
+    Each set of N images gives N records keyed ``%08d``: a Datum of 2 x rows x cols
+    (the images of a random pair, one per channel) labelled 1 when their digits
+    match, else 0. Both sets draw their pairs from a generator seeded with
+    ``seed`` (see :func:`siamese_pairs`).
+
+    Args:
+        source_dir: the folder of the four IDX files (plain or .gz).
+        out_dir: the folder for the databases (default: ``source_dir``).
+        backend: "leveldb" (Caffe's example) or "lmdb".
+        limit: use only the first ``limit`` images of each set.
+        seed: the pairs' seed; None draws one from system entropy, as Caffe does
+            (the seed used is returned, so the databases can be rebuilt).
+
+    Returns:
+        ``{"train": path, "test": path, "train_count": n, "test_count": n,
+        "seed": seed}``.
+
+    Raises:
+        DataError: files missing (all named), malformed or not matching, a seed
+            outside 0 .. 2**32 - 1, or an existing database.
+    """
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    if not 0 <= int(seed) < 2**32:
+        raise DataError(f"mnist-siamese: seed must be in 0 .. 2**32 - 1, got {seed}")
+    out_dir = os.fspath(out_dir or source_dir)
+    result: dict[str, Any] = {"seed": int(seed)}
+    for split, images, labels in _mnist_splits(source_dir, MNIST_FILES, "MNIST", limit):
+        first, second = siamese_pairs(len(images), int(seed))
+        pairs = np.stack([images[first], images[second]], axis=1)
+        same = (labels[first] == labels[second]).astype(np.int64)
+        os.makedirs(out_dir, exist_ok=True)
+        db_path = os.path.join(out_dir, _db_name("mnist_siamese", split, backend))
+        result[f"{split}_count"] = write_records(db_path, pairs, same, "%08d", backend)
+        result[split] = db_path
+        log.info("wrote %s (%d pairs)", db_path, len(pairs))
     return result
 
 
@@ -313,7 +404,7 @@ def convert_cifar10(
             count += len(images)
     test = os.path.join(out_dir, _db_name("cifar10", "test", backend))
     images, labels = read_cifar(os.path.join(folder, CIFAR10_TEST), limit=limit)
-    result = {
+    result: dict[str, Any] = {
         "train": train,
         "test": test,
         "train_count": count,
@@ -383,4 +474,6 @@ def format_result(name: str, result: dict[str, Any]) -> str:
     ]
     if result.get("mean"):
         lines.append(f"{name} mean image: {result['mean']}")
+    if "seed" in result:
+        lines.append(f"{name} pairs drawn with --seed {result['seed']}")
     return "\n".join(lines)

@@ -109,6 +109,14 @@ def test_param_str():
     assert (net.blobs["data"].diff == 7 * 20).all()
 
 
+def test_legacy_param_str_underscore():
+    net = _net(HEAD + _py("plus2", "PlusParamStrUnderscore", "data", param_str="2"))
+    net.blobs["data"].data[...] = 8
+    assert (net.forward()["plus2"] == 10).all()
+    layer = net.layer_dict["plus2"]
+    assert layer.param_str_ == layer.param_str == "2"
+
+
 def test_layer_type_list():
     types = caffe.layer_type_list()
     for name in ("Data", "Convolution", "InnerProduct", "Python"):

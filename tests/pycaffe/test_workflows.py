@@ -1,7 +1,8 @@
 """BVLC's notebook workflows, small: classify with Classifier / Transformer +
 forward_all on a CaffeNet-shaped net, detect given windows, train LeNet written
-with NetSpec through caffe.SGDSolver, and turn fully connected layers into
-convolutions (net surgery)."""
+with NetSpec through caffe.SGDSolver, turn fully connected layers into
+convolutions (net surgery), logistic regression from HDF5 (brewing-logreg) and a
+multilabel Python data layer (pascal-multilabel)."""
 
 import os
 
@@ -169,3 +170,113 @@ def test_net_surgery_fully_connected_to_convolution(tmp_path):
         for j in range(3):
             out = fc_net.forward(data=x[:, :, i : i + 4, j : j + 4])["fc6"]
             np.testing.assert_allclose(scores[0, :, i, j], out[0], rtol=1e-4, atol=1e-5)
+
+
+def logreg(source, batch_size):
+    """brewing-logreg's net: HDF5Data -> InnerProduct -> Accuracy, Softmax loss."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.HDF5Data(batch_size=batch_size, source=source, ntop=2)
+    n.ip1 = L.InnerProduct(n.data, num_output=2, weight_filler=dict(type="xavier"))
+    n.accuracy = L.Accuracy(n.ip1, n.label)
+    n.loss = L.SoftmaxWithLoss(n.ip1, n.label)
+    return n.to_proto()
+
+
+def _write_h5(path, x, y):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        f["data"] = x  # float64, as the notebook writes sklearn's arrays
+        f["label"] = y.astype(np.float32)
+
+
+def test_logistic_regression_from_hdf5_trains_with_sgdsolver(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(1701)
+    w_true = np.array([1.5, -2.0, 0.5, 1.0])
+
+    def sample(n):
+        x = rng.normal(size=(n, 4))
+        y = (x @ w_true + 0.3 * rng.normal(size=n) > 0).astype(np.int64)
+        return x, y
+
+    x_train, y_train = sample(400)
+    x_test, y_test = sample(200)
+    _write_h5("train.h5", x_train, y_train)
+    _write_h5("test.h5", x_test, y_test)
+    (tmp_path / "train.txt").write_text("train.h5\n")
+    (tmp_path / "test.txt").write_text("test.h5\n")
+    (tmp_path / "train.prototxt").write_text(str(logreg("train.txt", 10)))
+    (tmp_path / "test.prototxt").write_text(str(logreg("test.txt", 20)))
+    (tmp_path / "solver.prototxt").write_text(
+        "train_net: 'train.prototxt' test_net: 'test.prototxt' test_iter: 10 "
+        "test_interval: 1000 base_lr: 0.01 lr_policy: 'step' gamma: 0.1 "
+        "stepsize: 5000 momentum: 0.9 weight_decay: 0.0005 max_iter: 300 "
+        "display: 0 snapshot_prefix: 'logreg' random_seed: 1701"
+    )
+    solver = caffe.SGDSolver("solver.prototxt")
+
+    def test_accuracy():
+        net = solver.test_nets[0]
+        return np.mean([float(net.forward()["accuracy"]) for _ in range(10)])
+
+    solver.test_nets[0].share_with(solver.net)
+    before = test_accuracy()
+    solver.step(300)
+    assert solver.iter == 300
+    after = test_accuracy()  # 10 batches of 20: the whole test file once
+    # Oracle: the learned weights applied with numpy, and the true boundary.
+    w, b = solver.net.params["ip1"]
+    predicted = (x_test @ w.data.T + b.data).argmax(1)
+    np.testing.assert_allclose(after, np.mean(predicted == y_test), atol=1e-6)
+    ceiling = np.mean((x_test @ w_true > 0) == y_test)
+    assert after > 0.85 and after > ceiling - 0.06
+    assert after > before or before > 0.85
+
+
+def multilabel_net(batch_size, classes):
+    """pascal-multilabel's shape: a Python data layer, conv, fc, sigmoid loss."""
+    n = caffe.NetSpec()
+    params = dict(batch_size=batch_size, classes=classes, side=8, seed=1701)
+    n.data, n.label = L.Python(
+        module="tests.pycaffe.pylayers",
+        layer="MultilabelData",
+        ntop=2,
+        param_str=str(params),
+    )
+    n.conv1 = L.Convolution(
+        n.data, kernel_size=3, num_output=8, weight_filler=dict(type="xavier")
+    )
+    n.relu1 = L.ReLU(n.conv1, in_place=True)
+    n.score = L.InnerProduct(
+        n.relu1, num_output=classes, weight_filler=dict(type="xavier")
+    )
+    n.loss = L.SigmoidCrossEntropyLoss(n.score, n.label)
+    return n.to_proto()
+
+
+def test_multilabel_python_data_layer_trains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    proto = multilabel_net(16, 5)
+    assert proto.layer[0].python_param.layer == "MultilabelData"
+    (tmp_path / "train.prototxt").write_text(str(proto))
+    (tmp_path / "solver.prototxt").write_text(
+        "train_net: 'train.prototxt' base_lr: 0.01 momentum: 0.9 "
+        "lr_policy: 'fixed' max_iter: 60 display: 0 snapshot_prefix: 'ml' "
+        "random_seed: 1701"
+    )
+    solver = caffe.SGDSolver("solver.prototxt")
+    net = solver.net
+    assert net.blobs["label"].data.shape == (16, 5)
+    losses, hamming = [], []
+    for _ in range(60):
+        solver.step(1)
+        losses.append(float(net.blobs["loss"].data))
+        # the notebook's measure: how many of the K labels the scores get right
+        guess = net.blobs["score"].data > 0
+        hamming.append(np.mean(guess == (net.blobs["label"].data > 0.5)))
+    # Oracle for the loss: sigmoid cross-entropy summed over labels / batch.
+    s, t = net.blobs["score"].data, net.blobs["label"].data
+    expected = np.sum(np.logaddexp(0, s) - t * s) / 16
+    np.testing.assert_allclose(losses[-1], expected, rtol=1e-4)
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+    assert np.mean(hamming[-10:]) > 0.85

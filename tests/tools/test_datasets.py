@@ -141,3 +141,63 @@ def test_fashion_mnist_module_still_exports_the_readers():
 
     assert fashion_mnist.read_idx is datasets.read_idx
     assert callable(fashion_mnist.make_fashion_mnist_lmdbs)
+
+
+def test_siamese_pairs_use_mt19937_as_caffe_rng_rand():
+    # Caffe's caffe_rng_rand() is boost::mt19937's raw output. Known values of
+    # mt19937 seeded 5489 (its default seed): the first output is 3499211612, and
+    # the C++ standard fixes the 10000th at 4123659995. 5000 pairs = 10000 draws.
+    first, second = datasets.siamese_pairs(5000, 5489)
+    assert first[0] == 3499211612 % 5000
+    assert second[-1] == 4123659995 % 5000
+    assert min(first.min(), second.min()) >= 0
+    assert max(first.max(), second.max()) < 5000
+
+
+def test_mnist_siamese_pairs_labels_and_keys(tmp_path):
+    data = _mnist(tmp_path, n=(7, 4))
+    out = tmp_path / "out"
+    args = ["data", "mnist-siamese", str(out), "--source", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--backend", "lmdb", "--seed", "1701"])
+    assert result.exit_code == 0, result.output
+    assert "MNIST siamese train: 7 records" in result.output
+    assert "--seed 1701" in result.output
+    for split, (images, labels) in data.items():
+        n = len(images)
+        # the pairs, recomputed from the generator's raw 32-bit outputs
+        raw = np.random.RandomState(1701).randint(0, 2**32, 2 * n, dtype=np.uint32)
+        records = _records(out / f"mnist_siamese_{split}_lmdb")
+        assert [k for k, _ in records] == [f"{i:08d}" for i in range(n)]
+        for k, (_, d) in enumerate(records):
+            i, j = int(raw[2 * k]) % n, int(raw[2 * k + 1]) % n
+            assert (d.channels, d.height, d.width) == (2, 4, 3)
+            assert d.data == images[i].tobytes() + images[j].tobytes()
+            assert d.label == int(labels[i] == labels[j])
+
+
+def test_mnist_siamese_seed_reproduces_and_default_is_reported(tmp_path):
+    _mnist(tmp_path, n=(30, 30))
+    a = datasets.convert_mnist_siamese(str(tmp_path), str(tmp_path / "a"), "lmdb")
+    b = datasets.convert_mnist_siamese(
+        str(tmp_path), str(tmp_path / "b"), "lmdb", seed=a["seed"]
+    )
+    recs_a = _records(a["train"])
+    assert recs_a == _records(b["train"])
+    # matching digits are labelled 1, others 0: both occur with 30 pairs of 10 digits
+    assert {d.label for _, d in recs_a} <= {0, 1}
+    with pytest.raises(DataError, match="seed must be in 0 .. 2\\*\\*32 - 1, got -1"):
+        datasets.convert_mnist_siamese(str(tmp_path), str(tmp_path / "c"), seed=-1)
+
+
+def test_mnist_siamese_leveldb_default_and_missing_files(tmp_path):
+    pytest.importorskip("plyvel")
+    data = _mnist(tmp_path, n=(3, 2))
+    result = datasets.convert_mnist_siamese(str(tmp_path), limit=2, seed=0)
+    assert result["train"].endswith("mnist_siamese_train_leveldb")
+    records = _records(result["test"], "leveldb")
+    assert len(records) == 2 and records[0][1].channels == 2
+    assert result["train_count"] == 2 and len(data["train"][0]) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        datasets.convert_mnist_siamese(str(empty))

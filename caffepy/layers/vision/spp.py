@@ -69,6 +69,13 @@ class SPPLayer(Layer):
 
     def _pooling(self, level, h, w):
         kh, kw, ph, pw = level_pooling(level, h, w)
+        if ph >= kh or pw >= kw:
+            raise ShapeError(
+                self,
+                f"a {h}x{w} input is too small for pyramid_height {self.height}: "
+                f"level {level} ({2**level}x{2**level} bins) pools with pad "
+                f"[{ph}, {pw}], which must be smaller than its kernel [{kh}, {kw}]",
+            )
 
         def configure(lp):
             pp = lp.pooling_param
