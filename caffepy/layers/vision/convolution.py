@@ -38,6 +38,9 @@ class BaseConvolutionLayer(Layer):
     equal_num_bottom_top = True
     #: Deconvolution: the bottom is the conv output, the top the conv input.
     reverse = False
+    #: The ops of one bottom/top pair (Deconvolution: the deconv_* pair).
+    forward_op: str
+    backward_op: str
 
     @classmethod
     def param_blob_count(cls, layer_param):
@@ -189,6 +192,27 @@ class BaseConvolutionLayer(Layer):
                 group=self.group,
             )
 
+    def forward(self, bottom, top):
+        ops = backend.ops()
+        run = getattr(ops, self.forward_op)
+        w = ops.data(self.blobs[0])
+        b = ops.data(self.blobs[1]) if self.bias_term else None
+        ws = self.workspace(ops)
+        for bot, t in zip(bottom, top):
+            run(ops.data(bot), w, b, self.geom, ops.mutable_data(t), ws)
+
+    def backward(self, top, propagate_down, bottom):
+        ops = backend.ops()
+        run = getattr(ops, self.backward_op)
+        w = ops.data(self.blobs[0])
+        dw, db = self._param_grads(ops)
+        ws = self.workspace(ops)
+        for i, (t, bot) in enumerate(zip(top, bottom)):
+            dx = self._wanted(ops, propagate_down, i, bot)
+            if dw is None and db is None and dx is None:
+                continue
+            run(ops.data(bot), ops.diff(t), w, self.geom, dw, db, dx, ws)
+
     def _wanted(self, ops, propagate_down, i, blob):
         """The bottom diff of pair i if its gradient is wanted, else None."""
         if i < len(propagate_down) and propagate_down[i]:
@@ -232,23 +256,4 @@ class ConvolutionLayer(BaseConvolutionLayer):
     """
 
     uses_ops = ("conv_backward", "conv_forward")
-
-    def forward(self, bottom, top):
-        ops = backend.ops()
-        w = ops.data(self.blobs[0])
-        b = ops.data(self.blobs[1]) if self.bias_term else None
-        ws = self.workspace(ops)
-        for bot, t in zip(bottom, top):
-            ops.conv_forward(ops.data(bot), w, b, self.geom, ops.mutable_data(t), ws)
-
-    def backward(self, top, propagate_down, bottom):
-        ops = backend.ops()
-        w = ops.data(self.blobs[0])
-        dw, db = self._param_grads(ops)
-        ws = self.workspace(ops)
-        for i, (t, bot) in enumerate(zip(top, bottom)):
-            dx = self._wanted(ops, propagate_down, i, bot)
-            if dw is None and db is None and dx is None:
-                continue
-            x, dy = ops.data(bot), ops.diff(t)
-            ops.conv_backward(x, dy, w, self.geom, dw, db, dx, ws)
+    forward_op, backward_op = "conv_forward", "conv_backward"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from caffepy import backend
 from caffepy.layers.vision.convolution import BaseConvolutionLayer
 from caffepy.registry import register_layer
 
@@ -27,25 +26,5 @@ class DeconvolutionLayer(BaseConvolutionLayer):
     """
 
     uses_ops = ("deconv_backward", "deconv_forward")
-
+    forward_op, backward_op = "deconv_forward", "deconv_backward"
     reverse = True
-
-    def forward(self, bottom, top):
-        ops = backend.ops()
-        w = ops.data(self.blobs[0])
-        b = ops.data(self.blobs[1]) if self.bias_term else None
-        ws = self.workspace(ops)
-        for bot, t in zip(bottom, top):
-            ops.deconv_forward(ops.data(bot), w, b, self.geom, ops.mutable_data(t), ws)
-
-    def backward(self, top, propagate_down, bottom):
-        ops = backend.ops()
-        w = ops.data(self.blobs[0])
-        dw, db = self._param_grads(ops)
-        ws = self.workspace(ops)
-        for i, (t, bot) in enumerate(zip(top, bottom)):
-            dx = self._wanted(ops, propagate_down, i, bot)
-            if dw is None and db is None and dx is None:
-                continue
-            x, dy = ops.data(bot), ops.diff(t)
-            ops.deconv_backward(x, dy, w, self.geom, dw, db, dx, ws)
