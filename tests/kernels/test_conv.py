@@ -6,7 +6,7 @@ import numba
 import numpy as np
 import pytest
 
-from caffepy.kernels import blas, conv
+from caffepy.kernels import blas, conv, inner_product
 from caffepy.testing.oracle import lazy_module
 
 pytestmark = pytest.mark.skipif(
@@ -159,7 +159,7 @@ def test_inner_product(rows, transpose, threads):
     b = gen.standard_normal(9)
     y = np.full((rows, 9), np.nan)
     counter = np.zeros(1, np.int64)
-    conv.ip_forward(
+    inner_product.ip_forward(
         x,
         w,
         transpose,
@@ -176,7 +176,7 @@ def test_inner_product(rows, transpose, threads):
     dy = gen.standard_normal((rows, 9))
     dw = np.ones_like(w)  # accumulated into
     dx = np.full(x.shape, np.nan)
-    conv.ip_backward(
+    inner_product.ip_backward(
         x,
         dy,
         w,

@@ -31,7 +31,7 @@ def _serial_if(flag: bool):
 
 
 def _ip_kernel_threads(flops: int) -> int:
-    """Threads for the inner-product GEMM kernels (kernels/conv.py): 1 for a
+    """Threads for the inner-product GEMM kernels (kernels/inner_product.py): 1 for a
     small product (run on the calling thread), 0 without a BLAS the kernels can
     call (then numpy's matmul runs on the task pool)."""
     if not _blas.AVAILABLE:
@@ -122,7 +122,7 @@ class VisionOps:
         flops = m * k * n
         workers = _ip_kernel_threads(flops)
         if workers:
-            from caffepy.kernels.conv import ip_forward
+            from caffepy.kernels.inner_product import ip_forward
 
             dtype = x.dtype
             bias = ws.get("ip.nobias", (0,), dtype) if b is None else b
@@ -161,7 +161,7 @@ class VisionOps:
         want_w, want_x = dw is not None, dx is not None
         workers = _ip_kernel_threads(flops)
         if workers and (want_w or want_x):
-            from caffepy.kernels.conv import ip_backward
+            from caffepy.kernels.inner_product import ip_backward
 
             counter = ws.get("counter", (1,), np.int64)
             # NOTE: the weight gradient accumulates straight into the diff (GEMM

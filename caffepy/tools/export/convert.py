@@ -4,7 +4,8 @@ A converter receives a :class:`LayerView` (the layer's parameters, its built
 caffepy layer with its parameter blobs, bottom and top names and shapes) and
 appends ONNX nodes that compute every top with Caffe's semantics, through the
 view's :class:`~caffepy.tools.export.graph.GraphBuilder`. Converters live by
-family in ``vision``, ``neuron``, ``normalization`` and ``common``.
+family in ``vision``, ``neuron``, ``normalization``, ``recurrent`` and
+``common``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ class LayerView:
         bottom, top: blob names.
         bottom_shapes, top_shapes: their shapes in the built net.
         options: the export options.
-        notes: what the converter wants the summary to say about this layer.
+        notes: why the converter left this layer out (the summary lists it
+            as removed).
+        remarks: what the summary should say about a converted layer.
     """
 
     g: GraphBuilder
@@ -55,6 +58,7 @@ class LayerView:
     top_shapes: list[tuple[int, ...]]
     options: ExportOptions
     notes: list[str] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -106,7 +110,13 @@ def converts(*types: str) -> Callable[[Converter], Converter]:
 
 def converter_for(view: LayerView) -> Converter:
     """The converter of ``view``'s type, or an error naming the layer."""
-    from caffepy.tools.export import common, neuron, normalization, vision  # noqa: F401
+    from caffepy.tools.export import (  # noqa: F401
+        common,
+        neuron,
+        normalization,
+        recurrent,
+        vision,
+    )
 
     fn = CONVERTERS.get(view.type)
     if fn is None:

@@ -48,6 +48,7 @@ class ExportSummary:
         nodes: ONNX operator -> count.
         params: parameter values in the initializers.
         removed: (layer name, type, why) for each layer left out.
+        notes: (layer name, type, remark) about converted layers.
         check: (output, max abs diff, max relative diff) per compared output,
             after ``--check``; None when not checked.
     """
@@ -61,6 +62,7 @@ class ExportSummary:
     nodes: Counter
     params: int
     removed: list[tuple[str, str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
     check: list[tuple[str, float, float]] | None = None
 
     def format(self) -> str:
@@ -80,6 +82,7 @@ class ExportSummary:
         if self.removed:
             removed = ", ".join(f"{n} ({t}: {why})" for n, t, why in self.removed)
             lines.append(f"  removed {removed}")
+        lines += [f"  note    {n} ({t}): {remark}" for n, t, remark in self.notes]
         ops = ", ".join(f"{op} {k}" for op, k in sorted(self.nodes.items()))
         lines.append(f"  nodes   {ops}")
         if self.check is not None:
@@ -150,6 +153,7 @@ def export_net(
     shapes = {name: tuple(blob.shape) for name, blob in net.blobs.items()}
     g = GraphBuilder(_check_opset(opset, import_onnx()), shapes)
     removed: list[tuple[str, str, str]] = []
+    notes: list[tuple[str, str, str]] = []
     kept_softmax: list[str] = []
     silenced: set[str] = set()
     converted = 0
@@ -181,6 +185,7 @@ def export_net(
         converter_for(view)(view)
         if lp.type == "Silence":
             silenced.update(g.read(b) for b in lp.bottom)
+        notes += [(lp.name, lp.type, remark) for remark in view.remarks]
         if view.notes:
             removed.append((lp.name, lp.type, "; ".join(view.notes)))
         elif lp.type != "Split":
@@ -198,6 +203,7 @@ def export_net(
         nodes=Counter(node.op_type for node in model.graph.node),
         params=sum(int(np.prod(t.dims)) for t in model.graph.initializer),
         removed=removed,
+        notes=notes,
     )
     return model, summary
 
