@@ -17,10 +17,27 @@ from typing import Any
 import numpy as np
 
 from caffepy.errors import CaffepyError
-from caffepy.syncedmem import HEAD_AT_CPU, HEAD_AT_GPU, SyncedMemory
+from caffepy.syncedmem import (
+    HEAD_AT_CPU,
+    HEAD_AT_GPU,
+    SyncedMemory,
+    current_budget,
+    format_size,
+)
 
 #: A blob may not declare more elements than this (refused before allocation).
 MAX_BLOB_COUNT = 2**31 - 1
+
+#: Bytes per element a filler holds besides the blob while it fills it (its
+#: float64 values; the cast copy is counted by the blob's own item size).
+FILL_SCRATCH_BYTES = 8
+
+
+def _as_shape(shape: tuple) -> tuple[int, ...]:
+    """``reshape``'s arguments as a tuple of ints: ``(2, 3)`` or ``((2, 3),)``."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+        shape = shape[0]
+    return tuple(map(int, shape))
 
 
 class Blob:
@@ -50,27 +67,44 @@ class Blob:
         # so forward-only nets (deploy, test) never pay for gradients.
         self._gmem = SyncedMemory(0, self.dtype)
         self._shape: tuple[int, ...] | None = None
-        self.reshape(shape)
+        # NOTE: a blob made with its shape is a layer's parameter (BlobVec.add_blob;
+        # a net's tops start empty), and its filler draws float64 values of that
+        # shape and casts them: the build budget checks those bytes too.
+        self._set_shape(_as_shape((shape,)), FILL_SCRATCH_BYTES + self.dtype.itemsize)
 
     # -- shape -----------------------------------------------------------------
     def reshape(self, *shape: Any) -> None:
         """Set the shape; the data is kept (not zeroed) when it fits the buffer."""
-        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-            shape = shape[0]
-        shape = tuple(int(d) for d in shape)
-        if shape == self._shape:
-            return
+        shape = _as_shape(shape)
+        if shape != self._shape:
+            self._set_shape(shape, 0)
+
+    def _set_shape(self, shape: tuple[int, ...], scratch_per_item: int) -> None:
         count = 1
         for d in shape:
             if d < 0:
                 raise CaffepyError(f"blob shape {shape} has a negative dimension")
             count *= d
-        if count > MAX_BLOB_COUNT:
-            raise CaffepyError(
-                f"blob shape {shape} has {count} elements, more than the limit "
-                f"{MAX_BLOB_COUNT}"
-            )
         if count > self._dmem.size:
+            # NOTE: counted where the size is known, before anything is allocated
+            # (SyncedMemory is lazy); only growth is counted, so the reshapes of
+            # training cost nothing here.
+            budget = current_budget()
+            if budget is not None:
+                budget.reserve(
+                    count * self.dtype.itemsize,
+                    shape,
+                    self.dtype,
+                    scratch=count * scratch_per_item,
+                )
+                if self._dmem.size:
+                    budget.release(self._dmem.nbytes)
+            if count > MAX_BLOB_COUNT:
+                nbytes = count * self.dtype.itemsize
+                raise CaffepyError(
+                    f"blob shape {shape} has {count} elements ({nbytes} bytes, "
+                    f"{format_size(nbytes)}), more than the limit {MAX_BLOB_COUNT}"
+                )
             self._dmem = SyncedMemory(count, self.dtype)
         if count > self._gmem.size:
             self._gmem = SyncedMemory(count, self.dtype)
@@ -245,6 +279,11 @@ class Blob:
         This blob keeps its own shape; the counts must match.
         """
         self._check_share(other, "data")
+        old = self._dmem
+        if old is not other._dmem and not (old.has_cpu or old.has_gpu):
+            budget = current_budget()
+            if budget is not None:  # never allocated: it does not count
+                budget.release(old.nbytes)
         self._dmem = other._dmem
         self._data = self._gdata = None
 

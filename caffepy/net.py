@@ -14,7 +14,9 @@ contributes to a loss. Frozen layers at the bottom of a net cost no backward wor
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import logging
 import os
 from collections import OrderedDict
@@ -46,10 +48,23 @@ from caffepy.netparams import BuildState, ParamOwner, merge_mults, share_param
 from caffepy.proto import caffe_pb2
 from caffepy.pycaffe.net_api import PycaffeNetMixin
 from caffepy.registry import create_layer
+from caffepy.syncedmem import allocation_budget
 
 log = logging.getLogger("caffepy")
 
 _PHASE_NAMES = {TRAIN: "TRAIN", TEST: "TEST"}
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector (as it was before, afterwards)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- the Net ---------------------------------------------------------------------
@@ -127,7 +142,8 @@ class Net(PycaffeNetMixin):
 
             self.source = os.fspath(network_file)
             self._text = _read_text(self.source, "net")
-            param = parse_net_text(self._text, self.source)
+            with _gc_paused():  # (the parser's objects, as the build's below)
+                param = parse_net_text(self._text, self.source)
         else:
             from caffepy.io.upgrade import net_needs_upgrade, upgrade_net
 
@@ -171,8 +187,15 @@ class Net(PycaffeNetMixin):
         ]
         self._init_containers()
         state = BuildState()
-        for li, lp in enumerate(param.layer):
-            self._append_layer(li, lp, state)
+        # NOTE: MemAvailable is read once per build; every blob's bytes are counted
+        # against it as its shape becomes known, before anything is allocated.
+        # The cyclic garbage collector is paused: a build makes objects by the
+        # hundred thousand and no garbage cycles, and each collection would walk
+        # them all (a fifth of a 20,000-layer build).
+        with allocation_budget() as budget, _gc_paused():
+            for li, lp in enumerate(param.layer):
+                budget.layer = f"{lp.type} layer '{lp.name}'"
+                self._append_layer(li, lp, state)
         self.outputs = [n for n in self.blobs if n in state.available]
         self._prune_backward(param.force_backward)
         self.params = OrderedDict(

@@ -9,6 +9,10 @@ Each case folder holds the broken input files and a ``case.json``:
     expect   substrings that must all appear in the one error line
     expect_any  optional substrings of which at least one must appear there
     needs    optional "no_gpu": run only where no GPU is usable
+    env      optional environment variables of the command (CAFFEPY_MEMORY_LIMIT)
+    address_space  optional bytes of address space the command may map
+             (RLIMIT_AS): a refusal that comes too late fails to allocate
+             instead of filling the machine's memory
     exit     the exit code (default 1: a caffepy error; click's usage errors are 2)
 
 A case passes when the command exits with that code, prints no traceback, and
@@ -37,7 +41,16 @@ def _load(name):
         return json.load(f)
 
 
-def run_cli(args, cwd, timeout=120):
+def _limit_address_space(nbytes):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+
+    return limit
+
+
+def run_cli(args, cwd, timeout=120, extra_env=None, address_space=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -46,6 +59,7 @@ def run_cli(args, cwd, timeout=120):
     # NOTE: the GPU tests may run numba's CUDA simulator; a user's command does not.
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "caffepy.cli", *args],
         cwd=cwd,
@@ -53,6 +67,7 @@ def run_cli(args, cwd, timeout=120):
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=address_space and _limit_address_space(int(address_space)),
     )
 
 
@@ -87,7 +102,12 @@ def test_bad_input(name, tmp_path):
     shutil.copytree(CASES_DIR / name, work)
     try:
         build(work, case.get("recipe", []))
-        res = run_cli(case["args"], cwd=work)
+        res = run_cli(
+            case["args"],
+            cwd=work,
+            extra_env=case.get("env"),
+            address_space=case.get("address_space"),
+        )
     finally:
         release_locks()
     out = res.stdout + res.stderr

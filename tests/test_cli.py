@@ -95,8 +95,6 @@ def test_caffe_single_dash_flags():
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("all", "multi-GPU is not supported yet: use one id"),
-        ("0,1", "multi-GPU is not supported yet: use one id"),
         ("gpu0", "expected a GPU id such as 0"),
         ("-1", "a GPU id is 0 or more"),
     ],
@@ -109,6 +107,29 @@ def test_gpu_id_refused(value, message):
     ):
         res = CliRunner().invoke(cli, [*cmd, f"--gpu={value}"])
         assert res.exit_code == 2 and message in res.output, res.output
+
+
+@pytest.mark.parametrize("value", ["all", "0,1"])
+def test_several_gpus_only_for_train(value):
+    for name, cmd in (
+        ("time", ["time", "--model", "m"]),
+        ("test", ["test", "--model", "m", "--weights", "w"]),
+    ):
+        res = CliRunner().invoke(cli, [*cmd, f"--gpu={value}"])
+        assert res.exit_code == 2, res.output
+        assert f"'{name}' runs on one GPU" in res.output, res.output
+
+
+def test_train_names_a_missing_gpu(monkeypatch, tmp_path):
+    from caffepy.tools import device
+
+    monkeypatch.setattr(device, "gpu_count", lambda: 1)
+    (tmp_path / "s.prototxt").write_text('net: "n.prototxt" base_lr: 0.1\n')
+    res = CliRunner().invoke(
+        cli, ["train", "--solver", str(tmp_path / "s.prototxt"), "--gpu", "0,1"]
+    )
+    # the error is raised to caffepy's entry point, which prints it in one line
+    assert "--gpu 0,1: GPU 1 does not exist on this machine" in str(res.exception)
 
 
 def _captured_solver_param(monkeypatch, tmp_path, **options):

@@ -431,3 +431,61 @@ def test_a_prefix_in_use_by_a_live_run_is_refused(tmp_path):
     third.wait_for(r"Iteration [1-9]\d+")
     third.signal(signal.SIGINT)
     assert third.finish() == 0, third.text()
+
+
+_READ_UNDER_TRUNCATION = """
+import sys
+
+from caffepy.data.db import LMDBReader
+from caffepy.net import Net
+
+# without the per-record size check (which turns a truncation between reads
+# into a DataError), any read after the truncation touches a page past the end
+LMDBReader.check_unchanged = lambda self: None
+net = Net(sys.argv[1], 1)
+net.forward()
+print("READY", flush=True)
+sys.stdin.readline()  # the parent truncates the database, then writes a line
+for _ in range(100):
+    net.forward()
+print("NO BUS ERROR", flush=True)
+"""
+
+
+def test_a_database_truncated_while_read_ends_in_one_line(tmp_path):
+    from caffepy.data.busguard import BUS_ERROR_EXIT
+    from tests.data.common import raw_db
+
+    db, *_ = raw_db(tmp_path / "train_lmdb", n=300, shape=(3, 32, 32))
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Data" top: "data" top: "label" data_param '
+        f'{{ source: "{db}" batch_size: 10 backend: LMDB }} }}\n'
+    )
+    (tmp_path / "child.py").write_text(_READ_UNDER_TRUNCATION)
+    proc = subprocess.Popen(
+        [sys.executable, "child.py", "net.prototxt"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+        data_file = os.path.join(db, "data.mdb")
+        with open(data_file, "r+b") as f:
+            f.truncate(8192)  # the two meta pages only
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "NO BUS ERROR" not in out
+    assert proc.returncode == BUS_ERROR_EXIT, err
+    assert err.splitlines() == [
+        f"caffepy: error: database {db} was truncated or changed while being "
+        "read (bus error)"
+    ], err

@@ -25,6 +25,7 @@ import shutil
 import threading
 import warnings
 
+from caffepy.data import busguard
 from caffepy.errors import DataError
 
 #: DataParameter.DB values (as caffe.proto).
@@ -98,6 +99,17 @@ def resolve_source(path, backend=LMDB, what="data source"):
     return path
 
 
+class _Env:
+    """One open environment, shared by the readers of its path: a descriptor
+    of its data file and the file's size at open, to see a truncation."""
+
+    __slots__ = ("env", "users", "fd", "size", "data_file", "path")
+
+    def __init__(self, env, fd, size, data_file, path):
+        self.env, self.users, self.fd, self.size = env, 0, fd, size
+        self.data_file, self.path = data_file, path
+
+
 def _acquire_env(path):
     lmdb = _lmdb()
     key = os.path.realpath(path)
@@ -127,16 +139,17 @@ def _acquire_env(path):
                 raise DataError(
                     f"cannot open LMDB database {path!r}: {_lmdb_reason(err)}"
                 ) from None
+            data_file = os.path.join(path, "data.mdb") if subdir else path
             try:
-                _check_complete(
-                    env, os.path.join(path, "data.mdb") if subdir else path, path
-                )
+                size = _check_complete(env, data_file, path)
+                fd = os.open(data_file, os.O_RDONLY)
             except BaseException:
                 env.close()
                 raise
-            entry = _ENVS[key] = [env, 0]
-        entry[1] += 1
-        return key, entry[0]
+            entry = _ENVS[key] = _Env(env, fd, size, data_file, path)
+            busguard.guard(path)
+        entry.users += 1
+        return key, entry
 
 
 def _lmdb_reason(err):
@@ -148,7 +161,8 @@ def _lmdb_reason(err):
 def _check_complete(env, data_file, path):
     """Refuse a database whose data file is shorter than its pages say (a copy or
     download cut short): LMDB maps the file, and reading a page past its end
-    would kill the process with SIGBUS instead of raising an error."""
+    would kill the process with SIGBUS instead of raising an error. Returns
+    the file's size, which must not shrink while the database is read."""
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     size = os.path.getsize(data_file)
     if size < needed:
@@ -156,6 +170,7 @@ def _check_complete(env, data_file, path):
             f"LMDB database {path!r} is truncated: {data_file} holds {size} bytes "
             f"but its pages need {needed}; copy or convert it again"
         )
+    return size
 
 
 def _corrupt(path, err):
@@ -167,10 +182,12 @@ def _release_env(key):
         entry = _ENVS.get(key)
         if entry is None:
             return
-        entry[1] -= 1
-        if entry[1] <= 0:
+        entry.users -= 1
+        if entry.users <= 0:
             del _ENVS[key]
-            entry[0].close()
+            entry.env.close()
+            os.close(entry.fd)
+            busguard.unguard(entry.path)
 
 
 class LMDBReader:
@@ -191,7 +208,9 @@ class LMDBReader:
 
     def __init__(self, path, backend=LMDB):
         self.path = resolve_source(path, backend)
-        self._key, env = _acquire_env(self.path)
+        self._key, entry = _acquire_env(self.path)
+        env, self._fd, self._size = entry.env, entry.fd, entry.size
+        self._data_file = entry.data_file
         lmdb = _lmdb()
         try:
             try:
@@ -214,8 +233,16 @@ class LMDBReader:
     def __len__(self):
         return self._len
 
+    def check_unchanged(self):
+        """Raise a DataError if the data file shrank since the database was
+        opened (another process truncated it): reading on would fault."""
+        busguard.check_size(self._fd, self._size, self.path, self._data_file)
+
     def peek(self):
         """(key, value) at the position, without advancing."""
+        # NOTE: one lseek per record (well under a microsecond on Linux) turns a
+        # truncation between reads into an error instead of a bus error.
+        self.check_unchanged()
         try:
             return (self._cursor.key().decode("utf-8", "replace"), self._cursor.value())
         except _lmdb().Error as err:
@@ -242,6 +269,7 @@ class LMDBReader:
                 f"({self._len} records)"
             )
         cursor = self._cursor
+        self.check_unchanged()
         try:
             if position < self.position:
                 cursor.first()

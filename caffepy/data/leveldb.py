@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from caffepy.data import busguard
 from caffepy.errors import DataError
 
 INSTALL_HINT = "pip install 'caffepy[leveldb]'"
@@ -63,6 +64,8 @@ def _acquire(path: str) -> tuple[str, Any]:
                     "writable folder and one process at a time"
                 ) from None
             entry = _DBS[key] = [db, 0]
+            # NOTE: LevelDB maps its table files: a truncation faults as LMDB's.
+            busguard.guard(key)
         entry[1] += 1
         return key, entry[0]
 
@@ -76,6 +79,7 @@ def _release(key: str) -> None:
         if entry[1] <= 0:
             del _DBS[key]
             entry[0].close()
+            busguard.unguard(key)
 
 
 class LevelDBReader:

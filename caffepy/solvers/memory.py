@@ -5,29 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from caffepy.errors import ResourceError
+from caffepy.syncedmem import format_size, memory_limit
 
-
-def format_size(n: int) -> str:
-    """Bytes as a short human-readable size (1.5 GiB, 12.0 MiB, 3 kB)."""
-    if n >= 2**30:
-        return f"{n / 2**30:.1f} GiB"
-    if n >= 2**20:
-        return f"{n / 2**20:.1f} MiB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} kB"
-    return f"{n} B"
+__all__ = [
+    "available_memory",
+    "check_memory",
+    "format_size",
+    "largest_layer",
+    "memory_estimate",
+]
 
 
 def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes, or None where there is none."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """The bytes training may use: ``CAFFEPY_MEMORY_LIMIT`` when set, else
+    MemAvailable from /proc/meminfo; None where neither is known."""
+    return memory_limit()
 
 
 def memory_estimate(nets: list[Any], arrays: list[Any]) -> int:

@@ -37,7 +37,7 @@ class CaffeGroup(click.Group):
 
 
 class GpuId(click.ParamType):
-    """One GPU id, as Caffe's ``-gpu`` (several ids or ``all``: not yet)."""
+    """One GPU id, as Caffe's ``-gpu`` for commands that use one GPU."""
 
     name = "ID"
 
@@ -46,8 +46,13 @@ class GpuId(click.ParamType):
             return value
         text = str(value).strip()
         if text == "all" or "," in text:
+            # Caffe's test and time also run on the first GPU only.
+            command = ctx.info_name if ctx is not None else "this command"
             self.fail(
-                f"multi-GPU is not supported yet: use one id (got {text!r})", param, ctx
+                f"{command!r} runs on one GPU (only 'train' takes several): "
+                f"use one id (got {text!r})",
+                param,
+                ctx,
             )
         try:
             device = int(text)

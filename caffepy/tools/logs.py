@@ -137,9 +137,16 @@ def write_csv(train, test, log_path, out_dir):
 
 
 def plot_logs(log_paths, out_path, x="iters"):
-    """Train/test loss, test accuracy and lr of one or more logs, overlaid."""
+    """Train/test loss, test accuracy and lr of one or more logs, overlaid.
+
+    Raises:
+        CaffepyError: ``out_path`` has an extension matplotlib cannot write.
+    """
     import matplotlib
 
+    from caffepy.tools.plotting import image_format
+
+    image_format(out_path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

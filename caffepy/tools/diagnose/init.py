@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from caffepy.errors import CaffepyError
+from caffepy.errors import CaffepyError, did_you_mean
 
 NONLINEARITIES = {"tanh": "TanH", "relu": "ReLU", "sigmoid": "Sigmoid"}
 _SHORT_FILLERS = {
@@ -30,14 +30,55 @@ _SHORT_FILLERS = {
 }
 
 
-def filler_text(spec):
-    """Accept 'xavier', 'msra', 'gaussian:0.01' or FillerParameter text."""
-    spec = spec.strip()
-    if spec.lower() in _SHORT_FILLERS:
-        return _SHORT_FILLERS[spec.lower()]
-    if spec.lower().startswith("gaussian:"):
-        return f"type: 'gaussian' std: {float(spec.split(':', 1)[1])}"
-    return spec
+_FILLER_FORMS = (
+    "xavier, msra, he, gaussian, zero, constant, gaussian:STD (STD a positive "
+    "number) or FillerParameter text such as \"type: 'gaussian' std: 0.01\""
+)
+
+
+def _bad_filler(spec, why):
+    return CaffepyError(f"--filler {spec!r}: {why}; expected {_FILLER_FORMS}")
+
+
+def filler_text(spec: str) -> str:
+    """FillerParameter text for 'xavier', 'msra', 'gaussian:0.01' or
+    FillerParameter text (checked: it parses and names a known filler).
+
+    Raises:
+        CaffepyError: a spec of none of these forms, naming it and the forms.
+    """
+    from google.protobuf import text_format
+
+    from caffepy.fillers import FILLERS
+    from caffepy.proto import caffe_pb2
+
+    key = spec.strip().lower()
+    if key in _SHORT_FILLERS:
+        return _SHORT_FILLERS[key]
+    if key.startswith("gaussian:"):
+        try:
+            std = float(key.split(":", 1)[1])
+        except ValueError:
+            std = float("nan")
+        if not 0 < std < float("inf"):
+            raise _bad_filler(
+                spec, "the std after 'gaussian:' is not a positive number"
+            )
+        return f"type: 'gaussian' std: {std!r}"
+    if key.isidentifier():
+        raise _bad_filler(
+            spec, "unknown filler name" + did_you_mean(key, _SHORT_FILLERS)
+        )
+    try:
+        fp = text_format.Parse(spec, caffe_pb2.FillerParameter())
+    except text_format.ParseError as err:
+        reason = str(err).split(":", 2)[-1].strip().rstrip(".")
+        raise _bad_filler(spec, f"not FillerParameter text ({reason})") from None
+    if fp.type not in FILLERS:
+        raise _bad_filler(
+            spec, f"unknown filler type {fp.type!r}" + did_you_mean(fp.type, FILLERS)
+        )
+    return spec.strip()
 
 
 def _filler_label(spec):
@@ -210,6 +251,9 @@ def plot_init(results, out_path, dpi=100):
     """
     import matplotlib
 
+    from caffepy.tools.plotting import image_format
+
+    image_format(out_path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -287,6 +331,12 @@ def run_init(
 ):
     """``caffepy diagnose init``: one run per (nonlinearity, filler), each table
     passed to ``echo`` as it is done, then the figure at ``out`` if given."""
+    for filler in fillers:  # every spec and the figure's path, before any run
+        filler_text(filler)
+    if out:
+        from caffepy.tools.plotting import image_format
+
+        image_format(out)
     results = []
     for nonlinearity in nonlinearities or ("tanh",):
         for filler in fillers or ("gaussian",):
