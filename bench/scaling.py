@@ -3,6 +3,7 @@
 
     python bench/scaling.py                      # LeNet, 1 and 2 ranks
     python bench/scaling.py --model cifar10_quick --ranks 1,2,4,8 --iters 60
+    python bench/scaling.py --layer-wise false   # only the whole-net reduction
 
 Each run trains the model's train net (its Data layer reading a synthetic LMDB
 of random images of the model's shape, no test net) for ``--iters`` iterations
@@ -10,6 +11,9 @@ with ``display: --display``; the rate comes from the solver's own display lines
 after the first (compilation and start-up left out), so the images/s is
 ``iter/s x batch x ranks``. Ranks share the cores (``threads = cores / ranks``).
 The reduction time caffepy logs at the end includes waiting for the slowest rank.
+With N > 1 ranks each reduction is measured both ways (``--layer-wise both``):
+``layer_wise_reduce: true`` (a non-blocking reduction per layer, started as its
+backward ends) and ``false`` (one reduction of the whole net after backward).
 Not run by the tests.
 """
 
@@ -84,6 +88,10 @@ def _run(mpiexec: str, ranks: int, solver: str, cwd: str) -> tuple[float, float]
     env = dict(
         os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"
     )
+    # the ranks run in the scratch folder: let them import this checkout
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p
+    )
     if ranks == 1:
         env.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -101,7 +109,17 @@ def main() -> None:
     parser.add_argument("--ranks", default="1,2")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--display", type=int, default=20)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each configuration (median)"
+    )
+    parser.add_argument(
+        "--layer-wise",
+        default="both",
+        choices=["both", "true", "false"],
+        help="layer_wise_reduce of the N > 1 rank runs (both: one run each)",
+    )
     args = parser.parse_args()
+    modes = ["true", "false"] if args.layer_wise == "both" else [args.layer_wise]
     mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
     if not os.access(mpiexec, os.X_OK):
         mpiexec = shutil.which("mpiexec") or sys.exit(
@@ -114,13 +132,16 @@ def main() -> None:
         net = os.path.join(work, "net.prototxt")
         with open(net, "w") as f:
             f.write(_train_net(args.model, db))
-        solver = os.path.join(work, "solver.prototxt")
-        with open(solver, "w") as f:
-            f.write(
-                f'net: "{net}"\nbase_lr: 0.001\nmomentum: 0.9\nlr_policy: "fixed"\n'
-                f"max_iter: {args.iters}\ndisplay: {args.display}\n"
-                "snapshot_after_train: false\nrandom_seed: 1701\n"
-            )
+        solvers = {}
+        for mode in modes:
+            solvers[mode] = os.path.join(work, f"solver_{mode}.prototxt")
+            with open(solvers[mode], "w") as f:
+                f.write(
+                    f'net: "{net}"\nbase_lr: 0.001\nmomentum: 0.9\n'
+                    f'lr_policy: "fixed"\nmax_iter: {args.iters}\n'
+                    f"display: {args.display}\nsnapshot_after_train: false\n"
+                    f"random_seed: 1701\nlayer_wise_reduce: {mode}\n"
+                )
         from google.protobuf import text_format
 
         sys.path.insert(0, REPO)
@@ -131,15 +152,32 @@ def main() -> None:
         batch = next(la.data_param.batch_size for la in p.layer if la.type == "Data")
         base = None
         print(f"{args.model}, batch {batch} per rank, {os.cpu_count()} cores")
-        print("ranks  iter/s  images/s  efficiency  reduce ms/iter  reduce share")
-        for n in [int(r) for r in args.ranks.split(",")]:
-            rate, reduce_ms = _run(mpiexec, n, solver, work)
+        print(
+            "ranks  layer-wise  iter/s  images/s  efficiency  reduce ms/iter  "
+            "reduce share"
+        )
+        runs = [
+            (int(r), mode)
+            for r in args.ranks.split(",")
+            for mode in (modes if int(r) > 1 else modes[:1])
+        ]
+        got: dict[tuple[int, str], list[tuple[float, float]]] = {k: [] for k in runs}
+        # NOTE: the configurations take turns, so a busy spell of the machine
+        # does not fall on one of them only; each row is the median run.
+        for _ in range(args.repeat):
+            for n, mode in runs:
+                got[(n, mode)].append(_run(mpiexec, n, solvers[mode], work))
+        for n, mode in runs:
+            rate = float(np.median([r for r, _ in got[(n, mode)]]))
+            reduce_ms = float(np.median([m for _, m in got[(n, mode)]]))
             images = rate * batch * n
             base = base or images / n
             share = reduce_ms * rate / 1e3
             print(
-                f"{n:5d}  {rate:6.2f}  {images:8.1f}  {images / (n * base):9.0%}  "
-                f"{reduce_ms:14.2f}  {share:11.0%}"
+                f"{n:5d}  {mode if n > 1 else '-':>10}  {rate:6.2f}  "
+                f"{images:8.1f}  {images / (n * base):9.0%}  "
+                f"{reduce_ms:14.2f}  {share:11.0%}",
+                flush=True,
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,6 +9,35 @@ from caffepy.tools.cliargs import GpuId
 _EFFECTS = click.Choice(["stop", "snapshot", "none"])
 
 
+class GpuIds(click.ParamType):
+    """Caffe's ``-gpu`` for training: one id, ids separated by commas, or
+    ``all`` (one rank per GPU, gradients reduced with NCCL)."""
+
+    name = "IDS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, list)):
+            return value
+        from caffepy.tools.device import parse_gpus
+
+        try:
+            return parse_gpus(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+def _gpus_option(f):
+    return click.option(
+        "--gpu",
+        type=GpuIds(),
+        default=None,
+        help="Train on this GPU, or on several ('0,1' or 'all': one process per "
+        "GPU, started through mpiexec, gradients summed with NCCL); overrides the "
+        "solver's solver_mode and device_id. Default: the CPU, or what the "
+        "solver file says.",
+    )(f)
+
+
 def _train_options(f):
     f = click.option(
         "--no-divergence-check",
@@ -17,7 +46,7 @@ def _train_options(f):
         "infinite (Caffe's behaviour); by default training stops "
         "there and keeps the last finite snapshot.",
     )(f)
-    f = gpu_option(f)
+    f = _gpus_option(f)
     f = click.option(
         "--threads",
         type=click.IntRange(min=0),

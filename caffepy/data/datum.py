@@ -23,7 +23,13 @@ MAX_DATUM_COUNT = 2**31 - 1
 MAX_IMAGE_PIXELS = 2**27
 
 
-def _cv2():
+_CV2 = []
+
+
+def opencv():
+    """The ``cv2`` module, imported once with caffepy's pixel limit."""
+    if _CV2:
+        return _CV2[0]
     # NOTE: an encoded record's header can declare any size; this makes OpenCV
     # refuse absurd ones before allocating (only if cv2 is not imported yet).
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
@@ -33,7 +39,11 @@ def _cv2():
         raise DataError(
             "decoding images needs OpenCV: pip install opencv-python-headless"
         ) from None
+    _CV2.append(cv2)
     return cv2
+
+
+_cv2 = opencv
 
 
 def image_flag(color):
@@ -188,3 +198,232 @@ def encoded_datum(data, label=0, datum=None):
     datum.label = int(label)
     datum.encoded = True
     return datum
+
+
+# -- serialized records without protobuf objects (convert_imageset) -------------
+_INT32 = (-(2**31), 2**31 - 1)
+_SMALL = [bytes([i]) for i in range(128)]
+
+
+def _varint(value):
+    """Protobuf's varint of an int32/int64 field (negative: ten bytes)."""
+    if 0 <= value < 128:
+        return _SMALL[value]
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _check_label(label):
+    label = int(label)
+    if not _INT32[0] <= label <= _INT32[1]:
+        raise DataError(f"label {label} does not fit a Datum's int32 label")
+    return label
+
+
+def raw_datum_bytes(array, label=0):
+    """``array_to_datum(array, label).SerializeToString()`` for a uint8
+    C x H x W (or H x W) array, built directly: the same bytes, fields in
+    number order (channels, height, width, data, label, ``encoded: false``)."""
+    if array.ndim == 2:
+        array = array[None]
+    c, h, w = array.shape
+    data = np.ascontiguousarray(array).tobytes()
+    return b"".join(
+        (
+            b"\x08",
+            _varint(c),
+            b"\x10",
+            _varint(h),
+            b"\x18",
+            _varint(w),
+            b"\x22",
+            _varint(len(data)),
+            data,
+            b"\x28",
+            _varint(_check_label(label)),
+            b"\x38\x00",
+        )
+    )
+
+
+def encoded_datum_bytes(data, label=0):
+    """``encoded_datum(data, label).SerializeToString()``, built directly."""
+    data = bytes(data)
+    return b"".join(
+        (
+            b"\x22",
+            _varint(len(data)),
+            data,
+            b"\x28",
+            _varint(_check_label(label)),
+            b"\x38\x01",
+        )
+    )
+
+
+# -- batches of raw records without a protobuf object each (the Data layer) -----
+def _wire_varint(buf, pos):
+    """(value, next position) of the varint at ``pos`` (IndexError past the end)."""
+    value = shift = 0
+    while shift < 70:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
+
+
+def data_span(value):
+    """(start, size) of the last ``data`` field (4) in serialized Datum bytes,
+    walking the wire format; None when there is none or the bytes are not a
+    sequence of fields."""
+    pos, end, span = 0, len(value), None
+    try:
+        while pos < end:
+            tag, pos = _wire_varint(value, pos)
+            wire = tag & 7
+            if wire == 0:
+                _, pos = _wire_varint(value, pos)
+            elif wire == 2:
+                size, pos = _wire_varint(value, pos)
+                if tag >> 3 == 4:
+                    span = (pos, size)
+                pos += size
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return None
+            if pos > end:
+                return None
+    except (IndexError, ValueError):
+        return None
+    return span
+
+
+class RawBatchParser:
+    """Pixels and labels of a batch of serialized raw Datum records, with one
+    protobuf parse per distinct header and label instead of one per record.
+
+    Records written by Caffe or caffepy (convert_imageset, ``caffepy data``)
+    of one image size share every byte before their pixels (channels, height,
+    width, the data field's tag and length): the *header*. What follows the
+    pixels (the label, ``encoded: false``) takes a few values (one per label).
+    Protobuf reads a message split at a field boundary as the merge of its two
+    parts, so parsing the header and each distinct tail once gives every
+    record's fields. Any other batch (encoded images, float_data, sizes that
+    differ, bytes that do not parse) is left to the caller (``None``), which
+    reads it record by record and reports the bad one.
+    """
+
+    #: Distinct tails remembered (labels, mostly); the cache restarts beyond.
+    MAX_TAILS = 4096
+
+    def __init__(self):
+        self._header = None  # bytes before the pixels
+        self._shape = None  # (C, H, W)
+        self._size = 0  # C*H*W
+        self._label = 0  # the header's label (when a tail sets none)
+        self._tails = {}  # tail bytes -> label, or None for a tail refused
+
+    def _learn(self, value):
+        """Take the header of ``value``; False when it is no raw image."""
+        from google.protobuf.message import DecodeError
+
+        from caffepy.proto import caffe_pb2
+
+        self._header, self._tails = None, {}
+        span = data_span(value)
+        if span is None:
+            return False
+        start, size = span
+        datum = caffe_pb2.Datum()
+        try:
+            datum.ParseFromString(value[: start + size])
+        except DecodeError:
+            return False
+        shape = (datum.channels, datum.height, datum.width)
+        if (
+            datum.encoded
+            or datum.float_data
+            or len(datum.data) != size
+            or min(shape) <= 0
+            or shape[0] * shape[1] * shape[2] != size
+            or size > MAX_DATUM_COUNT
+        ):
+            return False
+        self._header, self._shape, self._size = value[:start], shape, size
+        self._label = datum.label
+        return True
+
+    def _tail_label(self, tail):
+        """The label of a record ending in ``tail``; None when the tail sets
+        anything but a label (or ``encoded: false``) or does not parse."""
+        from google.protobuf.message import DecodeError
+
+        from caffepy.proto import caffe_pb2
+
+        datum = caffe_pb2.Datum()
+        try:
+            datum.ParseFromString(tail)
+        except DecodeError:
+            return None
+        for name in ("channels", "height", "width", "data"):
+            if datum.HasField(name):
+                return None
+        if datum.float_data or datum.encoded:
+            return None
+        return datum.label if datum.HasField("label") else self._label
+
+    def parse(self, values):
+        """Read a batch of serialized records.
+
+        Args:
+            values: the records' bytes.
+
+        Returns:
+            ``(buf, offsets, labels, shape)``: the records joined into one
+            writable uint8 array, the (N,) int64 offset of each record's
+            C x H x W pixels in it, the (N,) int64 labels and (C, H, W); or
+            None when the batch is not raw images of one shape.
+        """
+        import operator
+
+        n = len(values)
+        if not n:
+            return None
+        header = self._header
+        if header is None or not values[0].startswith(header):
+            if not self._learn(values[0]):
+                return None
+            header = self._header
+        if not all(map(operator.methodcaller("startswith", header), values)):
+            return None
+        lengths = np.fromiter(map(len, values), np.int64, n)
+        cut = len(header) + self._size
+        if int(lengths.min()) < cut:
+            return None
+        tails = list(map(operator.itemgetter(slice(cut, None)), values))
+        known = self._tails
+        labels = list(map(known.get, tails))
+        if None in labels:
+            if len(known) > self.MAX_TAILS:
+                known.clear()
+            for tail in set(tails):
+                if tail not in known:
+                    known[tail] = self._tail_label(tail)
+            labels = list(map(known.get, tails))
+            if None in labels:
+                return None
+        bounds = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1], out=bounds[1:])
+        # NOTE: a bytearray keeps the array writable, the kernels' usual type.
+        buf = np.frombuffer(bytearray().join(values), np.uint8)
+        offsets = bounds + len(header)
+        return buf, offsets, np.array(labels, np.int64), self._shape

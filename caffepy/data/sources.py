@@ -8,8 +8,14 @@ Sources are used by one thread at a time (the prefetch thread while it runs).
 
 import numpy as np
 
-from caffepy.data.datum import datum_to_array, hwc_to_chw, parse_datum, read_image
-from caffepy.data.db import LMDB, open_db_reader
+from caffepy.data.datum import (
+    RawBatchParser,
+    datum_to_array,
+    hwc_to_chw,
+    parse_datum,
+    read_image,
+)
+from caffepy.data.db import LMDB, LMDBReader, open_db_reader
 from caffepy.errors import DataError
 
 
@@ -23,13 +29,23 @@ def read_list_file(path):
         list of (path, label).
 
     Raises:
-        DataError: a missing file, or a line without an integer label.
+        DataError: a missing file, text that is not UTF-8, or a line without an
+            integer label.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as err:
         raise DataError(f"cannot read list file {path!r}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: the list file is not UTF-8 text (byte "
+            f"0x{raw[err.start]:02x} at column {column}); save it as UTF-8"
+        ) from None
     lines = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r\n")
@@ -66,7 +82,46 @@ class _Names:
         self.fmt, self.items = fmt, items
 
     def __getitem__(self, i):
-        return self.fmt.format(self.items[i])
+        return self.fmt.format(_key_text(self.items[i]))
+
+
+def _key_text(key):
+    """A record key as text (LMDB keys are bytes; readers decode them so)."""
+    return key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+
+
+def _read_lmdb(reader, n):
+    """The next ``n`` records of an LMDB reader, as ``n`` calls of its ``read()``
+    would give them (wrapping around, moving its position), but with bytes keys,
+    one size check and the cursor's own iteration instead of a Python call per
+    record.
+
+    Returns:
+        (keys, values): two lists of bytes.
+    """
+    import itertools
+
+    from caffepy.data import db
+
+    reader.check_unchanged()
+    cursor = reader._cursor
+    keys, values = [], []
+    try:
+        while len(values) < n:
+            want = n - len(values)
+            items = list(itertools.islice(cursor.iternext(), want))
+            keys.extend(k for k, _ in items)
+            values.extend(v for _, v in items)
+            # NOTE: iternext() yields the record under the cursor first and
+            # stops on the last one yielded (or unpositioned past the end).
+            if len(items) < want or not cursor.next():
+                cursor.first()
+                reader.position = 0
+            else:
+                reader.position += len(items)
+    except db._lmdb().Error as err:
+        raise db._corrupt(reader.path, err) from None
+    return keys, values
 
 
 def _stack(arrays, buf):
@@ -131,6 +186,7 @@ class DatumSource(_BatchSource):
             self.reader.seek(skip % len(self.reader))
         self.rank, self.size = int(rank), int(size)
         self.offset = 0
+        self._parser = RawBatchParser()
         self._skip_others()
 
     def _skip_others(self):
@@ -149,20 +205,52 @@ class DatumSource(_BatchSource):
         image = self._decode(key, value)
         return self.transformer.check_image(image.shape, self._fmt.format(key))
 
-    def fill(self, batch):
+    def _read(self):
+        """This rank's next ``batch_size`` records: (keys, values)."""
         n = self.batch_size
-        keys, arrays = [], []
-        labels = np.empty(n, np.float64)
-        reader = self.reader
-        for i in range(n):
-            key, value = reader.read()
-            name = self._fmt.format(key)
+        if self.size == 1 and type(self.reader) is LMDBReader:
+            self.offset += n
+            return _read_lmdb(self.reader, n)
+        keys, values = [], []
+        for _ in range(n):
+            key, value = self.reader.read()
+            keys.append(key)
+            values.append(value)
+            self.offset += 1
+            self._skip_others()
+        return keys, values
+
+    def fill(self, batch):
+        keys, values = self._read()
+        if not self._fill_raw(batch, keys, values):
+            self._fill_parsed(batch, keys, values)
+
+    def _fill_raw(self, batch, keys, values):
+        """Fill the batch straight from the records' bytes when every one is a
+        raw image of one shape (Caffe's usual database), with no protobuf
+        object per record. Returns False, having changed nothing, otherwise."""
+        parsed = self._parser.parse(values)
+        if parsed is None:
+            return False
+        buf, offsets, labels, shape = parsed
+        names = _Names(self._fmt, keys)
+        n = len(values)
+        batch.data.reshape((n,) + self.transformer.output_shape(shape, names[0]))
+        self.transformer.transform_flat(buf, offsets, shape, batch.data.data, names)
+        batch.label.reshape((n,))
+        batch.label.data[...] = labels
+        return True
+
+    def _fill_parsed(self, batch, keys, values):
+        """Fill the batch through protobuf: any record (float_data, encoded
+        images, sizes that differ), and the errors that name a bad one."""
+        arrays = []
+        labels = np.empty(len(values), np.float64)
+        for i, (key, value) in enumerate(zip(keys, values)):
+            name = self._fmt.format(_key_text(key))
             datum = parse_datum(value, name)
             arrays.append(datum_to_array(datum, name, self.transformer.color))
             labels[i] = datum.label
-            keys.append(key)
-            self.offset += 1
-            self._skip_others()
         self._emit(batch, arrays, labels, _Names(self._fmt, keys))
 
     def state(self):

@@ -196,7 +196,6 @@ class DataTransformer:
                 mean_value count not 1 or C, images of different channels (or of
                 different sizes without crop_size).
         """
-        from caffepy.kernels.data import transform_batch
 
         def name(i):
             return names[i] if names is not None else f"image {i}"
@@ -208,14 +207,45 @@ class DataTransformer:
             else:
                 return self._transform_mixed(images, shapes, out, name)
         n = images.shape[0]
-        shape = tuple(images.shape[1:])
-        out_shape = (n,) + self.output_shape(shape, name(0))
-        mean = self._mean_for(shape, name(0))
+        images = np.ascontiguousarray(images)
+        step = int(np.prod(images.shape[1:]))
+        offsets = np.arange(0, n * step, step, dtype=np.int64)
+        return self.transform_flat(
+            images.reshape(-1), offsets, tuple(images.shape[1:]), out, names
+        )
+
+    def transform_flat(self, src, offsets, shape, out=None, names=None):
+        """Transform a batch of images that lie in one flat array.
+
+        Args:
+            src: 1-D uint8 or float array; image i is the C x H x W block (C
+                order) from ``src[offsets[i]]``.
+            offsets: (N,) int64 start of each image.
+            shape: (C, H, W) of every image.
+            out: (N, C, h, w) array of the transformer's dtype to write, or None.
+            names: N names for error messages (only the first is used).
+
+        Returns:
+            ``out``: the transformed batch.
+
+        Raises:
+            DataError: as :meth:`transform`.
+        """
+        from caffepy.kernels.data import transform_batch
+
+        n = len(offsets)
+        first = names[0] if names is not None else "image 0"
+        out_shape = (n,) + self.output_shape(shape, first)
+        mean = self._mean_for(shape, first)
         out = self._check_out(out, out_shape)
         mirror, h_off, w_off = self._draw(n, shape[1], shape[2])
+        target = out if out.flags.c_contiguous else np.empty(out_shape, self.dtype)
         transform_batch(
-            np.ascontiguousarray(images), h_off, w_off, mirror, mean, self.scale, out
-        )
+            src, offsets, shape[1], shape[2], h_off, w_off, mirror, mean, self.scale,
+            target,
+        )  # fmt: skip
+        if target is not out:
+            out[...] = target
         return out
 
     def _check_out(self, out, shape):
@@ -263,5 +293,12 @@ class DataTransformer:
         out = self._check_out(out, (n, c0, k, k))
         zeros = np.zeros(n, np.int64)
         mean = self._mean_for((c0, k, k), name(0))
-        transform_batch(crops, zeros, zeros, mirror, mean, self.scale, out)
+        target = out if out.flags.c_contiguous else np.empty(out.shape, self.dtype)
+        offsets = np.arange(n, dtype=np.int64) * (c0 * k * k)
+        transform_batch(
+            crops.reshape(-1), offsets, k, k, zeros, zeros, mirror, mean, self.scale,
+            target,
+        )  # fmt: skip
+        if target is not out:
+            out[...] = target
         return out

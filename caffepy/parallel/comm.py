@@ -61,6 +61,20 @@ class Communicator:
     def allreduce_sum(self, buf: np.ndarray, what: str = "a reduction") -> None:
         """Replace ``buf`` by the element-wise sum of every rank's ``buf``."""
 
+    def start_allreduce_sum(self, buf: np.ndarray, what: str = "a reduction") -> Any:
+        """Start :meth:`allreduce_sum` of ``buf`` without waiting; finish it with
+        :meth:`wait` (``buf`` must stay untouched until then). Here it completes
+        at once."""
+        self.allreduce_sum(buf, what)
+        return None
+
+    def test(self, pending: Any) -> bool:
+        """Let a started collective progress; whether it has completed."""
+        return True
+
+    def wait(self, pending: Any) -> None:
+        """Return when a started collective has completed."""
+
     def bcast(self, buf: np.ndarray, what: str = "a broadcast") -> None:
         """Replace ``buf`` by rank 0's ``buf``."""
 
@@ -166,6 +180,17 @@ class MPICommunicator(Communicator):
         seq = self._arrive()
         req = self._comm.Iallreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
         self._wait(req, seq, what)
+
+    def start_allreduce_sum(self, buf: np.ndarray, what: str = "a reduction") -> Any:
+        seq = self._arrive()
+        req = self._comm.Iallreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
+        return (req, seq, what)
+
+    def test(self, pending: Any) -> bool:
+        return bool(pending[0].Test())
+
+    def wait(self, pending: Any) -> None:
+        self._wait(*pending)
 
     def bcast(self, buf: np.ndarray, what: str = "a broadcast") -> None:
         seq = self._arrive()

@@ -183,9 +183,13 @@ def quiet_logging(rank: int) -> None:
         logging.getLogger("caffepy").setLevel(logging.WARNING)
 
 
-def fail_all(comm: Communicator, err: BaseException) -> None:
+def fail_all(
+    comm: Communicator, err: BaseException, watchdog: Watchdog | None = None
+) -> None:
     """Print ``err`` as one line (on rank 0 alone when it says so) and stop every
     rank of the job; does not return."""
+    if watchdog is not None:
+        watchdog.bye(error=True)
     if comm.rank == 0 or not getattr(err, "root_only", False):
         if isinstance(err, ParallelError):
             text = str(err)
@@ -200,6 +204,71 @@ def fail_all(comm: Communicator, err: BaseException) -> None:
         except ParallelError:
             pass
     comm.abort(1)
+
+
+class Watchdog:
+    """This rank's watchdog process (:mod:`caffepy.parallel.watch`): it names a
+    rank killed outright, which the launcher would otherwise end with no word.
+
+    Start it with :meth:`start` once MPI is up; say :meth:`bye` before any exit
+    on purpose (``error=True`` after an error this rank reported itself).
+    """
+
+    def __init__(self, proc: Any) -> None:
+        self.proc = proc
+
+    @classmethod
+    def start(cls, comm: Communicator) -> Watchdog | None:
+        """Start the watchdogs of every rank and connect them to rank 0's.
+
+        A collective: every rank calls it. ``None`` where the watchdog could
+        not start (training goes on; only the name of a killed rank is lost).
+        """
+        import socket
+        import subprocess
+
+        from caffepy.parallel import watch
+
+        host = socket.gethostname()
+        args = [sys.executable, watch.__file__, str(comm.rank), str(comm.size)]
+        try:
+            proc = subprocess.Popen(
+                [*args, str(os.getpid()), host],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE if comm.rank == 0 else subprocess.DEVNULL,
+                # NOTE: a session of its own: the launcher's clean-up (SIGKILL to
+                # the ranks) must not reach it.
+                start_new_session=True,
+            )
+            port = 0
+            if comm.rank == 0:
+                line = proc.stdout.readline().decode().split()
+                port = int(line[1]) if len(line) == 2 and line[0] == "port" else 0
+        except (OSError, ValueError):
+            proc, port = None, 0
+        root_host, root_port = comm.allgather(
+            (host, port), "the start of the watchdogs"
+        )[0]
+        if proc is None or not root_port:
+            log.warning(
+                "rank %d: no watchdog: a killed rank will not be named", comm.rank
+            )
+            if proc is not None:
+                cls(proc).bye()
+            return None
+        if comm.rank:
+            peer = "127.0.0.1" if root_host == host else root_host
+            proc.stdin.write(f"peer {peer} {root_port}\n".encode())
+            proc.stdin.flush()
+        return cls(proc)
+
+    def bye(self, error: bool = False) -> None:
+        """Tell the watchdog this rank ends on purpose (it then stays quiet)."""
+        try:
+            self.proc.stdin.write(b"bye error\n" if error else b"bye\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
 
 def current() -> Communicator:
@@ -237,12 +306,16 @@ def ranked(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         if not kwargs.get("threads"):
             kwargs["threads"] = max(1, (os.cpu_count() or 1) // _local_ranks())
+        watchdog = None
         try:
+            watchdog = Watchdog.start(comm)
             result = fn(*args, **kwargs)
             _log_reductions(_current["reducer"], comm.size)
             comm.close()
+            if watchdog is not None:
+                watchdog.bye()
         except BaseException as err:  # noqa: BLE001 - every failure stops all ranks
-            fail_all(comm, err)
+            fail_all(comm, err, watchdog)
             raise  # (fail_all aborts the job; only a test's stand-in returns)
         finally:
             _current["comm"], _current["reducer"] = SingleProcess(), None
@@ -262,6 +335,20 @@ def _log_reductions(reducer: Any, size: int) -> None:
         )
 
 
+def agree_on_seed(comm: Communicator, param: Any) -> None:
+    """Give a solver without ``random_seed`` rank 0's random one on every rank.
+
+    The data layers draw their shuffle orders from the global generator; the
+    ranks deal one stream between them only when they draw the same orders.
+    """
+    if param.random_seed >= 0:
+        return
+    import secrets
+
+    seed = comm.allgather(secrets.randbits(62), "the choice of a random seed")[0]
+    param.random_seed = seed
+
+
 def prepare_ranks(param: Any) -> None:
     """Before the solver is built: check that every rank has the same solver and
     train net, then make ranks other than 0 quiet, test-free and snapshot-free.
@@ -275,20 +362,38 @@ def prepare_ranks(param: Any) -> None:
     from caffepy.tools.netsurgery import solver_train_net
 
     check_consistency(comm, param, solver_train_net(param).param)
+    agree_on_seed(comm, param)
     root_only_param(param, comm.rank)
     quiet_logging(comm.rank)
     log.info("Data-parallel training on %d ranks (MPI)", comm.size)
 
 
-def start_ranks(solver: Any) -> None:
+def start_ranks(solver: Any, nccl: bool = False) -> None:
     """After weights or a snapshot are loaded: give every rank rank 0's weights
-    and average the gradients before every update."""
+    and average the gradients before every update: over MPI on the host, or
+    (``nccl``, one rank per GPU) with NCCL on the devices, its id shared over
+    MPI."""
     comm = current()
     if comm.size == 1:
         return
-    from caffepy.parallel.reduce import GradientReducer, broadcast_params
+    from caffepy.parallel.reduce import broadcast_params, choose_reducer, layer_wise
 
-    broadcast_params(comm, solver.net)
-    reducer = GradientReducer(comm, solver.net.learnable_params, solver.dtype)
+    if nccl:
+        from caffepy.parallel import nccl as nccl_mod
+
+        uid = nccl_mod.new_uid() if comm.rank == 0 else b""
+        uid = comm.allgather(uid, "the sharing of the NCCL id")[0]
+        reducer = nccl_mod.NcclReducer(
+            nccl_mod.open_comm(comm.size, uid, comm.rank),
+            solver.net,
+            solver.dtype,
+            host=comm,
+            layer_wise=layer_wise(solver.param, default=True),
+        )
+        reducer.bcast_params()
+        log.info("Gradients reduced with NCCL on %d GPUs", comm.size)
+    else:
+        broadcast_params(comm, solver.net)
+        reducer = choose_reducer(comm, solver)
     reducer.attach(solver)
     _current["reducer"] = reducer

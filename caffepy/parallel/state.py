@@ -4,29 +4,45 @@
 Plain values, no MPI: the data layers read them to deal records round-robin
 (rank r of N keeps record k when ``k % N == r``), and pycaffe's functions of the
 same names read and set them. :func:`caffepy.parallel.launch.init_parallel`
-sets them from the MPI launch.
+sets them from the MPI launch; until something sets them, they are what the MPI
+launcher's environment says (1 and 0 outside ``mpiexec``), so a pycaffe script
+started by ``mpiexec -n N`` sees the MPI world without importing MPI.
 """
 
 from __future__ import annotations
 
 from caffepy.errors import ParallelError
 
-_state = {"count": 1, "rank": 0, "multiprocess": False}
+_state: dict = {"count": None, "rank": None, "multiprocess": False}
+
+
+def _from_launcher() -> None:
+    from caffepy.parallel.launch import env_rank_size
+
+    rank, count = env_rank_size()
+    if _state["count"] is None:
+        _state["count"] = count
+    if _state["rank"] is None:
+        _state["rank"] = rank
 
 
 def solver_count() -> int:
     """How many solvers (ranks) train together; 1 for a single process."""
+    if _state["count"] is None:
+        _from_launcher()
     return _state["count"]
 
 
 def solver_rank() -> int:
     """This solver's rank among :func:`solver_count` (0 alone)."""
+    if _state["rank"] is None:
+        _from_launcher()
     return _state["rank"]
 
 
 def root_solver() -> bool:
     """Whether this is rank 0, the one that logs, tests and snapshots."""
-    return _state["rank"] == 0
+    return solver_rank() == 0
 
 
 def multiprocess() -> bool:

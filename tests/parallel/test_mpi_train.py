@@ -7,6 +7,7 @@ over the same records, so the weights must match after every iteration.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ def _find_mpiexec():
 
 
 MPIEXEC = _find_mpiexec()
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -62,6 +64,7 @@ snapshot_prefix: "{prefix}"
 iter_size: {iter_size}
 random_seed: 1701
 display: 1
+{solver_extra}
 """
 
 
@@ -70,6 +73,9 @@ def _env(**extra):
     env.pop("PYTEST_CURRENT_TEST", None)
     # Open MPI refuses root without these; MPICH ignores them.
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    # The ranks run from other folders: let them import this checkout.
+    paths = [extra.pop("PYTHONPATH", ""), ROOT, env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(extra)
     return env
 
@@ -89,7 +95,7 @@ def _write_db(path, n=22, seed=3):
     return str(path)
 
 
-def _setup(root, name, iter_size, max_iter=6, extra=""):
+def _setup(root, name, iter_size, max_iter=6, extra="", solver_extra=""):
     db = root / "db"
     if not db.exists():
         _write_db(db)
@@ -99,7 +105,13 @@ def _setup(root, name, iter_size, max_iter=6, extra=""):
     net.write_text(NET.format(db=db, extra=extra))
     solver = folder / "solver.prototxt"
     solver.write_text(
-        SOLVER.format(net=net, max_iter=max_iter, prefix="snap", iter_size=iter_size)
+        SOLVER.format(
+            net=net,
+            max_iter=max_iter,
+            prefix="snap",
+            iter_size=iter_size,
+            solver_extra=solver_extra,
+        )
     )
     return folder, solver
 
@@ -154,15 +166,19 @@ def _snapshots(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("snap"))
 
 
-def test_two_ranks_equal_iter_size_two_and_resume_in_one_process(tmp_path):
+@pytest.mark.parametrize("layer_wise", ["true", "false"])
+def test_two_ranks_equal_iter_size_two_and_resume_in_one_process(tmp_path, layer_wise):
     one, solver1 = _setup(tmp_path, "one", iter_size=2)
-    two, solver2 = _setup(tmp_path, "two", iter_size=1)
+    two, solver2 = _setup(
+        tmp_path, "two", iter_size=1, solver_extra=f"layer_wise_reduce: {layer_wise}"
+    )
     rank1_dir = tmp_path / "rank1"
     rank1_dir.mkdir()
     args = ["train", "--solver", str(solver2), "--no-progress"]
     t0 = time.monotonic()
     res = _run(_mpiexec_two([two, rank1_dir], [args, args]), tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "caffepy: error" not in res.stderr  # the watchdogs stayed quiet
     assert time.monotonic() - t0 < 120
     res = _run(_caffepy("train", "--solver", str(solver1), "--no-progress"), one)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -266,7 +282,14 @@ def test_a_lost_rank_stops_every_rank_and_the_snapshot_resumes(tmp_path, fault):
         assert lost and lost[0].startswith("caffepy: error: rank 0: lost rank 1"), (
             res.stderr[-3000:]
         )
-    # (SIGKILL: the launcher ends the other ranks and says which process died.)
+    else:
+        # The launcher kills the other ranks at once; rank 0's watchdog names
+        # the rank that died first.
+        died = [ln for ln in res.stderr.splitlines() if ln.startswith("caffepy:")]
+        assert len(died) == 1, res.stderr[-3000:]
+        assert re.fullmatch(
+            r"caffepy: error: rank 1 \(pid \d+ on \S+\) died; stopping", died[0]
+        ), died
     written = [n for n in _snapshots(folder) if "_iter_" in n]
     assert written == [
         "snap_iter_3.caffemodel",

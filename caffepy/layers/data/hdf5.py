@@ -12,6 +12,8 @@ import numpy as np
 from caffepy import backend
 from caffepy.errors import DataError, LayerError
 from caffepy.layer import Layer
+from caffepy.parallel.state import solver_count, solver_rank
+from caffepy.phase import TRAIN
 from caffepy.registry import register_layer
 
 log = logging.getLogger("caffepy")
@@ -51,6 +53,13 @@ class HDF5DataLayer(Layer):
     run with a ``random_seed`` is repeatable and a snapshot resumes it exactly.
     No backward (data layers take no gradient); ``transform_param`` is not
     applied (Caffe ignores it here too).
+
+    Data-parallel training (TRAIN phase, N solvers): rank r of N takes rows
+    r, r+N, r+2N, ... of that one stream (Caffe's ``HDF5DataLayer::Skip``), the
+    files concatenated in list order (or in the shuffled order, which every
+    rank draws alike from the same seed). Between forwards every rank stands at
+    the same row, the start of the next N batches, so a snapshot resumes with
+    any number of ranks where the stream was.
     """
 
     uses_ops = ("copy", "from_host")
@@ -68,6 +77,10 @@ class HDF5DataLayer(Layer):
                 f"hdf5_data_param batch_size must be positive, got {self.batch_size}",
             )
         self.shuffle = bool(p.shuffle)
+        train = self.phase == TRAIN
+        # In TEST only rank 0 runs, over every row.
+        self.rank = solver_rank() if train else 0
+        self.size = solver_count() if train else 1
         self.files = read_source_list(self, self.source)
         self.dataset_names = list(self.layer_param.top)
         self.seed = 0
@@ -165,6 +178,11 @@ class HDF5DataLayer(Layer):
             ).permutation(self.rows)
             self.loads += 1
 
+    def _skip(self, rows: int) -> None:
+        """Advance past ``rows`` rows (those the other ranks take)."""
+        for _ in range(rows):
+            self._next()
+
     # -- hooks -------------------------------------------------------------------
     def reshape(self, bottom, top):
         for blob, shape in zip(top, self.row_shapes):
@@ -174,6 +192,10 @@ class HDF5DataLayer(Layer):
         batches = [
             np.empty((self.batch_size, *shape), self.dtype) for shape in self.row_shapes
         ]
+        rank, others = self.rank, self.size - 1
+        # Rows g+rank, g+rank+N, ... of the group of N batches starting at g;
+        # afterwards every rank stands at the next group's start.
+        self._skip(rank)
         for i in range(self.batch_size):
             row = self.current_row
             if self.row_order is not None:
@@ -181,6 +203,7 @@ class HDF5DataLayer(Layer):
             for out, arr in zip(batches, self.arrays):
                 out[i] = arr[row]
             self._next()
+            self._skip(others if i < self.batch_size - 1 else others - rank)
         ops = backend.ops()
         for blob, batch in zip(top, batches):
             ops.copy(ops.from_host(batch), ops.mutable_data(blob))

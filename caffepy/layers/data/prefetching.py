@@ -186,7 +186,7 @@ class ImageDataLayer(_PrefetchingDataLayer):
         return int(self.layer_param.image_data_param.batch_size)
 
     def _make_source(self, transformer):
-        from caffepy.data.sources import ImageListSource
+        from caffepy.layers.data.image_data import DealtImageListSource
 
         ip = self.layer_param.image_data_param
         if not ip.source:
@@ -199,7 +199,7 @@ class ImageDataLayer(_PrefetchingDataLayer):
                 f"new_height and new_width must both be set or both be 0, got "
                 f"{ip.new_height} and {ip.new_width}",
             )
-        return ImageListSource(
+        return DealtImageListSource(
             ip.source,
             ip.root_folder,
             ip.batch_size,
@@ -210,4 +210,7 @@ class ImageDataLayer(_PrefetchingDataLayer):
             is_color=ip.is_color,
             rand_skip=ip.rand_skip if self.phase == TRAIN else 0,
             seed=self._seed,
+            # rank r of N reads lines r, r+N, ... (TEST: rank 0 alone, all).
+            rank=solver_rank() if self.phase == TRAIN else 0,
+            size=solver_count() if self.phase == TRAIN else 1,
         )

@@ -21,6 +21,8 @@ import numpy as np
 from caffepy import rng as _rng
 from caffepy.errors import DataError, LayerError
 from caffepy.layer import Layer
+from caffepy.parallel.state import solver_count, solver_rank
+from caffepy.phase import TRAIN
 from caffepy.registry import register_layer
 
 
@@ -103,6 +105,9 @@ class WindowDataLayer(Layer):
     come from a generator seeded from :func:`caffepy.rng.get_rng` at setup.
 
     Tops: data (N, C, crop_size, crop_size) and label (N,). No gradient.
+
+    Data-parallel training (TRAIN, N solvers): the windows are drawn as one
+    process draws them, and rank r cuts batches r, r+N, ... of that stream.
     """
 
     exact_num_bottom = 0
@@ -194,17 +199,24 @@ class WindowDataLayer(Layer):
     def forward(self, bottom, top):
         data = np.zeros(top[0].shape, np.float32)
         labels = np.zeros(self.batch, np.float32)
-        item = 0
-        for group, count in (
-            (self.bg, self.batch - self.num_fg),
-            (self.fg, self.num_fg),
-        ):
-            for _ in range(count):
-                window = group[int(self.gen.integers(2**32)) % len(group)]
-                flip = self.mirror and int(self.gen.integers(2**32)) % 2 == 1
-                self._warp(window, flip, data[item])
-                labels[item] = window[1]
-                item += 1
+        # Data-parallel (TRAIN): every rank draws the windows of the next N
+        # batches alike (one seed) and cuts only batch ``rank`` of them, so the
+        # ranks together see what one process with iter_size N sees.
+        train = self.phase == TRAIN
+        rank = solver_rank() if train else 0
+        for b in range(solver_count() if train else 1):
+            item = 0
+            for group, count in (
+                (self.bg, self.batch - self.num_fg),
+                (self.fg, self.num_fg),
+            ):
+                for _ in range(count):
+                    window = group[int(self.gen.integers(2**32)) % len(group)]
+                    flip = self.mirror and int(self.gen.integers(2**32)) % 2 == 1
+                    if b == rank:
+                        self._warp(window, flip, data[item])
+                        labels[item] = window[1]
+                    item += 1
         top[0].data[...] = data
         if len(top) > 1:
             top[1].data[...] = labels
