@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ GPU = "GPU"
 
 @dataclass
 class _State:
-    """The process-wide mode (``CPU`` or ``GPU``) and the GPU's device id."""
+    """The process-wide mode (``CPU`` or ``GPU``), the GPU's device id, and whether
+    GPU training may replay its iterations from a CUDA graph."""
 
     mode: str = CPU
     device: int = 0
+    cuda_graph: bool = True
 
 
 _state = _State()
@@ -61,6 +64,19 @@ def set_device(device_id: int) -> None:
         from caffepy.backend import cuda
 
         cuda.check_available(_state.device)
+
+
+def set_cuda_graph(on: bool) -> None:
+    """Allow (default) or forbid replaying GPU training iterations from a CUDA
+    graph; ``CAFFEPY_CUDA_GRAPH=0`` in the environment forbids it as well."""
+    _state.cuda_graph = bool(on)
+
+
+def cuda_graph_allowed() -> bool:
+    """False when :func:`set_cuda_graph` or ``CAFFEPY_CUDA_GRAPH=0`` turned CUDA
+    graphs off."""
+    env = os.environ.get("CAFFEPY_CUDA_GRAPH", "1").strip().lower()
+    return _state.cuda_graph and env not in ("0", "", "off", "false", "no")
 
 
 def ops() -> Ops:

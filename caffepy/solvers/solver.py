@@ -173,6 +173,7 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         self._callbacks: list[Callable] = []
         self._pycaffe_callbacks: list[tuple[Callable, Callable]] = []
         self._test_callbacks: list[Callable] = []
+        self._after_backward: list[Callable[[int], None]] = []
         self._actions: deque[str] = deque()
         self._early_exit = False
         self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
@@ -300,12 +301,40 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         ``loss`` that iteration's loss (mean over iter_size), ``lr`` the rate used.
         pycaffe's two-function form ``add_callback(on_start, on_gradients_ready)``
         is also accepted: ``on_start()`` runs before the forward passes and
-        ``on_gradients_ready()`` before the update.
+        ``on_gradients_ready()`` before the update; so is one object with those
+        two methods (Caffe's ``Solver::Callback``, e.g. ``caffe.NCCL``).
         """
+        if on_gradients_ready is None and hasattr(fn, "on_gradients_ready"):
+            callback: Any = fn
+            fn, on_gradients_ready = callback.on_start, callback.on_gradients_ready
         if on_gradients_ready is None:
             self._callbacks.append(fn)
         else:
             self._pycaffe_callbacks.append((fn, on_gradients_ready))
+
+    def add_after_backward(self, fn: Callable[[int], None]) -> None:
+        """Call ``fn(layer_index)`` as soon as each train-net layer's backward is
+        done, in the last of the ``iter_size`` passes (Caffe's
+        ``Net::add_after_backward``, which ``layer_wise_reduce`` uses to start a
+        layer's gradient reduction while the layers below compute theirs)."""
+        self._after_backward.append(fn)
+
+    def _forward_backward(self, last: bool) -> float:
+        """One forward and backward pass of the train net; with after-backward
+        callbacks (and ``last``), the backward runs layer by layer."""
+        net = self.net
+        if not (last and self._after_backward):
+            return net.forward_backward()
+        loss = net.forward_from_to()
+        for li in range(len(net.layers) - 1, -1, -1):
+            net.backward_from_to(li, li)
+            for fn in self._after_backward:
+                fn(li)
+        if net.debug_info:
+            from caffepy import netdebug
+
+            netdebug.params_debug_info(net)
+        return loss
 
     def add_test_callback(self, fn: Callable) -> None:
         """Call ``fn(iter, test_net_id, results)`` after each test, ``results`` an
@@ -356,10 +385,15 @@ class Solver(Snapshotting, PycaffeSolverMixin):
             display = bool(p.display) and self.iter % p.display == 0
             # Caffe: the train net logs debug_info on display iterations only.
             net.debug_info = display and bool(p.debug_info)
-            loss = 0.0
-            for _ in range(p.iter_size):
-                loss += net.forward_backward()
-            loss /= p.iter_size
+            # GPU: forward, backward and update replayed from a CUDA graph
+            replayed = None if display else self._replay_iteration()
+            if replayed is None:
+                loss = 0.0
+                for k in range(p.iter_size):
+                    loss += self._forward_backward(last=k == p.iter_size - 1)
+                loss /= p.iter_size
+            else:
+                loss = replayed[0]
             if self.divergence_check and not math.isfinite(loss):
                 raise self._diverged(loss)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
@@ -367,7 +401,7 @@ class Solver(Snapshotting, PycaffeSolverMixin):
                 self._display()
             for _, on_ready in self._pycaffe_callbacks:
                 on_ready()
-            rate = self.apply_update(display)
+            rate = self.apply_update(display) if replayed is None else replayed[1]
             self._last_rate = rate
             if display and self.divergence_check and nonfinite_params(net):
                 raise self._diverged(None)
@@ -381,6 +415,12 @@ class Solver(Snapshotting, PycaffeSolverMixin):
             if "stop" in actions:
                 self._early_exit = True
                 break
+
+    def _replay_iteration(self) -> tuple[float, float] | None:
+        """(loss, rate) of one iteration (forward, backward, update) replayed by
+        the backend from a CUDA graph, or None: run it eagerly."""
+        hook = getattr(self.ops, "iteration_graph", None)
+        return None if hook is None else hook(self)
 
     def _diverged(self, loss: float | None) -> DivergenceError:
         """The DivergenceError for the current state (see solvers.divergence)."""
@@ -457,6 +497,10 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         if display:
             log.info("Iteration %d, lr = %s", self.iter, _g(rate))
         self.clip_gradients()
+        # GPU: every parameter in one launch where the backend can.
+        update_all = getattr(self.ops, "update_all_params", None)
+        if update_all is not None and update_all(self, rate):
+            return rate
         for i in range(len(self._params)):
             # NOTE: every rule scales its final update by lr * lr_mult, so a
             # parameter with lr_mult 0 never moves; skipping it saves the work

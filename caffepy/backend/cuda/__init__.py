@@ -1,6 +1,7 @@
 """The CUDA backend: device memory from CuPy (NumPy under numba's CUDA
 simulator), numba.cuda kernels (:mod:`caffepy.backend.cuda.kernels`) and cuBLAS
-GEMMs through ``xp.matmul``.
+GEMMs through ``xp.matmul`` (libcublas directly, :mod:`.cublas`, inside a CUDA
+graph, :mod:`.graph`).
 
 Nothing here is imported in CPU mode. :func:`check_available` says in one line
 what is missing when GPU mode cannot run.
@@ -8,13 +9,14 @@ what is missing when GPU mode cannot run.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from caffepy import syncedmem
 from caffepy.backend.base import Array, Ops
-from caffepy.backend.cuda import memory
+from caffepy.backend.cuda import graph, memory
 from caffepy.backend.cuda.common import CudaCommonOps
 from caffepy.backend.cuda.loss import CudaLossOps
 from caffepy.backend.cuda.neuron import CudaNeuronOps
@@ -32,6 +34,12 @@ def _cuda_module() -> Any:
     try:
         cuda = memory.import_numba_cuda()
         if not memory.simulated():
+            from caffepy.backend.cuda.cublas import tf32_enabled
+
+            # NOTE: CuPy reads CUPY_TF32 when it is imported; caffepy's opt-in
+            # (CAFFEPY_TF32=1) turns on TF32 for CuPy's GEMMs and libcublas's.
+            if tf32_enabled():
+                os.environ.setdefault("CUPY_TF32", "1")
             import cupy  # noqa: F401
     except ImportError as exc:
         raise GpuUnavailableError(f"{_PACKAGES} ({exc})") from None
@@ -167,13 +175,22 @@ class CudaOps(
         return blob.mutable_gpu_diff()
 
     def asum(self, arr: Array) -> float:
-        # NOTE: the sum runs on the device; only the scalar comes back.
+        # NOTE: the sum runs on the device; only the scalar comes back. While a
+        # CUDA graph is captured it stays there (the graph's loss output).
         total = arr.sum(dtype=arr.dtype)
+        if graph.capturing():
+            return total
         syncedmem.count_copy("d2h", arr.dtype.itemsize)
         return float(total)
 
     def synchronize(self) -> None:
         memory.synchronize()
+
+    def iteration_graph(self, solver: Any) -> tuple[float, float] | None:
+        """Run one training iteration of ``solver`` from a CUDA graph (captured
+        on first use, replayed after): (loss, rate), or None when it must run
+        eagerly (see :func:`caffepy.backend.cuda.graph.blockers`)."""
+        return graph.run_iteration(solver)
 
     def supports(self, layer: Any) -> bool:
         """Whether ``layer`` runs natively here (else it falls back to the CPU).

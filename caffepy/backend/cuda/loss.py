@@ -1,7 +1,9 @@
 """Softmax and the losses on the device.
 
 Softmax and SoftmaxWithLoss are numba.cuda kernels whose divisor stays on the
-device (``norm``), so a training iteration reads back only the displayed loss.
+device (``norm``), so a training iteration reads back only the displayed loss;
+the loss's sums (up to 4096 positions) and the backward's scaling are fused into
+the kernels (three launches forward, one backward).
 Euclidean, MultinomialLogistic and Hinge are xp expressions; the rest
 (Infogain, SigmoidCrossEntropy, Contrastive, Accuracy) are the CPU backend's
 NumPy passes, which NumPy hands to CuPy for device arrays.
@@ -16,6 +18,9 @@ from caffepy.backend.cpu.loss import LOG_THRESHOLD, LossOps
 from caffepy.backend.interface.loss import LossInterface
 
 _L1 = 1
+# NOTE: up to this many positions (outer * inner) the forward's sums run in one
+# single-thread launch (float64); beyond, CuPy's parallel reductions.
+_FUSED_FINISH_MAX = 4096
 
 
 def _k():
@@ -64,6 +69,10 @@ class CudaLossOps(LossOps, LossInterface):
         launch(softmax.softmax_loss_forward, n, prob.reshape(-1), labels.reshape(-1),
                c, inner, has_ignore, ignore_label if has_ignore else 0, per,
                counts)  # fmt: skip
+        if n <= _FUSED_FINISH_MAX and loss.size == 1:
+            launch(softmax.softmax_loss_finish, 1, per, counts, normalizer is None,
+                   float(normalizer or 0.0), loss.reshape(-1), norm.reshape(-1))  # fmt: skip
+            return
         if normalizer is None:
             self.xp.maximum(counts.sum(dtype=np.float64), 1.0, out=norm[:1])
         else:
@@ -82,11 +91,10 @@ class CudaLossOps(LossOps, LossInterface):
         softmax, launch = _k()
         outer, c, inner = prob.shape
         has_ignore = ignore_label is not None
-        one = prob.dtype.type(1)
-        launch(softmax.softmax_loss_backward, outer * inner, prob.reshape(-1),
+        launch(softmax.softmax_loss_backward_scaled, outer * inner, prob.reshape(-1),
                labels.reshape(-1), c, inner, has_ignore,
-               ignore_label if has_ignore else 0, one, dx.reshape(-1))  # fmt: skip
-        dx *= (loss_weight / norm[0]).astype(dx.dtype)
+               ignore_label if has_ignore else 0, loss_weight.reshape(-1),
+               norm.reshape(-1), dx.reshape(-1))  # fmt: skip
 
     def euclidean_loss_forward(
         self, a: Array, b: Array, num: int, d: Array, loss: Array

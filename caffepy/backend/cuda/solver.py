@@ -19,6 +19,14 @@ from caffepy.backend.interface.solver import SolverInterface
 class CudaSolverOps(SolverOps, SolverInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the update-rule ops."""
 
+    def update_all_params(self, solver: Any, rate: float) -> bool:
+        """Normalise and update every learnable parameter of ``solver`` in one
+        launch (:mod:`caffepy.backend.cuda.packed`); False where the solver must
+        take its per-parameter path (an update rule of its own, ...)."""
+        from caffepy.backend.cuda import packed
+
+        return packed.update_all(solver, rate)
+
     def sumsq(self, x: Array) -> float:
         flat = x.reshape(-1)
         total = self.xp.dot(flat, flat)

@@ -35,6 +35,17 @@ def _geom_args(geom: ConvGeometry) -> tuple[int, ...]:
 class CudaVisionOps(VisionInterface):
     """Mixin of :class:`~caffepy.backend.cuda.CudaOps`: the vision ops."""
 
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        """out = a @ b (numpy.matmul semantics): CuPy's cuBLAS, or libcublas
+        called directly while a CUDA graph is captured (CuPy refuses cuBLAS
+        then) or when ``CAFFEPY_CUBLAS_DIRECT=1``."""
+        from caffepy.backend.cuda import cublas, graph
+
+        if graph.direct_cublas():
+            cublas.matmul(a, b, out)
+        else:
+            self.xp.matmul(a, b, out=out)
+
     # -- columns -------------------------------------------------------------------
     def _unfold(self, x: Array, geom: ConvGeometry, ws: Workspace, name: str) -> Array:
         """x (num, C, *in_spatial) as columns (num, G, CK/G, S); x itself (a view)
@@ -83,7 +94,7 @@ class CudaVisionOps(VisionInterface):
         g, og, ck, s = _dims(geom)
         col = self._unfold(x, geom, ws, "col")
         y4 = y.reshape(geom.num, g, og, s)
-        self.xp.matmul(w.reshape(g, og, ck), col, out=y4)
+        self.matmul(w.reshape(g, og, ck), col, y4)
         if b is not None:
             y.reshape(geom.num, geom.out_channels, s)[...] += b.reshape(-1, 1)
 
@@ -100,7 +111,6 @@ class CudaVisionOps(VisionInterface):
     ) -> None:
         if not self._planar(geom):
             return on_host(self, "conv_backward", x, dy, w, geom, dw, db, dx, ws)
-        xp = self.xp
         g, og, ck, s = _dims(geom)
         dy4 = dy.reshape(geom.num, g, og, s)
         if db is not None:
@@ -108,11 +118,11 @@ class CudaVisionOps(VisionInterface):
         if dw is not None:
             col = self._unfold(x, geom, ws, "col")
             part = ws.get("dw", (geom.num, g, og, ck), dy.dtype)
-            xp.matmul(dy4, col.swapaxes(-1, -2), out=part)
+            self.matmul(dy4, col.swapaxes(-1, -2), part)
             dw += part.sum(axis=0).reshape(dw.shape)
         if dx is not None:
             dcol = ws.get("dcol", (geom.num, g, ck, s), dy.dtype)
-            xp.matmul(w.reshape(g, og, ck).swapaxes(-1, -2), dy4, out=dcol)
+            self.matmul(w.reshape(g, og, ck).swapaxes(-1, -2), dy4, dcol)
             self._fold(dcol, geom, dx)
 
     def deconv_forward(
@@ -129,7 +139,7 @@ class CudaVisionOps(VisionInterface):
         g, og, ck, s = _dims(geom)
         dcol = ws.get("dcol", (geom.num, g, ck, s), x.dtype)
         x4 = x.reshape(geom.num, g, og, s)
-        self.xp.matmul(w.reshape(g, og, ck).swapaxes(-1, -2), x4, out=dcol)
+        self.matmul(w.reshape(g, og, ck).swapaxes(-1, -2), x4, dcol)
         self._fold(dcol, geom, y)
         if b is not None:
             y.reshape(geom.num, geom.in_channels, -1)[...] += b.reshape(-1, 1)
@@ -147,7 +157,6 @@ class CudaVisionOps(VisionInterface):
     ) -> None:
         if not self._planar(geom):
             return on_host(self, "deconv_backward", x, dy, w, geom, dw, db, dx, ws)
-        xp = self.xp
         g, og, ck, s = _dims(geom)
         if db is not None:
             db += dy.reshape(geom.num, geom.in_channels, -1).sum(axis=(0, 2))
@@ -157,10 +166,10 @@ class CudaVisionOps(VisionInterface):
         if dw is not None:
             x4 = x.reshape(geom.num, g, og, s)
             part = ws.get("dw", (geom.num, g, og, ck), dy.dtype)
-            xp.matmul(x4, col.swapaxes(-1, -2), out=part)
+            self.matmul(x4, col.swapaxes(-1, -2), part)
             dw += part.sum(axis=0).reshape(dw.shape)
         if dx is not None:
-            xp.matmul(w.reshape(g, og, ck), col, out=dx.reshape(geom.num, g, og, s))
+            self.matmul(w.reshape(g, og, ck), col, dx.reshape(geom.num, g, og, s))
 
     def im2col(self, x: Array, geom: ConvGeometry, col: Array) -> None:
         if not self._planar(geom):
@@ -189,7 +198,7 @@ class CudaVisionOps(VisionInterface):
         y: Array,
         ws: Workspace,
     ) -> None:
-        self.xp.matmul(x, w if transpose else w.T, out=y)
+        self.matmul(x, w if transpose else w.T, y)
         if b is not None:
             y += b
 
@@ -204,18 +213,17 @@ class CudaVisionOps(VisionInterface):
         dx: Array | None,
         ws: Workspace,
     ) -> None:
-        xp = self.xp
         if dw is not None:
             part = ws.get("dw", dw.shape, dw.dtype)
             if transpose:
-                xp.matmul(x.T, dy, out=part)
+                self.matmul(x.T, dy, part)
             else:
-                xp.matmul(dy.T, x, out=part)
+                self.matmul(dy.T, x, part)
             dw += part
         if db is not None:
             db += dy.sum(axis=0)
         if dx is not None:
-            xp.matmul(dy, w.T if transpose else w, out=dx)
+            self.matmul(dy, w.T if transpose else w, dx)
 
     # -- pooling -------------------------------------------------------------------
     def pool_forward(

@@ -24,6 +24,40 @@ MAX_BLOCKS = 4096
 _SIM_THREADS = 8
 
 
+_streams: dict[int, Any] = {}
+_cupy: Any = None
+
+
+def _sync_config() -> None:
+    # NOTE: every launch goes to the current CuPy stream, so numba's per-argument
+    # synchronisation on a CuPy array's stream (__cuda_array_interface__ v3)
+    # would only add host syncs, and a sync during CUDA graph capture aborts it.
+    for mod in ("numba.core.config", "numba.cuda.core.config"):
+        try:
+            cfg = __import__(mod, fromlist=["_"])
+        except ImportError:
+            continue
+        setattr(cfg, "CUDA_ARRAY_INTERFACE_SYNC", False)  # noqa: B010 - set at runtime
+
+
+def current_stream() -> Any:
+    """The numba stream of the current CuPy stream (0: the default stream), so
+    kernels and CuPy work stay ordered, and a captured stream captures both."""
+    global _cupy
+    if _cupy is None:
+        import cupy
+
+        _cupy = cupy
+        _sync_config()
+    ptr = _cupy.cuda.get_current_stream().ptr
+    if ptr == 0:
+        return 0
+    stream = _streams.get(ptr)
+    if stream is None:
+        stream = _streams[ptr] = cuda.external_stream(ptr)
+    return stream
+
+
 def launch(kernel: Any, n: int, *args: Any) -> None:
     """Run ``kernel[grid, block](*args)`` with enough threads to cover ``n`` items.
 
@@ -38,4 +72,4 @@ def launch(kernel: Any, n: int, *args: Any) -> None:
         kernel[1, min(n, _SIM_THREADS)](n, *args)
         return
     blocks = min((n + THREADS - 1) // THREADS, MAX_BLOCKS)
-    kernel[blocks, THREADS](n, *args)
+    kernel[blocks, THREADS, current_stream()](n, *args)

@@ -97,3 +97,53 @@ def softmax_loss_backward(
                 if c == lab:
                     v = v - 1
                 dx[k] = v * scale
+
+
+@cuda.jit
+def softmax_loss_finish(n, loss_per, counts, use_counts, normalizer, loss, norm):
+    """loss[0] = sum(loss_per) / norm[0], with norm[0] = max(sum(counts), 1)
+    (VALID normalisation) or ``normalizer``: the forward's reductions in one
+    launch. One thread sums in float64 (launch with n = 1; for small outer*inner).
+
+    Args:
+        n: 1 (the single thread's loop covers the ``loss_per.size`` items).
+        loss_per, counts: flat per-position losses and counts.
+        loss: (1,) output; norm: (1,) float64 output, kept for backward.
+    """
+    if cuda.grid(1) == 0:
+        total = 0.0
+        valid = 0.0
+        for t in range(loss_per.size):
+            total += loss_per[t]
+            valid += counts[t]
+        d = max(valid, 1.0) if use_counts else normalizer
+        norm[0] = d
+        loss[0] = total / d
+
+
+@cuda.jit
+def softmax_loss_backward_scaled(
+    n, prob, label, channels, inner, has_ignore, ignore_label, loss_weight, norm, dx
+):
+    """:func:`softmax_loss_backward` with scale = loss_weight[0] / norm[0] read on
+    the device (one launch instead of four).
+
+    NOTE: the product with the float64 scale is rounded to dx's type once; the
+    separate passes rounded the scale first (a last-bit difference at most).
+    """
+    start = cuda.grid(1)
+    scale = loss_weight[0] / norm[0]
+    for t in range(start, n, cuda.gridsize(1)):
+        o = t // inner
+        i = t % inner
+        lab = int(label[t])
+        ignored = has_ignore and lab == ignore_label
+        for c in range(channels):
+            k = (o * channels + c) * inner + i
+            if ignored:
+                dx[k] = 0
+            else:
+                v = prob[k]
+                if c == lab:
+                    v = v - 1
+                dx[k] = v * scale

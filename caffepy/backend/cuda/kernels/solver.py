@@ -110,3 +110,84 @@ def adam_update(n, w, g, m, v, decay, l1, rate_corrected, beta1, beta2, delta):
         u = mi / (math.sqrt(vi) + delta) * rate_corrected
         g[i] = u
         w[i] = w[i] - u
+
+
+# -- every parameter in one launch ----------------------------------------------------
+#: Rule codes of :func:`packed_update` (the solver types it covers).
+SGD, NESTEROV, ADAGRAD, RMSPROP, ADADELTA, ADAM = range(6)
+#: Slots of its ``scalars`` array (device-resident, so a CUDA graph replays new values).
+RATE, MOMENTUM, DELTA, DECAY2, CORRECTION = range(5)
+
+
+@cuda.jit(device=True)
+def _segment(offsets, nseg, i):
+    """The parameter whose [offsets[p], offsets[p+1]) holds element i."""
+    lo = 0
+    hi = nseg
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if offsets[mid] <= i:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@cuda.jit
+def packed_update(n, rule, offsets, nseg, w, g, h1, h2, lr_mult, decay, l1, scalars):
+    """The update rule ``rule`` over all parameters packed in flat buffers.
+
+    Args:
+        n: total elements (offsets[nseg]).
+        rule: one of SGD, NESTEROV, ADAGRAD, RMSPROP, ADADELTA, ADAM.
+        offsets: int64 (nseg + 1,) start of each parameter in w, g, h1, h2.
+        w, g, h1, h2: flat weights, gradients (left holding the update, as
+            Caffe's diff), history (h2: AdaDelta's and Adam's second set;
+            any array for the others).
+        lr_mult, decay: per parameter, lr_mult and weight_decay * decay_mult
+            in the parameter dtype.
+        l1: L1 regularisation instead of L2.
+        scalars: [rate, momentum / beta1 / rms_decay, delta, beta2, Adam's
+            bias correction], read on the device at each launch.
+
+    The per-element arithmetic is that of the one-parameter kernels above, with
+    the local rate ``(rate * lr_mult) * correction`` rounded as the solver's.
+    """
+    start = cuda.grid(1)
+    for i in range(start, n, cuda.gridsize(1)):
+        p = _segment(offsets, nseg, i)
+        rate = scalars[RATE] * lr_mult[p]
+        mom = scalars[MOMENTUM]
+        delta = scalars[DELTA]
+        gi = _regularized(w[i], g[i], decay[p], l1)
+        if rule == SGD:
+            u = rate * gi + mom * h1[i]
+            h1[i] = u
+        elif rule == NESTEROV:
+            prev = h1[i]
+            hi = rate * gi + mom * prev
+            h1[i] = hi
+            u = hi * (1 + mom) - prev * mom
+        elif rule == ADAGRAD:
+            hi = h1[i] + gi * gi
+            h1[i] = hi
+            u = gi / (math.sqrt(hi) + delta) * rate
+        elif rule == RMSPROP:
+            hi = h1[i] * mom + gi * gi * (1 - mom)
+            h1[i] = hi
+            u = gi / (math.sqrt(hi) + delta) * rate
+        elif rule == ADADELTA:
+            a = h1[i] * mom + gi * gi * (1 - mom)
+            h1[i] = a
+            d = gi * math.sqrt((h2[i] + delta) / (a + delta))
+            h2[i] = h2[i] * mom + d * d * (1 - mom)
+            u = d * rate
+        else:  # ADAM
+            b2 = scalars[DECAY2]
+            mi = gi * (1 - mom) + h1[i] * mom
+            h1[i] = mi
+            vi = h2[i] * b2 + gi * gi * (1 - b2)
+            h2[i] = vi
+            u = mi / (math.sqrt(vi) + delta) * (rate * scalars[CORRECTION])
+        g[i] = u
+        w[i] = w[i] - u
