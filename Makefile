@@ -16,9 +16,11 @@ proto:
 	$(PYTHON) -c 'from setup import generate_proto; print(generate_proto())'
 
 # The main job: Fashion-MNIST LMDBs, LeNet trained for 2,000 iterations, then a
-# fine-tuning run from its snapshot.
+# fine-tuning run from its snapshot. `caffepy warmup` compiles the kernels into
+# Numba's cache first, in one process per core (a no-op once they are cached).
 demo: install
 	caffepy data fashion-mnist $(DATA)
+	caffepy warmup
 	caffepy train --solver models/lenet/solver_2000.prototxt
 	caffepy finetune --solver models/lenet/finetune_solver.prototxt \
 	    --weights models/lenet/snapshots/lenet_iter_2000.caffemodel

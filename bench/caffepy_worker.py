@@ -2,17 +2,25 @@
 
     python bench/caffepy_worker.py CASE --threads N --spec JSON
 
-Cases: ``train`` (LeNet solver iterations/s through the Data layer, peak RSS),
-``nets`` (forward / forward+backward ms of prepared nets), ``data`` (Data layer
-images/s), ``convert`` (convert_imageset images/s), ``first_iter`` (exits after
-the first training iteration; the driver times the process).
+Cases: ``train`` (a solver's iterations/s and the process's peak RSS: LeNet
+through its Data layer, the other nets on a fixed random batch in Input
+layers), ``nets`` (forward / forward+backward ms of prepared nets), ``data``
+(Data layer images/s), ``convert`` (convert_imageset images/s).
 """
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import REPO, cpu_ratio, emit, measure, peak_rss_mib, worker_args  # noqa: E402
+from common import (  # noqa: E402
+    REPO,
+    cpu_ratio,
+    emit,
+    measure,
+    peak_rss_mib,
+    random_batch,
+    worker_args,
+)
 
 sys.path.insert(0, REPO)
 
@@ -30,18 +38,33 @@ def _threads(n):
     return {"numba_threads": numba.get_num_threads(), "blas_threads": blas}
 
 
-def _solver(spec, max_iter=10**9):
+def make_solver(spec):
+    """The solver of ``spec["solver"]``, timed as it trains: no test nets,
+    snapshots or display, ``iter_size`` 1 (one forward+backward per update).
+    With ``spec["file"]`` it trains that prepared net (Input layers), whose
+    inputs are filled once with :func:`common.random_batch`; without, the
+    solver's own net (LeNet with its Data layer)."""
     import caffepy
     from caffepy.solvers import read_solver_param
 
     param, _ = read_solver_param(os.path.join(REPO, spec["solver"]))
+    if spec.get("file"):
+        for field in ("train_net", "net_param", "train_net_param"):
+            param.ClearField(field)
+        param.net = spec["file"]
+    for field in ("test_net", "test_net_param", "test_iter", "test_state"):
+        param.ClearField(field)
     param.test_interval = 10**9
     param.test_initialization = False
     param.display = 0
     param.snapshot = 0
     param.snapshot_after_train = False
-    param.max_iter = max_iter
-    return caffepy.get_solver(param)
+    param.iter_size = 1
+    solver = caffepy.get_solver(param, dtype=spec.get("dtype", "float32"))
+    if spec.get("file"):
+        for name, value in random_batch(spec["inputs"], spec.get("seed", 0)).items():
+            solver.net.blobs[name].data[...] = value
+    return solver
 
 
 def case_train(spec):
@@ -49,7 +72,7 @@ def case_train(spec):
     import statistics
     import time
 
-    solver = _solver(spec)
+    solver = make_solver(spec)
     solver.step(spec.get("warmup", 20))
     block, rates = spec.get("block", 25), []
 
@@ -76,21 +99,19 @@ def _fill_deploy(net):
             layer.blobs[2].data[...] = 1
 
 
-def _time_net(item, rng):
+def _time_net(item):
     import caffepy
 
     phase = caffepy.TRAIN if item["backward"] else caffepy.TEST
     net = caffepy.Net(item["file"], phase)
     _fill_deploy(net)
-    for name, shape in item["inputs"].items():
-        if len(shape) == 1:
-            net.blobs[name].data[...] = rng.integers(0, 10, shape)
-        else:
-            net.blobs[name].data[...] = rng.standard_normal(shape)
+    for name, value in random_batch(item["inputs"]).items():
+        net.blobs[name].data[...] = value
     reps, seconds = item.get("reps", 5), item.get("seconds", 1.0)
+    warmup = item.get("warmup", 2)
     out = {}
     out["fwd"], out["cpu_ratio"] = cpu_ratio(
-        lambda: measure(net.forward_prefilled, reps, seconds)
+        lambda: measure(net.forward_prefilled, reps, seconds, warmup)
     )
     if item["backward"]:
 
@@ -98,18 +119,16 @@ def _time_net(item, rng):
             net.clear_param_diffs()
             net.forward_backward()
 
-        out["fb"] = measure(fb, reps, seconds)
+        out["fb"] = measure(fb, reps, seconds, warmup)
+    net.close()
     return out
 
 
 def case_nets(spec):
     """Forward and forward+backward ms of each prepared net (median of calls)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
     out = {}
     for item in spec["nets"]:
-        for key, value in _time_net(item, rng).items():
+        for key, value in _time_net(item).items():
             out[f"{item['name']}.{key}"] = value
     return out
 

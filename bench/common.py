@@ -15,8 +15,16 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: image shape (C, H, W) of each Data source the timed nets read
-DATA_SHAPES = {"lenet": (1, 28, 28), "cifar10_quick": (3, 32, 32)}
+#: image shape (C, H, W) of each model's Data layer (after its crop)
+DATA_SHAPES = {
+    "lenet": (1, 28, 28),
+    "cifar10_quick": (3, 32, 32),
+    "cifar10_full": (3, 32, 32),
+    "caffenet": (3, 227, 227),
+    "googlenet": (3, 224, 224),
+    "vgg16": (3, 224, 224),
+    "resnet50": (3, 224, 224),
+}
 
 
 def _pb2():
@@ -48,7 +56,7 @@ def _in_phase(lp, phase):
     return not any(r.HasField("phase") and r.phase == phase for r in lp.exclude)
 
 
-def prepare_net(src, dst, batch, phase=0, image_shape=None):
+def prepare_net(src, dst, batch, phase=0, image_shape=None, dropout_ratio=None):
     """Write ``src`` as a ``phase``-only net with Input layers of batch ``batch``.
 
     Args:
@@ -57,6 +65,8 @@ def prepare_net(src, dst, batch, phase=0, image_shape=None):
         batch: the batch size (first dimension of every input).
         phase: 0 TRAIN (keeps the loss), 1 TEST.
         image_shape: (C, H, W) of a Data layer's images (train_val nets).
+        dropout_ratio: replaces every Dropout layer's ratio (0 for the
+            translation check, which needs the same numbers in both frameworks).
 
     Returns:
         dict input name -> shape, for the workers.
@@ -82,6 +92,8 @@ def prepare_net(src, dst, batch, phase=0, image_shape=None):
         layer.CopyFrom(lp)
         del layer.include[:]
         del layer.exclude[:]
+        if lp.type == "Dropout" and dropout_ratio is not None:
+            layer.dropout_param.dropout_ratio = dropout_ratio
         if lp.type == "Input":
             for s, name in zip(layer.input_param.shape, lp.top):
                 s.dim[0] = batch
@@ -94,6 +106,22 @@ def prepare_net(src, dst, batch, phase=0, image_shape=None):
     with open(dst, "w", encoding="utf-8") as f:
         f.write(text_format.MessageToString(out))
     return shapes
+
+
+def random_batch(inputs, seed=0, dtype="float32"):
+    """A fixed random batch for a net's inputs ({name: shape}): N(0, 1) images,
+    integer labels in 0..9 (valid for every benchmarked net), as float32 (or
+    ``dtype``) arrays. Both workers feed these same numbers."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in inputs.items():
+        if len(shape) == 1:
+            out[name] = rng.integers(0, 10, shape).astype(dtype)
+        else:
+            out[name] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+    return out
 
 
 def measure(fn, min_reps=5, min_seconds=1.0, warmup=2):

@@ -6,9 +6,12 @@ alternate within each round, and the table shows the median over the rounds.
 Ratios are caffepy's speed over PyTorch's (> 1: caffepy is faster), and
 caffepy's memory over PyTorch's.
 
-    python bench/run.py            # full: 3 rounds, 1 and 2 threads (< 10 min)
-    python bench/run.py --quick    # 1 round, shorter runs (~2-3 min)
+    python bench/run.py                  # full: 3 rounds, 1 and 2 threads (~30 min)
+    python bench/run.py --quick          # 1 round, small batches (~6 min)
+    python bench/run.py --only resnet50,data   # some rows (see --list)
     python bench/run.py --write-readme   # also put the table in bench/README.md
+    python bench/run.py --scaling --threads 1,2,4,8,16 --write-readme
+                                         # the scaling table (a many-core machine)
 """
 
 import argparse
@@ -30,12 +33,53 @@ from common import DATA_SHAPES, REPO, prepare_net  # noqa: E402
 
 TRAIN_SOURCE = "data/fashion_mnist_train_lmdb"
 SOLVER = "models/lenet/solver.prototxt"
-DEPLOY = ("caffenet", "googlenet", "resnet50")
 WORKERS = {"caffepy": "caffepy_worker.py", "torch": "torch_worker.py"}
+TITLES = {
+    "lenet": "LeNet",
+    "cifar10_quick": "CIFAR10-quick",
+    "cifar10_full": "CIFAR10-full",
+    "caffenet": "CaffeNet",
+    "googlenet": "GoogLeNet",
+    "vgg16": "VGG-16",
+    "resnet50": "ResNet-50",
+}
+
+#: training: batch (full, --quick) and iterations (full, --quick): ``warmup``,
+#: then ``blocks`` timed blocks of ``block`` iterations (the median block's rate
+#: is reported). The batches are the train prototxts' (LeNet, CIFAR10) or 32
+#: (their prototxts' 256/64/32 x iter_size do not fit a 2-core budget), VGG-16 8.
+#: Estimated seconds per iteration on 2 quiet cores at batch 32, from the deploy
+#: forwards (training ~ 3 forwards): CaffeNet ~1, GoogLeNet ~3 (PyTorch ~4),
+#: ResNet-50 ~6, VGG-16 ~25; one thread takes twice that. A full run (3 rounds,
+#: 1 and 2 threads, both frameworks) so spends ~1.5 min on CaffeNet, ~2.5 on
+#: GoogLeNet, ~4 on ResNet-50 and ~3.5 on VGG-16 (batch 8) training; VGG-16 at
+#: batch 32 would take ~14 min (``--batch vgg16=32`` on a bigger machine).
+TRAIN = {
+    "lenet": ((64, 64), (20, 6, 25), (10, 4, 20)),
+    "cifar10_quick": ((100, 100), (3, 5, 2), (2, 3, 1)),
+    "cifar10_full": ((100, 100), (2, 5, 1), (1, 3, 1)),
+    "caffenet": ((32, 8), (1, 3, 1), (1, 2, 1)),
+    "googlenet": ((32, 8), (1, 2, 1), (1, 2, 1)),
+    "vgg16": ((8, 4), (1, 1, 1), (1, 1, 1)),
+    "resnet50": ((32, 8), (1, 1, 1), (1, 1, 1)),
+}
+#: deploy forwards at batch 1 and 16: (reps, warmup) at batch 16, full and
+#: quick (batch 1 takes twice the reps, at least 2 warmups)
+DEPLOY = {
+    "lenet": ((10, 2), (5, 2)),
+    "cifar10_quick": ((10, 2), (5, 2)),
+    "caffenet": ((3, 1), (2, 1)),
+    "googlenet": ((3, 1), (2, 1)),
+    "vgg16": ((2, 1), (1, 1)),
+    "resnet50": ((3, 1), (1, 1)),
+}
+DEPLOY_BATCHES = (1, 16)
+#: the nets of the scaling table (issue 15 item 3)
+SCALING = ("lenet", "cifar10_quick", "resnet50")
 
 
 # -- running workers -------------------------------------------------------------
-def run_worker(fw, case, threads, spec, timeout=600, env=None):
+def run_worker(fw, case, threads, spec, timeout=1800, env=None):
     cmd = [
         sys.executable,
         os.path.join(HERE, WORKERS[fw]),
@@ -154,96 +198,170 @@ def first_iter_solver(tmp):
     return path
 
 
-def prepare(tmp, quick):
-    """Prepared nets and the specs of every case."""
+def _net(tmp, name, src, batch, phase, image_shape=None):
+    dst = os.path.join(tmp, f"{name}.prototxt")
+    inputs = prepare_net(os.path.join(REPO, src), dst, batch, phase, image_shape)
+    return dst, {k: list(v) for k, v in inputs.items()}
 
-    def net(name, src, batch, phase, image_shape=None):
-        dst = os.path.join(tmp, f"{name}.prototxt")
-        inputs = prepare_net(os.path.join(REPO, src), dst, batch, phase, image_shape)
-        return dst, {k: list(v) for k, v in inputs.items()}
 
-    lenet, lenet_in = net(
-        "lenet_b64", "models/lenet/train_val.prototxt", 64, 0, DATA_SHAPES["lenet"]
-    )
-    cifar, cifar_in = net(
-        "cifar_b100",
-        "models/cifar10_quick/train_val.prototxt",
-        100,
+#: ``--batch MODEL=N`` overrides
+BATCH = {}
+
+
+def train_batch(model, quick):
+    return BATCH.get(model) or TRAIN[model][0][1 if quick else 0]
+
+
+def train_spec(tmp, model, quick):
+    """A training case: LeNet through its Data layer (the solver's own net; the
+    PyTorch worker reads the same LMDB), the others on a fixed random batch."""
+    batch = train_batch(model, quick)
+    warmup, blocks, block = TRAIN[model][2 if quick else 1]
+    spec = {
+        "solver": f"models/{model}/solver.prototxt",
+        "warmup": warmup,
+        "blocks": blocks,
+        "block": block,
+    }
+    file, inputs = _net(
+        tmp,
+        f"{model}_train_b{batch}",
+        f"models/{model}/train_val.prototxt",
+        batch,
         0,
-        DATA_SHAPES["cifar10_quick"],
+        DATA_SHAPES[model],
     )
-    scale = 0.00390625
-    train = {
-        "solver": SOLVER,
-        "file": lenet,
-        "inputs": lenet_in,
-        "loss": "loss",
-        "source": TRAIN_SOURCE,
-        "scale": scale,
-        "blocks": 4 if quick else 6,
-        "block": 20 if quick else 25,
-    }
+    spec["inputs"] = inputs
+    if model == "lenet":
+        # caffepy runs the solver's own net (Data layer, prefetch thread);
+        # PyTorch the prepared net, fed from the same LMDB
+        spec.update(torch_file=file, source=TRAIN_SOURCE, scale=0.00390625)
+    else:
+        spec["file"] = file
+    return spec
+
+
+def deploy_spec(tmp, model, quick):
+    reps16, warm16 = DEPLOY[model][1 if quick else 0]
+    items = []
+    for batch in DEPLOY_BATCHES:
+        f, inputs = _net(
+            tmp, f"{model}_deploy_b{batch}", f"models/{model}/deploy.prototxt", batch, 1
+        )
+        big = batch > 1
+        items.append(
+            {
+                "name": f"b{batch}",
+                "file": f,
+                "inputs": inputs,
+                "backward": False,
+                "reps": reps16 if big else 2 * reps16,
+                "warmup": warm16 if big else 2,
+                "seconds": 0.5 if quick else 1.0,
+            }
+        )
+    return {"nets": items}
+
+
+def fb_spec(tmp, quick):
+    """Forward and forward+backward of the LeNet and CIFAR10-quick train nets
+    (no solver, no data): the convolution engine's share of training."""
     sec = 0.5 if quick else 1.0
-    small = {
-        "nets": [
+    items = []
+    for model, batch, reps in (("lenet", 64, 10), ("cifar10_quick", 100, 5)):
+        f, inputs = _net(
+            tmp,
+            f"{model}_fb_b{batch}",
+            f"models/{model}/train_val.prototxt",
+            batch,
+            0,
+            DATA_SHAPES[model],
+        )
+        items.append(
             {
-                "name": "lenet",
-                "file": lenet,
-                "inputs": lenet_in,
+                "name": model,
+                "file": f,
+                "inputs": inputs,
                 "backward": True,
-                "loss": "loss",
-                "reps": 10,
-                "seconds": sec,
-            },
-            {
-                "name": "cifar10_quick",
-                "file": cifar,
-                "inputs": cifar_in,
-                "backward": True,
-                "loss": "loss",
-                "reps": 5,
-                "seconds": 2 * sec,
-            },
-        ]
-    }
-    deploy = {}
+                "reps": reps,
+                "seconds": sec * (1 if model == "lenet" else 2),
+            }
+        )
+    return {"nets": items}
+
+
+# -- what there is to run --------------------------------------------------------
+def benchmarks():
+    """Every selectable benchmark: name -> (case, threads "all" or "max")."""
+    out = {}
+    for model in TRAIN:
+        out[f"train.{model}"] = ("train", "all")
     for model in DEPLOY:
-        items = []
-        for batch in (1, 16):
-            f, inputs = net(
-                f"{model}_b{batch}", f"models/{model}/deploy.prototxt", batch, 1
+        out[f"deploy.{model}"] = ("nets", "all")
+    out["fb"] = ("nets", "all")
+    out["data"] = ("data", "max")
+    out["convert"] = ("convert", "max")
+    out["startup"] = (None, "max")
+    out["check"] = (None, None)
+    return out
+
+
+def select(only, scaling):
+    """The benchmarks ``--only`` names: a name, or one part of it (``train``,
+    ``resnet50``); ``memory`` means the training rows (they report it)."""
+    names = list(benchmarks())
+    if not only:
+        if scaling:
+            return [f"train.{m}" for m in SCALING] + ["check"]
+        return names
+    chosen = []
+    for token in only.split(","):
+        token = {"memory": "train"}.get(token.strip(), token.strip())
+        hits = [n for n in names if token == n or token in n.split(".")]
+        if not hits:
+            raise SystemExit(
+                f"--only: no benchmark called {token!r}; choose from "
+                + ", ".join(names)
+                + " or a part of one"
             )
-            items.append(
-                {
-                    "name": f"{model}.b{batch}",
-                    "file": f,
-                    "inputs": inputs,
-                    "backward": False,
-                    "reps": 3 if batch > 1 else 5,
-                    "seconds": sec,
-                }
-            )
-        deploy[model] = {"nets": items}
-    root, listfile = write_pngs(tmp, 1000 if quick else 2000)
-    data = {
-        "net": "models/lenet/train_val.prototxt",
-        "source": TRAIN_SOURCE,
-        "batch": 64,
-        "scale": scale,
-        "batches": 150 if quick else 300,
-    }
-    convert = {"root": root, "list": listfile}
-    first = dict(train, inputs=lenet_in)
-    return {
-        "train": train,
-        "small": small,
-        "deploy": deploy,
-        "data": data,
-        "convert": convert,
-        "first": first,
-        "solver": first_iter_solver(tmp),
-        "lenet_net": lenet,
-    }
+        chosen += [h for h in hits if h not in chosen]
+    if scaling:  # training rows only: `--only resnet50` is train.resnet50
+        chosen = [n for n in chosen if n.startswith("train.")]
+    # the translation check covers the nets that run
+    if "check" not in chosen and any("." in n for n in chosen):
+        chosen.append("check")
+    return [n for n in names if n in chosen]
+
+
+def prepare(tmp, names, quick):
+    specs = {}
+    for name in names:
+        kind, _, model = name.partition(".")
+        if kind == "train":
+            specs[name] = train_spec(tmp, model, quick)
+        elif kind == "deploy":
+            specs[name] = deploy_spec(tmp, model, quick)
+        elif name == "fb":
+            specs[name] = fb_spec(tmp, quick)
+        elif name == "data":
+            specs[name] = {
+                "net": "models/lenet/train_val.prototxt",
+                "source": TRAIN_SOURCE,
+                "batch": 64,
+                "scale": 0.00390625,
+                "batches": 150 if quick else 300,
+            }
+        elif name == "convert":
+            root, listfile = write_pngs(tmp, 1000 if quick else 2000)
+            specs[name] = {"root": root, "list": listfile}
+        elif name == "startup":
+            lenet = specs.get("train.lenet") or train_spec(tmp, "lenet", quick)
+            specs[name] = {
+                "solver": first_iter_solver(tmp),
+                "first": dict(lenet, file=lenet["torch_file"]),
+                "lenet_net": lenet["torch_file"],
+            }
+    return specs
 
 
 # -- the rounds ------------------------------------------------------------------
@@ -254,53 +372,94 @@ def collect(results, key, fw, threads, values):
                 results.setdefault((key, k, threads), {}).setdefault(fw, []).append(v)
 
 
-def alternate(results, key, case, threads, spec, flip):
+def alternate(results, key, case, threads, specs, flip):
     order = ("torch", "caffepy") if flip else ("caffepy", "torch")
     for fw in order:
+        spec = specs[fw] if fw in specs else specs["both"]
         collect(results, key, fw, threads, run_worker(fw, case, threads, spec))
 
 
-def run_rounds(specs, args, results):
-    threads_list = args.threads
+def _fw_specs(name, spec):
+    """The spec each framework's worker gets (LeNet training differs)."""
+    if name == "train.lenet":
+        return {
+            "caffepy": {k: v for k, v in spec.items() if k != "torch_file"},
+            "torch": dict(spec, file=spec["torch_file"]),
+        }
+    return {"both": spec}
+
+
+def run_rounds(names, specs, args, results):
+    table = benchmarks()
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-        flip = r % 2 == 1
-        for threads in threads_list:
-            t0 = time.perf_counter()
-            alternate(results, "train", "train", threads, specs["train"], flip)
-            alternate(results, "nets", "nets", threads, specs["small"], not flip)
-            for model in DEPLOY:
+        for threads in args.threads:
+            for i, name in enumerate(names):
+                case, which = table[name]
+                if case is None or (which == "max" and threads != max(args.threads)):
+                    continue
+                t0 = time.perf_counter()
+                flip = (r + i) % 2 == 1
                 alternate(
-                    results, "nets", "nets", threads, specs["deploy"][model], flip
+                    results, name, case, threads, _fw_specs(name, specs[name]), flip
                 )
-            print(
-                f"  {threads} thread(s): {time.perf_counter() - t0:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-        nt = max(threads_list)
-        alternate(results, "data", "data", nt, specs["data"], flip)
-        alternate(results, "convert", "convert", nt, specs["convert"], not flip)
+                print(
+                    f"  {name}, {threads} thread(s): {time.perf_counter() - t0:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def run_startup(specs, args, results, tmp):
     nt = max(args.threads)
     cache = os.path.join(tmp, "numba-cache")
+    spec = specs["startup"]
     for r in range(args.rounds):
         # cold: an empty Numba cache; the next runs reuse what it compiled
         if r == 0:
             shutil.rmtree(cache, ignore_errors=True)
             os.makedirs(cache)
-            cold = time_caffepy_train(specs["solver"], cache, nt)
+            cold = time_caffepy_train(spec["solver"], cache, nt)
             collect(results, "startup", "caffepy", nt, {"cold_s": cold})
-        warm = time_caffepy_train(specs["solver"], cache, nt)
+        warm = time_caffepy_train(spec["solver"], cache, nt)
         collect(results, "startup", "caffepy", nt, {"warm_s": warm})
         t = time.perf_counter()
-        res = run_worker("torch", "first_iter", nt, specs["first"])
+        res = run_worker("torch", "first_iter", nt, spec["first"])
         if res:
             collect(
                 results, "startup", "torch", nt, {"warm_s": time.perf_counter() - t}
             )
+
+
+def run_check(names, results, quick):
+    """bench/check_torch_net.py on the selected nets (float64, batch 2; --quick 1)."""
+    models = sorted({n.partition(".")[2] for n in names if "." in n})
+    if "fb" in names:
+        models = sorted(set(models) | {"lenet", "cifar10_quick"})
+    if not models:
+        return
+    print("checking the PyTorch translation ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "check_torch_net.py"),
+            "--only",
+            ",".join(models),
+            "--batch",
+            "1" if quick else "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    sys.stderr.write(
+        "".join(line + "\n" for line in proc.stdout.splitlines() if "BENCH" not in line)
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH "):
+            results["check"] = (proc.returncode, json.loads(line[6:]))
+            return
+    results["check"] = (proc.returncode or 1, {})
 
 
 def run_time_check(specs, results):
@@ -312,7 +471,7 @@ def run_time_check(specs, results):
             "caffepy.cli",
             "time",
             "--model",
-            specs["lenet_net"],
+            specs["fb"]["nets"][0]["file"],
             "--iterations",
             "50",
             "--threads",
@@ -329,59 +488,58 @@ def run_time_check(specs, results):
 
 
 # -- the table -------------------------------------------------------------------
-ROWS = (
-    [
-        # (title, key, metric, kind, target): kind "rate" (higher is better), "ms"
-        # (lower is better) or "mem" (lower is better, ratio caffepy / PyTorch)
+def rows(args):
+    """(title, key, metric, kind, target) of every row: kind "rate" (higher is
+    better), "ms" (lower is better), "mem" (ratio caffepy / PyTorch, lower is
+    better) or "abs" (caffepy's own value against an absolute target)."""
+    out = []
+    for m in TRAIN:
+        feed = "Data layer" if m == "lenet" else "random batch"
+        b = train_batch(m, args.quick)
+        title = f"{TITLES[m]} training, iterations/s (batch {b}, {feed})"
+        out.append((title, f"train.{m}", "it_s", "rate", 1.0))
+    for m in DEPLOY:
+        for b in DEPLOY_BATCHES:
+            title = f"{TITLES[m]} deploy forward, ms (batch {b})"
+            out.append((title, f"deploy.{m}", f"b{b}.fwd", "ms", 1.0))
+    out += [
+        ("LeNet forward, ms (batch 64, train net)", "fb", "lenet.fwd", "ms", None),
+        ("LeNet forward+backward, ms", "fb", "lenet.fb", "ms", None),
         (
-            "LeNet training, iterations/s (batch 64, Data layer)",
-            "train",
-            "it_s",
-            "rate",
-            1.0,
-        ),
-        ("LeNet forward, ms (batch 64)", "nets", "lenet.fwd", "ms", None),
-        ("LeNet forward+backward, ms", "nets", "lenet.fb", "ms", None),
-        (
-            "CIFAR10-quick forward, ms (batch 100)",
-            "nets",
+            "CIFAR10-quick forward, ms (batch 100, train net)",
+            "fb",
             "cifar10_quick.fwd",
             "ms",
             None,
         ),
-        ("CIFAR10-quick forward+backward, ms", "nets", "cifar10_quick.fb", "ms", 0.8),
-    ]
-    + [
-        (f"{m} deploy forward, ms (batch {b})", "nets", f"{m}.b{b}.fwd", "ms", 0.7)
-        for m in DEPLOY
-        for b in (1, 16)
-    ]
-    + [
-        ("Data layer, images/s (LeNet, prefetch)", "data", "images_s", "rate", None),
+        ("CIFAR10-quick forward+backward, ms", "fb", "cifar10_quick.fb", "ms", None),
+        ("Data layer, images/s (LeNet, prefetch)", "data", "images_s", "rate", 1.0),
         (
             "convert_imageset, images/s (Fashion-MNIST PNGs)",
             "convert",
             "images_s",
             "rate",
-            None,
+            1.0,
         ),
         (
             "start to first iteration, s (warm Numba cache)",
             "startup",
             "warm_s",
-            "ms",
-            None,
+            "abs",
+            2,
         ),
         (
             "start to first iteration, s (cold Numba cache)",
             "startup",
             "cold_s",
-            "ms",
-            None,
+            "abs",
+            5,
         ),
-        ("peak RSS of LeNet training, MiB", "train", "rss_mib", "mem", 1.5),
     ]
-)
+    for m in TRAIN:
+        title = f"peak RSS of {TITLES[m]} training, MiB"
+        out.append((title, f"train.{m}", "rss_mib", "mem", 1.0))
+    return out
 
 
 def _med(values):
@@ -394,33 +552,40 @@ def _fmt(v):
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def _cell(results, key, metric, threads):
+    cell = results.get((key, metric, threads)) or {}
+    return _med(cell.get("caffepy", [])), _med(cell.get("torch", []))
+
+
+def _ratio(ours, theirs, kind):
+    if not (ours and theirs):
+        return None
+    kind = {"abs": "ms"}.get(kind, kind)
+    return {"rate": ours / theirs, "ms": theirs / ours, "mem": ours / theirs}[kind]
+
+
 def table(results, args):
     lines = [
         "| measurement | threads | caffepy | PyTorch | ratio | target |",
         "|---|---|---|---|---|---|",
     ]
     threads_all = sorted({k[2] for k in results if isinstance(k, tuple)})
-    for title, key, metric, kind, target in ROWS:
+    for title, key, metric, kind, target in rows(args):
         for threads in threads_all:
-            cell = results.get((key, metric, threads))
-            if not cell:
+            if (key, metric, threads) not in results:
                 continue
-            ours, theirs = _med(cell.get("caffepy", [])), _med(cell.get("torch", []))
-            ratio = None
-            if ours and theirs:
-                ratio = {
-                    "rate": ours / theirs,
-                    "ms": theirs / ours,
-                    "mem": ours / theirs,
-                }[kind]
+            ours, theirs = _cell(results, key, metric, threads)
+            ratio = _ratio(ours, theirs, kind)
             goal = "-"
-            if target is not None and ratio is not None:
+            if kind == "abs" and ours is not None:
+                goal = f"<= {target:g} s " + ("met" if ours <= target else "**missed**")
+            elif target is not None and ratio is not None:
                 ok = ratio <= target if kind == "mem" else ratio >= target
                 goal = f"{'<=' if kind == 'mem' else '>='} {target:g}x " + (
                     "met" if ok else "**missed**"
                 )
-            if key == "startup" and metric == "warm_s" and ours is not None:
-                goal = "<= 3 s " + ("met" if ours <= 3 else "**missed**")
+            elif target is not None:
+                goal = "no result"
             lines.append(
                 f"| {title} | {threads} | {_fmt(ours)} | {_fmt(theirs)} | "
                 f"{_fmt(ratio) + 'x' if ratio else '-'} | {goal} |"
@@ -429,7 +594,7 @@ def table(results, args):
         cell = {
             k[1]: _med(v.get("caffepy", []))
             for k, v in results.items()
-            if isinstance(k, tuple) and k[0] == "train" and k[2] == threads
+            if isinstance(k, tuple) and k[0] == "train.lenet" and k[2] == threads
         }
         if cell.get("numba_threads") is not None:
             lines.append("")
@@ -439,6 +604,7 @@ def table(results, args):
                 f"used {cell['cpu_ratio']:.2f} CPU-seconds per second while training "
                 "LeNet."
             )
+    lines += _check_lines(results, args)
     check = results.get("time_check")
     if check:
         lines.append("")
@@ -446,6 +612,68 @@ def table(results, args):
             f"`caffepy time` on the same LeNet net (2 threads, mean of 50): "
             f"forward {check[0]:.2f} ms, forward+backward {check[1]:.2f} ms."
         )
+    return "\n".join(lines)
+
+
+def _check_lines(results, args):
+    if "check" not in results:
+        return []
+    rc, res = results["check"]
+    worst = {}
+    for net, diffs in res.items():
+        for k, d in (diffs or {}).items():
+            if d > worst.get(k, (-1, ""))[0]:
+                worst[k] = (d, net)
+    failed = [n for n, d in res.items() if d is None]
+    text = (
+        f"Translation check (`bench/check_torch_net.py`, float64, batch "
+        f"{1 if args.quick else 2}, caffepy's weights copied): {len(res)} nets, "
+        + (
+            "all match"
+            if rc == 0
+            else "**mismatch or failure** (" + (", ".join(failed) or "see log") + ")"
+        )
+        + "; largest relative differences: "
+        + ", ".join(f"{k} {d:.0e} ({n})" for k, (d, n) in worst.items())
+        + "."
+    )
+    return ["", text]
+
+
+def scaling_table(results, args):
+    """Training iterations/s at each thread count, both frameworks, and each
+    framework's speed-up over its own 1-thread rate."""
+    lines = [
+        "| net | threads | caffepy it/s | PyTorch it/s | ratio | caffepy speed-up "
+        "| PyTorch speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = min(args.threads)
+    for m in TRAIN:
+        key = f"train.{m}"
+        if not any(k[0] == key for k in results if isinstance(k, tuple)):
+            continue
+        ours1, theirs1 = _cell(results, key, "it_s", base)
+        for threads in args.threads:
+            ours, theirs = _cell(results, key, "it_s", threads)
+            ratio = _ratio(ours, theirs, "rate")
+            up = [
+                a / b if a and b else None
+                for a, b in ((ours, ours1), (theirs, theirs1))
+            ]
+            lines.append(
+                f"| {TITLES[m]} (batch {train_batch(m, args.quick)}) | {threads} | "
+                f"{_fmt(ours)} | {_fmt(theirs)} | "
+                f"{_fmt(ratio) + 'x' if ratio else '-'} | "
+                + " | ".join(_fmt(u) + "x" if u else "-" for u in up)
+                + " |"
+            )
+    lines.append("")
+    lines.append(
+        f"Speed-up: iterations/s at N threads over the same framework's at {base}; "
+        "targets (issue 15): ratio >= 1x at every thread count, caffepy's speed-up "
+        "at the most threads at least PyTorch's."
+    )
     return "\n".join(lines)
 
 
@@ -483,17 +711,18 @@ def header(args, seconds):
             cpu += f" (OpenBLAS kernels: {arch[0]})"
     except (OSError, ImportError):
         pass
+    mode = " (--quick)" if args.quick else ""
     return (
         f"Date {datetime.date.today()}; {cpu}, {os.cpu_count()} cores; "
         f"Python {platform.python_version()}, numpy {numpy.__version__}, "
-        f"numba {numba.__version__}, PyTorch {tv}; {args.rounds} round(s), "
+        f"numba {numba.__version__}, PyTorch {tv}; {args.rounds} round(s){mode}, "
         f"median; {seconds / 60:.1f} min."
     )
 
 
-def write_readme(text):
+def write_readme(text, marker="bench"):
     path = os.path.join(HERE, "README.md")
-    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     with open(path, encoding="utf-8") as f:
         readme = f.read()
     if begin not in readme:
@@ -505,36 +734,93 @@ def write_readme(text):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one round, shorter runs")
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="one round, small batches, fewer reps"
+    )
+    ap.add_argument("--rounds", type=int, default=None, help="default 3 (--quick: 1)")
+    ap.add_argument(
+        "--threads",
+        default=None,
+        help="thread counts, e.g. 1,2,4,8,16 (default 1,2; --scaling: powers of "
+        "two up to the core count)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated benchmarks or parts of their names (train, deploy, "
+        "resnet50, train.vgg16, fb, data, convert, startup, memory); --list "
+        "shows them",
+    )
+    ap.add_argument(
+        "--batch",
+        default="",
+        help="training batch sizes, e.g. vgg16=32,resnet50=64 (default: see TRAIN "
+        "in run.py)",
+    )
+    ap.add_argument("--list", action="store_true", help="list the benchmarks")
+    ap.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the scaling table: LeNet, CIFAR10-quick and ResNet-50 training "
+        "(unless --only says otherwise) at every --threads count",
+    )
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument(
+        "--skip-check", action="store_true", help="skip the translation check"
+    )
     ap.add_argument(
         "--write-readme",
         action="store_true",
-        help="replace the table in bench/README.md",
+        help="replace the table (--scaling: the scaling table) in bench/README.md",
     )
     args = ap.parse_args()
+    if args.list:
+        print("\n".join(benchmarks()))
+        return
     args.rounds = args.rounds or (1 if args.quick else 3)
+    for item in filter(None, args.batch.split(",")):
+        model, _, size = item.partition("=")
+        if model not in TRAIN or not size.isdigit():
+            raise SystemExit(f"--batch: expected MODEL=N with MODEL in {list(TRAIN)}")
+        BATCH[model] = int(size)
+    if args.threads is None:
+        cores = os.cpu_count() or 1
+        counts = [1, 2] if not args.scaling else [1 << i for i in range(5)]
+        args.threads = ",".join(str(t) for t in counts if t <= max(cores, 2))
     args.threads = [int(t) for t in args.threads.split(",")]
+    names = select(args.only, args.scaling)
+    if args.skip_startup or args.scaling:
+        names = [n for n in names if n != "startup"]
+    if args.skip_check:
+        names = [n for n in names if n != "check"]
     start = time.perf_counter()
     ensure_data()
     tmp = tempfile.mkdtemp(prefix="caffepy-bench-")
     results = {}
     try:
-        specs = prepare(tmp, args.quick)
-        run_rounds(specs, args, results)
-        if not args.skip_startup:
+        specs = prepare(tmp, names, args.quick)
+        if "check" in names:
+            run_check(names, results, args.quick)
+        run_rounds(names, specs, args, results)
+        if "startup" in names:
             run_startup(specs, args, results, tmp)
-        if not args.quick:
+        if not args.quick and "fb" in names:
             run_time_check(specs, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = header(args, time.perf_counter() - start) + "\n\n" + table(results, args)
+    head = header(args, time.perf_counter() - start)
+    if args.scaling:
+        text = head + "\n\n" + scaling_table(results, args)
+    else:
+        text = head + "\n\n" + table(results, args)
     print(text)
     if args.write_readme:
-        write_readme(text)
+        write_readme(text, "scaling" if args.scaling else "bench")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 """A tiny NetParameter -> PyTorch translator, so the benchmarks run the same nets.
 
-It covers the layer types of the benchmarked models (LeNet, CIFAR10-quick,
-CaffeNet, GoogLeNet, ResNet-50): Input, Convolution, Pooling, InnerProduct,
-ReLU, LRN, Dropout, Softmax, Concat, BatchNorm, Scale, Eltwise,
-SoftmaxWithLoss, Accuracy. Shapes, Caffe's ceil-mode pooling, fillers and the
-``lr_mult`` / ``decay_mult`` of every parameter follow the prototxt, so the
-PyTorch net does the same arithmetic as caffepy's. The net must already be
-filtered to one phase (``bench/common.py`` prepares such files).
+It covers every layer type of the benchmarked models' train and deploy nets
+(LeNet, CIFAR10-quick, CIFAR10-full, CaffeNet, GoogLeNet, VGG-16, ResNet-50):
+Input, Convolution, Pooling, InnerProduct, ReLU, LRN (across and within
+channels), Dropout, Softmax, Concat, BatchNorm (batch statistics in training
+unless ``use_global_stats`` says otherwise), Scale, Eltwise, SoftmaxWithLoss
+(with ``loss_weight``: GoogLeNet's three heads) and Accuracy (``top_k``).
+Shapes, Caffe's ceil-mode pooling, fillers and the ``lr_mult`` / ``decay_mult``
+of every parameter follow the prototxt, so the PyTorch net does the same
+arithmetic as caffepy's (``bench/check_torch_net.py`` checks it with copied
+weights). The net must already be filtered to one phase (``bench/common.py``
+prepares such files); anything else raises ValueError rather than computing
+something different.
 """
 
 import math
@@ -53,15 +58,28 @@ class TorchNet(nn.Module):
     """The layers of a (phase-filtered) NetParameter as a PyTorch module.
 
     ``forward(**inputs)`` takes the Input/Data tops by name and returns the
-    dict of all blobs. Parameters carry ``lr_mult`` and ``decay_mult``.
+    dict of all blobs; ``loss(blobs)`` is the net's weighted loss (Caffe's
+    ``loss_weight``, 1 for a loss layer's first top by default). Parameters
+    carry ``lr_mult`` and ``decay_mult``; ``layer_params[name]`` and
+    ``layer_buffers[name]`` (BatchNorm's mean and variance) list them per
+    Caffe layer (the latter as buffer names), in the order of caffepy's
+    ``net.params[name]``.
     """
 
     def __init__(self, param, input_shapes):
         super().__init__()
         self.steps = []
         self.input_names = []
-        self.outputs = {}
-        blobs = {name: torch.zeros(shape) for name, shape in input_shapes.items()}
+        self.loss_weights = {}
+        self.layer_params = {}
+        self.layer_buffers = {}
+        # NOTE: shapes are inferred with a batch of one, in eval mode (a zero
+        # batch in training mode would move BatchNorm's running statistics).
+        blobs = {
+            name: torch.zeros((1,) + tuple(shape[1:]))
+            for name, shape in input_shapes.items()
+        }
+        self.training = False
         with torch.no_grad():
             for lp in param.layer:
                 if lp.type in ("Input", "Data"):
@@ -74,6 +92,12 @@ class TorchNet(nn.Module):
                     lp.top, out if isinstance(out, tuple) else (out,)
                 ):
                     blobs[name] = value
+                default = 1.0 if lp.type.endswith("Loss") else 0.0
+                for j, name in enumerate(lp.top):
+                    w = lp.loss_weight[j] if j < len(lp.loss_weight) else default
+                    if w and (j == 0 or j < len(lp.loss_weight)):
+                        self.loss_weights[name] = w
+        self.train(True)
 
     def _params(self, lp, shapes, fillers):
         made = []
@@ -85,6 +109,7 @@ class TorchNet(nn.Module):
             p.decay_mult = spec.decay_mult if spec is not None else 1.0
             self.register_parameter(f"{lp.name}_{j}".replace("/", "_"), p)
             made.append(p)
+        self.layer_params[lp.name] = made
         return made
 
     def _build(self, lp, bottoms):  # noqa: C901 - one branch per layer type
@@ -121,11 +146,17 @@ class TorchNet(nn.Module):
             ceil = p.round_mode == 0  # CEIL
             if p.pool == 0:  # MAX
                 return lambda x: F.max_pool2d(x, k, s, pad, ceil_mode=ceil)
+            if p.pool != 1:
+                raise ValueError(f"{lp.name}: STOCHASTIC pooling is not translated")
+            # NOTE: Caffe divides by the window clipped to the padded image, as
+            # count_include_pad=True does (also in ceil mode).
             return lambda x: F.avg_pool2d(
                 x, k, s, pad, ceil_mode=ceil, count_include_pad=True
             )
         if t == "InnerProduct":
             p = lp.inner_product_param
+            if p.transpose:
+                raise ValueError(f"{lp.name}: transposed InnerProduct not translated")
             axis = p.axis % x.dim()
             K = math.prod(x.shape[axis:])
             shapes, fillers = [(p.num_output, K)], [p.weight_filler]
@@ -143,11 +174,21 @@ class TorchNet(nn.Module):
             return lambda x: F.relu(x, inplace=inplace)
         if t == "LRN":
             p = lp.lrn_param
-            return lambda x: F.local_response_norm(
-                x, p.local_size, p.alpha, p.beta, p.k
-            )
+            n, alpha, beta, k = p.local_size, p.alpha, p.beta, p.k
+            if p.norm_region == 0:  # ACROSS_CHANNELS: k + alpha/n * sum x^2
+                return lambda x: F.local_response_norm(x, n, alpha, beta, k)
+            # WITHIN_CHANNEL: x * (1 + alpha/n^2 * sum of x^2 over the n x n
+            # window)^-beta, k ignored (Caffe's square/AVE-pool/power graph)
+            pad = (n - 1) // 2
+
+            def within(x):
+                mean = F.avg_pool2d(x * x, n, 1, pad, ceil_mode=True)
+                return x * (1.0 + alpha * mean).pow(-beta)
+
+            return within
         if t == "Dropout":
             ratio = lp.dropout_param.dropout_ratio
+            # Caffe's dropout scales by 1 / (1 - ratio) in training, as PyTorch
             return lambda x: F.dropout(x, ratio, self.training)
         if t == "Softmax":
             axis = lp.softmax_param.axis
@@ -156,15 +197,30 @@ class TorchNet(nn.Module):
             axis = lp.concat_param.axis
             return lambda *xs: torch.cat(xs, axis)
         if t == "BatchNorm":
+            p = lp.batch_norm_param
             c = x.shape[1]
             mean = torch.zeros(c)
             var = torch.ones(c)
-            eps = lp.batch_norm_param.eps
-            self.register_buffer(f"{lp.name}_mean".replace("/", "_"), mean)
-            self.register_buffer(f"{lp.name}_var".replace("/", "_"), var)
-            return lambda x: F.batch_norm(
-                x, mean, var, None, None, self.training, 0.001, eps
-            )
+            eps = p.eps
+            # Caffe's stored sums decay by moving_average_fraction (0.999): PyTorch's
+            # momentum 1 - 0.999 updates its running statistics at the same rate.
+            momentum = 1.0 - p.moving_average_fraction
+            fixed = p.use_global_stats if p.HasField("use_global_stats") else None
+            keys = [f"{lp.name}_{k}".replace("/", "_") for k in ("mean", "var")]
+            self.register_buffer(keys[0], mean)
+            self.register_buffer(keys[1], var)
+            self.layer_buffers[lp.name] = keys
+
+            def batch_norm(x):
+                # NOTE: the buffers are looked up on each call: Module.to()
+                # replaces buffer tensors (parameters keep their objects)
+                mean, var = self._buffers[keys[0]], self._buffers[keys[1]]
+                batch_stats = self.training if fixed is None else not fixed
+                return F.batch_norm(
+                    x, mean, var, None, None, batch_stats, momentum, eps
+                )
+
+            return batch_norm
         if t == "Scale":
             p = lp.scale_param
             c = x.shape[1]
@@ -190,9 +246,38 @@ class TorchNet(nn.Module):
                 return lambda a, *rest: math.prod(rest, start=a)
             return lambda a, *rest: torch.stack((a,) + rest).amax(0)
         if t == "SoftmaxWithLoss":
-            return lambda x, label: F.cross_entropy(x, label.long())
+            lpar = lp.loss_param
+            ignore = lpar.ignore_label if lpar.HasField("ignore_label") else -100
+            norm = lpar.normalization  # FULL 0, VALID 1 (default), BATCH_SIZE 2, NONE 3
+            if not lpar.HasField("normalization") and lpar.HasField("normalize"):
+                norm = 1 if lpar.normalize else 2
+            if lp.softmax_param.axis != 1 or len(lp.top) > 1:
+                raise ValueError(f"{lp.name}: only axis 1 and one top are translated")
+            if norm in (0, 1):
+                return lambda x, label: F.cross_entropy(
+                    x, label.long(), ignore_index=ignore
+                )
+
+            def summed(x, label):
+                loss = F.cross_entropy(
+                    x, label.long(), ignore_index=ignore, reduction="sum"
+                )
+                return loss / x.shape[0] if norm == 2 else loss
+
+            return summed
         if t == "Accuracy":
-            return lambda x, label: (x.argmax(1) == label.long()).float().mean()
+            ap = lp.accuracy_param
+            top_k = ap.top_k
+            if ap.HasField("ignore_label") or ap.axis != 1 or len(lp.top) > 1:
+                raise ValueError(
+                    f"{lp.name}: ignore_label/axis/per-class not translated"
+                )
+
+            def accuracy(x, label):
+                best = x.topk(top_k, 1).indices
+                return (best == label.long()[:, None]).any(1).float().mean()
+
+            return accuracy
         raise ValueError(f"layer type {t!r} is not translated")
 
     def forward(self, **inputs):
@@ -204,6 +289,10 @@ class TorchNet(nn.Module):
             else:
                 blobs[tops[0]] = out
         return blobs
+
+    def loss(self, blobs):
+        """The weighted sum of the loss tops (what Caffe's backward starts from)."""
+        return sum(w * blobs[name].sum() for name, w in self.loss_weights.items())
 
     def param_groups(self, base_lr, weight_decay):
         """SGD parameter groups with Caffe's per-parameter lr and decay multipliers."""

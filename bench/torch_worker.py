@@ -1,9 +1,11 @@
 """PyTorch side of ``make bench``: the same cases as caffepy_worker.py.
 
-The nets are the prepared prototxts translated by :mod:`torch_net`; training
-reads the same Fashion-MNIST LMDB, decoded once into numpy arrays, with the
-same scale, batch size, fillers, lr multipliers and SGD settings (momentum,
-weight decay, the "inv" policy).
+The nets are the prepared prototxts translated by :mod:`torch_net`. Training
+uses the solver file's SGD settings (momentum, weight decay, lr policy, every
+parameter's lr_mult / decay_mult, as caffepy's solver) and either the same
+Fashion-MNIST LMDB as caffepy's Data layer (LeNet: decoded once into numpy
+arrays, the same scale and batch size) or the same fixed random batch as
+caffepy's Input layers (:func:`common.random_batch`).
 """
 
 import os
@@ -19,6 +21,7 @@ from common import (  # noqa: E402
     emit,
     measure,
     peak_rss_mib,
+    random_batch,
     read_net,
     worker_args,
 )
@@ -47,8 +50,37 @@ def _read_lmdb(path, limit=None):
     return np.stack(images), np.asarray(labels, np.int64)
 
 
+def learning_rate(sp, it):
+    """Caffe's lr policies (``caffepy/solvers/lr_policy.py``), at iteration ``it``."""
+    import math
+
+    policy, base = sp.lr_policy or "fixed", sp.base_lr
+    if policy == "fixed":
+        return base
+    if policy == "step":
+        return base * sp.gamma ** (it // sp.stepsize)
+    if policy == "exp":
+        return base * sp.gamma**it
+    if policy == "inv":
+        return base * (1 + sp.gamma * it) ** (-sp.power)
+    if policy == "multistep":
+        return base * sp.gamma ** sum(1 for v in sp.stepvalue if it >= v)
+    if policy == "poly":
+        return base * (1 - it / sp.max_iter) ** sp.power
+    if policy == "sigmoid":
+        return base / (1 + math.exp(-sp.gamma * (it - sp.stepsize)))
+    raise ValueError(f"lr_policy {policy!r} is not translated")
+
+
 class _Trainer:
-    """LeNet training as the caffepy solver does it, in PyTorch."""
+    """A net's training as the caffepy solver does it, in PyTorch.
+
+    The solver file's SGD settings (momentum, weight decay, lr policy, every
+    parameter's lr_mult / decay_mult); ``iter_size`` is 1, as in caffepy's
+    worker. With ``spec["source"]`` the batches come from that LMDB (decoded
+    once, scaled like the Data layer); otherwise the inputs are one fixed
+    random batch (``spec["inputs"]``), as caffepy's Input layers hold.
+    """
 
     def __init__(self, spec, limit=None):
         import torch
@@ -58,40 +90,81 @@ class _Trainer:
         sp = _pb2().SolverParameter()
         with open(os.path.join(REPO, spec["solver"]), encoding="utf-8") as f:
             text_format.Merge(f.read(), sp)
+        if sp.type not in ("", "SGD"):
+            raise ValueError(f"solver type {sp.type!r} is not translated")
         self.sp = sp
         self.model = TorchNet(read_net(spec["file"]), spec["inputs"])
         self.model.train()
-        self.loss_name = spec["loss"]
         self.opt = torch.optim.SGD(
             self.model.param_groups(sp.base_lr, sp.weight_decay),
             lr=sp.base_lr,
             momentum=sp.momentum,
         )
-        self.images, self.labels = _read_lmdb(os.path.join(REPO, spec["source"]), limit)
-        self.scale = spec["scale"]
         self.batch = spec["inputs"]["data"][0]
         self.iter = 0
+        self.rate = None
         self.cursor = 0
+        self.images = None
+        if spec.get("source"):
+            self.images, self.labels = _read_lmdb(
+                os.path.join(REPO, spec["source"]), limit
+            )
+            self.scale = spec["scale"]
+        else:
+            self.feed = random_inputs(spec["inputs"], spec.get("seed", 0))
 
-    def step(self, n):
+    def _next(self):
         import torch
 
-        sp = self.sp
+        if self.images is None:
+            return self.feed
+        i, b = self.cursor, self.batch
+        if i + b > len(self.images):
+            i = 0
+        self.cursor = i + b
+        x = torch.from_numpy(self.images[i : i + b]).float().mul_(self.scale)
+        return {"data": x, "label": torch.from_numpy(self.labels[i : i + b])}
+
+    def forward_backward(self):
+        """One forward and backward; returns the blobs."""
+        self.opt.zero_grad()
+        blobs = self.model(**self._next())
+        self.model.loss(blobs).backward()
+        return blobs
+
+    def update(self):
+        import torch
+
+        rate = learning_rate(self.sp, self.iter)
+        if self.rate is not None and rate != self.rate:
+            # NOTE: Caffe's history holds lr * gradient (h = m h + lr g; w -= h),
+            # PyTorch's buffer the gradient alone (b = m b + g; w -= lr b): when
+            # the rate changes (the "inv" and "poly" policies, every iteration)
+            # rescaling the buffers keeps the two updates the same.
+            bufs = [s["momentum_buffer"] for s in self.opt.state.values()]
+            bufs = [b for b in bufs if b is not None]
+            if bufs:
+                torch._foreach_mul_(bufs, self.rate / rate)
+        self.rate = rate
+        for g in self.opt.param_groups:
+            g["lr"] = rate * g["lr_mult"]
+        self.opt.step()
+        self.iter += 1
+
+    def step(self, n):
         for _ in range(n):
-            i, b = self.cursor, self.batch
-            if i + b > len(self.images):
-                i = 0
-            self.cursor = i + b
-            x = torch.from_numpy(self.images[i : i + b]).float().mul_(self.scale)
-            y = torch.from_numpy(self.labels[i : i + b])
-            self.opt.zero_grad()
-            loss = self.model(data=x, label=y)[self.loss_name]
-            loss.backward()
-            rate = sp.base_lr * (1 + sp.gamma * self.iter) ** (-sp.power)
-            for g in self.opt.param_groups:
-                g["lr"] = rate * g["lr_mult"]
-            self.opt.step()
-            self.iter += 1
+            self.forward_backward()
+            self.update()
+
+
+def random_inputs(inputs, seed=0):
+    """:func:`common.random_batch` as tensors (the numbers caffepy's worker uses)."""
+    import torch
+
+    dtype = str(torch.get_default_dtype()).split(".")[-1]
+    return {
+        k: torch.from_numpy(v) for k, v in random_batch(inputs, seed, dtype).items()
+    }
 
 
 def case_train(spec):
@@ -121,43 +194,39 @@ def case_first_iter(spec):
     return {"first_iter_s": time.perf_counter() - START}
 
 
-def _time_net(item, gen):
+def _time_net(item):
     import torch
     from torch_net import TorchNet
 
     model = TorchNet(read_net(item["file"]), item["inputs"])
     model.train(item["backward"])
-    feed = {}
-    for name, shape in item["inputs"].items():
-        if len(shape) == 1:
-            feed[name] = torch.randint(0, 10, shape, generator=gen).float()
-        else:
-            feed[name] = torch.randn(shape, generator=gen)
+    feed = random_inputs(item["inputs"])
     reps, seconds = item.get("reps", 5), item.get("seconds", 1.0)
+    warmup = item.get("warmup", 2)
 
     def fwd():
         with torch.no_grad():
             model(**feed)
 
     out = {}
-    out["fwd"], out["cpu_ratio"] = cpu_ratio(lambda: measure(fwd, reps, seconds))
+    out = {}
+    out["fwd"], out["cpu_ratio"] = cpu_ratio(
+        lambda: measure(fwd, reps, seconds, warmup)
+    )
     if item["backward"]:
 
         def fb():
             model.zero_grad()
-            model(**feed)[item["loss"]].backward()
+            model.loss(model(**feed)).backward()
 
-        out["fb"] = measure(fb, reps, seconds)
+        out["fb"] = measure(fb, reps, seconds, warmup)
     return out
 
 
 def case_nets(spec):
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
     out = {}
     for item in spec["nets"]:
-        for key, value in _time_net(item, gen).items():
+        for key, value in _time_net(item).items():
             out[f"{item['name']}.{key}"] = value
     return out
 

@@ -56,4 +56,4 @@ def main(argv=None):
 
 
 # The command modules register themselves on ``cli``.
-from caffepy.cli import data, diagnose, model, train  # noqa: E402, F401
+from caffepy.cli import data, diagnose, model, train, warmup  # noqa: E402, F401

@@ -1,0 +1,296 @@
+"""Convolution with row-stride 1 as kh shifted GEMMs over width-only columns.
+
+For a convolution whose vertical stride is 1, the columns need not unfold the
+kernel rows: with *row columns* ``rc[(c, kj), r, ox]`` (input row r - ph of
+channel c, read at kernel column kj; ``r`` in [0, oh + (kh-1)*dh)), the
+output is::
+
+    y[o, oy, ox] = sum_ki  Wr[ki][o, (c, kj)] * rc[(c, kj), oy + ki*dh, ox]
+
+and for a fixed ki the (c, kj) x (oy, ox) operand is ``rc`` shifted by
+``ki*dh*ow`` elements with the same leading dimension: one GEMM per kernel
+row, accumulating into the output, on columns kh times smaller than im2col's.
+Weight gradients are the same GEMMs transposed (one per kernel row), and the
+bottom gradient scatters W^T dy into shifted (overlapping) views of a zeroed
+row-column buffer, folded back along the width only.
+
+Work is per image (so no transposes to or from NCHW): the kernel threads take
+images from a shared counter. Weight and bias gradients are summed per
+contiguous group of images, in image order, into each group's own array (the
+caller adds the groups in order): the same bits from run to run.
+
+Weights are passed rearranged as ``wr`` (kh, M, K/G/kh), ``wr[ki, o, (c, kj)]
+= w[o, c, ki, kj]`` (:func:`rearrange`). ``gemm``, ``local``, ``workers``,
+``counter``: as in :mod:`caffepy.kernels.conv`.
+"""
+
+import numba
+from numba import uint64 as u64
+
+from caffepy.kernels.blas import fetch_add, set_local_threads
+from caffepy.kernels.blas import gemm as _gemm
+from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.conv import _row_sums
+from caffepy.kernels.im2col import valid_ranges
+
+_NT, _T = 111, 112  # CblasNoTrans, CblasTrans
+
+
+@njit
+def rearrange(w, kh, kw, wr):
+    """wr[ki, o, c*kw + kj] = w[o, (c*kh + ki)*kw + kj]; w (M, Cg*kh*kw)."""
+    m_out, kdim = w.shape
+    cg = kdim // (kh * kw)
+    for ki in range(kh):
+        for o in range(m_out):
+            for c in range(cg):
+                for kj in range(kw):
+                    wr[ki, o, c * kw + kj] = w[o, (c * kh + ki) * kw + kj]
+
+
+@njit
+def unrearrange_add(wacc, kh, kw, dw):
+    """dw[g*M/G + o, (c*kh + ki)*kw + kj] += wacc[ki, g, c*kw + kj, o]: one group
+    of images' transposed gradient (as :func:`backward` writes it) added to the
+    (M, C/G*kh*kw) weight diff."""
+    groups, mg = wacc.shape[1], wacc.shape[3]
+    cg = dw.shape[1] // (kh * kw)
+    for g in range(groups):
+        for o in range(mg):
+            for c in range(cg):
+                for ki in range(kh):
+                    for kj in range(kw):
+                        dw[g * mg + o, (c * kh + ki) * kw + kj] += wacc[
+                            ki, g, c * kw + kj, o
+                        ]
+
+
+@njit(inline="always")
+def _im2row(xf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xhi, rf):
+    """Row columns of one image: rf[(c, kj), r, ox] = x[c, r - ph, ox*sw + kj*dw
+    - pw] (0 outside the image)."""
+    zero = xf.dtype.type(0)
+    ustride = u64(sw)
+    for c in range(chans):
+        cb = xbase + c * height * width
+        for kj in range(kw):
+            ox_lo, ox_hi = xlo[kj], xhi[kj]
+            nv = ox_hi - ox_lo
+            base = (c * kw + kj) * hr * ow
+            for r in range(hr):
+                row = u64(base + r * ow)
+                sy = r - ph
+                if sy < 0 or sy >= height:
+                    for k in range(ow):
+                        rf[row + u64(k)] = zero
+                    continue
+                for k in range(ox_lo):
+                    rf[row + u64(k)] = zero
+                o = row + u64(ox_lo)
+                i = u64(cb + sy * width + ox_lo * sw + kj * dw - pw)
+                if sw == 1:
+                    for k in range(nv):
+                        uk = u64(k)
+                        rf[o + uk] = xf[i + uk]
+                else:
+                    for k in range(nv):
+                        uk = u64(k)
+                        rf[o + uk] = xf[i + uk * ustride]
+                for k in range(ox_hi, ow):
+                    rf[row + u64(k)] = zero
+
+
+@njit(inline="always")
+def _row2im(rf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xhi, xf):
+    """Fold row columns of one image back (the adjoint of _im2row): the image's
+    planes are overwritten."""
+    zero = xf.dtype.type(0)
+    ustride = u64(sw)
+    xb = u64(xbase)
+    for k in range(chans * height * width):
+        xf[xb + u64(k)] = zero
+    for c in range(chans):
+        cb = xbase + c * height * width
+        for kj in range(kw):
+            ox_lo, ox_hi = xlo[kj], xhi[kj]
+            nv = ox_hi - ox_lo
+            base = (c * kw + kj) * hr * ow
+            for sy in range(height):
+                o = u64(base + (sy + ph) * ow + ox_lo)
+                i = u64(cb + sy * width + ox_lo * sw + kj * dw - pw)
+                if sw == 1:
+                    for k in range(nv):
+                        uk = u64(k)
+                        xf[i + uk] += rf[o + uk]
+                else:
+                    for k in range(nv):
+                        uk = u64(k)
+                        xf[i + uk * ustride] += rf[o + uk]
+
+
+@pjit
+def forward(
+    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, workers, counter,
+    rowbuf, y,
+):  # fmt: skip
+    """y = conv(x, w) + bias for a convolution of vertical stride 1.
+
+    Args:
+        x: (N, C, H, W) input, C-contiguous.
+        wr: (kh, M, C/G*kw) rearranged weights (:func:`rearrange`).
+        bias: (M,) or empty.
+        kh, kw, ph, pw, sw, dh, dw: kernel size, padding, horizontal stride,
+            dilation (the vertical stride is 1).
+        groups: G.
+        gemm, local, workers, counter: see the module docstring.
+        rowbuf: (workers, >= C*kw*hr*ow) scratch, hr = oh + (kh-1)*dh.
+        y: (N, M, oh, ow) output, C-contiguous, overwritten.
+    """
+    n_img, chans, height, width = x.shape
+    m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    npos = oh * ow
+    hr = oh + (kh - 1) * dh
+    ldr = hr * ow
+    kg = (chans // groups) * kw
+    mg = m_out // groups
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, 1, sw, dh, dw, height, width, oh, ow
+    )
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    plane = chans * height * width
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        rf = rowbuf[numba.get_thread_id()]
+        while True:
+            n = fetch_add(counter, 1)
+            if n >= n_img:
+                break
+            _im2row(
+                xf, n * plane, chans, height, width, hr, ow, kw, ph, pw, sw, dw,
+                xlo, xhi, rf,
+            )  # fmt: skip
+            yaddr = yf.ctypes.data + n * m_out * npos * isz
+            for g in range(groups):
+                for ki in range(kh):
+                    _gemm(
+                        gemm, _NT, _NT, mg, npos, kg, one,
+                        wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz, kg,
+                        rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz, ldr,
+                        zero if ki == 0 else one,
+                        yaddr + g * mg * npos * isz, npos,
+                    )  # fmt: skip
+            if bias.shape[0] > 0:
+                yb = n * m_out * npos
+                for o in range(m_out):
+                    v = bias[o]
+                    base = u64(yb + o * npos)
+                    for p in range(npos):
+                        yf[base + u64(p)] += v
+    set_local_threads(local, 0)
+
+
+@pjit
+def backward(
+    x, dy, wr, want_w, want_b, want_x, kh, kw, ph, pw, sw, dh, dw, groups,
+    n_groups, gemm, local, workers, counter, rowbuf, drowbuf, wacc, bacc, dx,
+):  # fmt: skip
+    """Gradients of a convolution of vertical stride 1, image by image, summed
+    per contiguous group of images.
+
+    Args:
+        x: (N, C, H, W) forward input; dy: (N, M, oh, ow) top gradient.
+        wr: (kh, M, C/G*kw) rearranged weights (read when want_x).
+        want_w, want_b, want_x: which gradients to compute.
+        kh, kw, ph, pw, sw, dh, dw, groups: as :func:`forward`.
+        n_groups: the images are cut into this many contiguous groups.
+        gemm, local, workers, counter: see the module docstring.
+        rowbuf, drowbuf: (workers, >= C*kw*hr*ow) scratch.
+        wacc: (n_groups, kh, G, C/G*kw, M/G) output: each group of images'
+            weight gradient, transposed, per kernel row and weight group.
+        bacc: (n_groups, M) float64 output: each group's bias gradient.
+        dx: (N, C, H, W) bottom gradient, overwritten when want_x.
+    """
+    n_img, chans, height, width = x.shape
+    m_out, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    npos = oh * ow
+    hr = oh + (kh - 1) * dh
+    ldr = hr * ow
+    kg = (chans // groups) * kw
+    mg = m_out // groups
+    ylo, yhi, xlo, xhi = valid_ranges(
+        kh, kw, ph, pw, 1, sw, dh, dw, height, width, oh, ow
+    )
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    isz = x.itemsize
+    one = x.dtype.type(1)
+    zero = x.dtype.type(0)
+    plane = chans * height * width
+    rows = chans * kw * ldr
+    counter[0] = 0
+    for _ in prange(workers):
+        set_local_threads(local, 1)
+        tid = numba.get_thread_id()
+        rf = rowbuf[tid]
+        df = drowbuf[tid]
+        while True:
+            q = fetch_add(counter, 1)
+            if q >= n_groups:
+                break
+            if want_b:
+                for o in range(m_out):
+                    bacc[q, o] = 0.0
+            n_first = q * n_img // n_groups
+            for n in range(n_first, (q + 1) * n_img // n_groups):
+                dyc = dyf[n * m_out * npos : (n + 1) * m_out * npos]
+                if want_b:
+                    _row_sums(dyc, m_out, npos, bacc, q)
+                if want_w:
+                    _im2row(
+                        xf, n * plane, chans, height, width, hr, ow, kw, ph, pw,
+                        sw, dw, xlo, xhi, rf,
+                    )  # fmt: skip
+                    beta = zero if n == n_first else one
+                    for g in range(groups):
+                        for ki in range(kh):
+                            _gemm(
+                                gemm, _NT, _T, kg, mg, npos, one,
+                                rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
+                                ldr,
+                                dyc.ctypes.data + g * mg * npos * isz, npos,
+                                beta,
+                                wacc[q, ki, g].ctypes.data, mg,
+                            )  # fmt: skip
+                if want_x:
+                    for k in range(rows):
+                        df[u64(k)] = zero
+                    for g in range(groups):
+                        for ki in range(kh):
+                            _gemm(
+                                gemm, _T, _NT, kg, npos, mg, one,
+                                wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz,
+                                kg,
+                                dyc.ctypes.data + g * mg * npos * isz, npos,
+                                one,
+                                df.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
+                                ldr,
+                            )  # fmt: skip
+                    _row2im(
+                        df, n * plane, chans, height, width, hr, ow, kw, ph, pw,
+                        sw, dw, xlo, xhi, dxf,
+                    )  # fmt: skip
+    set_local_threads(local, 0)
+
+
+__all__ = [
+    "backward",
+    "forward",
+    "rearrange",
+    "unrearrange_add",
+]

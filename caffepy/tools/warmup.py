@@ -1,0 +1,252 @@
+"""``caffepy warmup``: compile the common Numba kernels into the cache ahead of use.
+
+Numba compiles each kernel the first time it runs and, with ``cache=True``,
+keeps the machine code in its cache (``__pycache__`` beside the kernels, or
+``NUMBA_CACHE_DIR``, or a user folder when the package folder is read-only).
+A first ``caffepy train`` of LeNet otherwise spends most of its start compiling
+(the fused convolution passes are the largest). Warming up runs each common
+kernel once on tiny float32 inputs, through the layers that call them (so the
+compiled signatures are the ones training uses), in several processes at once:
+Numba compiles one function at a time per process.
+
+Units (each one process's work): ``conv.backward``, ``conv.forward`` (the
+im2col + GEMM passes), ``rows.backward``, ``rows.forward`` (the row-column
+passes the backend picks for wider layers), ``conv.forward1`` (batch 1: the
+deploy path spread over the threads),
+``pool.max``, ``pool.ave``, ``solver`` (InnerProduct, ReLU, SoftmaxWithLoss
+and the fused SGD update), ``data`` (the Data layer's transformation). With
+``all``: also ``lrn``, ``batchnorm`` (BatchNorm and Scale), ``dropout``,
+``eltwise``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+#: The units a plain ``caffepy warmup`` compiles, the slowest first.
+COMMON = (
+    "conv.backward",
+    "rows.backward",
+    "conv.forward",
+    "rows.forward",
+    "conv.forward1",
+    "pool.max",
+    "solver",
+    "pool.ave",
+    "data",
+)
+#: What ``--all`` adds.
+EXTRA = ("lrn", "batchnorm", "dropout", "eltwise")
+
+
+def _layer(text, bottoms, ntop=1):
+    """A float32 layer set up on random bottoms of the given shapes."""
+    import numpy as np
+
+    from caffepy import TRAIN, Blob
+    from caffepy.testing import layer_from_text
+
+    gen = np.random.default_rng(0)
+    layer = layer_from_text(text, TRAIN, np.float32)
+    bottom = []
+    for shape in bottoms:
+        blob = Blob(shape, np.float32)
+        blob.data[...] = gen.uniform(-1, 1, shape)
+        bottom.append(blob)
+    top = [Blob((1,), np.float32) for _ in range(ntop)]
+    layer.SetUp(bottom, top)
+    return layer, bottom, top
+
+
+def _forward_backward(layer, bottom, top, forward=True, backward=True):
+    if forward:
+        layer.Forward(bottom, top)
+    if backward:
+        for t in top:
+            t.diff[...] = 1
+        layer.Backward(top, [True] * len(bottom), bottom)
+
+
+_CONV = (
+    'type: "Convolution" convolution_param { num_output: 4 kernel_size: 5 '
+    'weight_filler { type: "xavier" } }'
+)
+
+
+def _conv(shape, forward, backward):
+    _forward_backward(*_layer(_CONV, [shape]), forward, backward)
+
+
+def _pool(method):
+    text = (
+        f'type: "Pooling" pooling_param {{ pool: {method} kernel_size: 2 stride: 2 }}'
+    )
+    _forward_backward(*_layer(text, [(2, 2, 6, 6)]))
+
+
+def _solver():
+    from google.protobuf import text_format
+
+    import caffepy
+    from caffepy.proto import caffe_pb2
+
+    param = text_format.Parse(
+        """
+        type: "SGD" base_lr: 0.01 momentum: 0.9 weight_decay: 0.0005
+        lr_policy: "inv" gamma: 0.0001 power: 0.75 max_iter: 1 display: 0
+        snapshot_after_train: false
+        net_param {
+          layer { name: "in" type: "Input" top: "x" top: "y"
+                  input_param { shape { dim: 4 dim: 6 } shape { dim: 4 } } }
+          layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h"
+                  inner_product_param { num_output: 5
+                                        weight_filler { type: "xavier" } } }
+          layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }
+          layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "z"
+                  inner_product_param { num_output: 3
+                                        weight_filler { type: "xavier" } } }
+          layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y"
+                  top: "loss" }
+        }
+        """,
+        caffe_pb2.SolverParameter(),
+    )
+    solver = caffepy.get_solver(param)
+    solver.net.blobs["x"].data[...] = 0.5
+    solver.net.blobs["y"].data[...] = [0, 1, 2, 1]
+    solver.step(1)
+
+
+def _data():
+    import numpy as np
+
+    from caffepy import TRAIN
+    from caffepy.data.datum import RawBatchParser, array_to_datum
+    from caffepy.data.transformer import DataTransformer
+    from caffepy.proto import caffe_pb2
+
+    # NOTE: the Data layer's own path: records parsed in a batch, then the
+    # transformation from the joined bytes (uint8) into float32.
+    values = [
+        array_to_datum(np.zeros((1, 4, 4), np.uint8), i).SerializeToString()
+        for i in range(2)
+    ]
+    buf, offsets, _, shape = RawBatchParser().parse(values)
+    param = caffe_pb2.TransformationParameter(scale=0.5)
+    tr = DataTransformer(param, TRAIN, rng=np.random.default_rng(0))
+    tr.transform_flat(buf, offsets, shape)
+    tr.transform(np.zeros((2, 1, 4, 4), np.uint8))
+
+
+def _run_unit(name):
+    """Compile one unit's kernels (in this process); returns (name, seconds)."""
+    t = time.perf_counter()
+    # NOTE: the CPU backend chooses the convolution kernel by shape: LeNet's
+    # conv1 (one channel) runs on kernels/conv.py, its conv2 (20 channels, 8x8
+    # outputs) on kernels/conv_rows.py, a batch of one spread over the threads.
+    if name == "conv.forward":
+        _conv((2, 1, 28, 28), True, False)
+    elif name == "conv.backward":
+        _conv((2, 1, 28, 28), False, True)
+    elif name == "rows.forward":
+        _conv((2, 20, 12, 12), True, False)
+    elif name == "rows.backward":
+        _conv((2, 20, 12, 12), False, True)
+    elif name == "conv.forward1":
+        _conv((1, 1, 28, 28), True, False)
+    elif name == "pool.max":
+        _pool("MAX")
+    elif name == "pool.ave":
+        _pool("AVE")
+    elif name == "solver":
+        _solver()
+    elif name == "data":
+        _data()
+    elif name == "lrn":
+        for region in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
+            text = f'type: "LRN" lrn_param {{ local_size: 3 norm_region: {region} }}'
+            _forward_backward(*_layer(text, [(2, 4, 5, 5)]))
+    elif name == "batchnorm":
+        _forward_backward(*_layer('type: "BatchNorm"', [(2, 3, 4, 4)]))
+        _forward_backward(
+            *_layer('type: "Scale" scale_param { bias_term: true }', [(2, 3, 4, 4)])
+        )
+    elif name == "dropout":
+        _forward_backward(*_layer('type: "Dropout"', [(2, 3, 4, 4)]))
+    elif name == "eltwise":
+        _forward_backward(*_layer('type: "Eltwise"', [(2, 3, 4, 4)] * 2))
+    else:
+        raise ValueError(f"unknown warmup unit {name!r}")
+    return name, time.perf_counter() - t
+
+
+def _worker(name, threads):
+    if threads:
+        from caffepy.kernels.config import set_num_threads
+
+        set_num_threads(threads)
+    return _run_unit(name)
+
+
+def warmup(units=COMMON, jobs=None, threads=None, log=None):
+    """Compile the kernels of ``units`` into Numba's cache.
+
+    Args:
+        units: unit names (:data:`COMMON`, :data:`EXTRA`).
+        jobs: processes compiling at once (default: one per core, at most the
+            number of units); 1 compiles in this process.
+        threads: the kernel threads of each process (default: Numba's, all
+            cores); a thread count above 1 is what selects the batch-1
+            convolution of ``conv.forward1``.
+        log: a function called with one line per unit done, or None.
+
+    Returns:
+        dict: ``seconds`` (wall time), ``units`` (name -> seconds in its
+        process) and ``cache`` (where Numba keeps them, when known).
+    """
+    units = list(dict.fromkeys(units))
+    if jobs is None:
+        try:
+            jobs = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            jobs = os.cpu_count() or 1
+    jobs = max(1, min(int(jobs), len(units)))
+    t = time.perf_counter()
+    done = {}
+    if jobs == 1:
+        for name in units:
+            name, seconds = _worker(name, threads)
+            done[name] = seconds
+            if log:
+                log(f"{name}: {seconds:.1f} s")
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # NOTE: fresh interpreters (spawn), not forks of a process whose OpenMP
+        # threads may already run.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, name, threads) for name in units]
+            for future in as_completed(futures):
+                name, seconds = future.result()
+                done[name] = seconds
+                if log:
+                    log(f"{name}: {seconds:.1f} s")
+    return {
+        "seconds": time.perf_counter() - t,
+        "units": done,
+        "cache": cache_dir(),
+    }
+
+
+def cache_dir():
+    """Where Numba caches caffepy's kernels (the folder of one kernel's index)."""
+    from caffepy.kernels import data
+
+    try:
+        cache = data.transform_batch._cache
+        return cache._cache_path
+    except AttributeError:  # pragma: no cover - Numba internals changed
+        return None

@@ -1,0 +1,70 @@
+"""caffepy warmup: the cache it fills is the one training reads."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from caffepy.cli import cli
+from caffepy.tools.warmup import COMMON, EXTRA, _run_unit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The Data layer's path in a fresh process: which signatures of transform_batch
+# came from the cache and which were compiled.
+_USE = """
+import json, numpy as np
+from caffepy import TRAIN
+from caffepy.data.datum import RawBatchParser, array_to_datum
+from caffepy.data.transformer import DataTransformer
+from caffepy.kernels.data import transform_batch
+from caffepy.proto import caffe_pb2
+values = [array_to_datum(np.ones((3, 5, 6), np.uint8), 1).SerializeToString()] * 3
+buf, offsets, _, shape = RawBatchParser().parse(values)
+tr = DataTransformer(caffe_pb2.TransformationParameter(scale=2, mirror=True), TRAIN)
+tr.transform_flat(buf, offsets, shape)
+s = transform_batch.stats
+print(json.dumps([sum(s.cache_hits.values()), sum(s.cache_misses.values())]))
+"""
+
+
+def _python(code, cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    return out.stdout
+
+
+def test_warmup_fills_the_cache_that_a_data_layer_then_reads(tmp_path):
+    cache = tmp_path / "numba"
+    cache.mkdir()
+    assert json.loads(_python(_USE, cache)) == [0, 1]  # cold: compiled
+    cache2 = tmp_path / "numba2"
+    cache2.mkdir()
+    code = (
+        "from caffepy.tools.warmup import warmup\n"
+        "r = warmup(['data'], jobs=1)\n"
+        "print(r['cache'])\n"
+    )
+    where = _python(code, cache2).strip()
+    assert where.startswith(str(cache2))
+    assert any(name.startswith("data.transform_batch") for name in os.listdir(where))
+    assert json.loads(_python(_USE, cache2)) == [1, 0]  # warm: loaded
+
+
+def test_units_and_command_line():
+    assert set(COMMON).isdisjoint(EXTRA)
+    with pytest.raises(ValueError, match="unknown warmup unit 'nope'"):
+        _run_unit("nope")
+    result = CliRunner().invoke(cli, ["warmup", "--help"])
+    assert result.exit_code == 0 and "--jobs" in result.output
