@@ -245,3 +245,18 @@ def test_draw_net_display_lrm(tmp_path):
     assert "lr mult: 0.5, 0.0" in labels["conv", True]
     assert "lr mult" not in labels["frozen", True]  # both 0: no line, as pycaffe
     assert "lr mult: 1.0, 1.0" in labels["ip", True]  # unset: 1
+
+
+def test_no_cuda_graph_flag(tmp_path):
+    from caffepy.backend import mode
+
+    assert mode.cuda_graph_allowed()
+    try:
+        res = CliRunner().invoke(
+            cli,
+            ["train", "--solver", str(tmp_path / "none.prototxt"), "--no-cuda-graph"],
+        )
+        assert res.exit_code != 0  # the solver file is missing; the flag came first
+        assert not mode.cuda_graph_allowed()
+    finally:
+        mode.set_cuda_graph(True)

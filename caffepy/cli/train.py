@@ -84,6 +84,12 @@ def _train_options(f):
         is_flag=True,
         help="No progress bar (it only shows on a terminal anyway).",
     )(f)
+    f = click.option(
+        "--no-cuda-graph",
+        is_flag=True,
+        help="GPU mode: run every iteration's kernels one by one instead of "
+        "replaying them from a captured CUDA graph (as CAFFEPY_CUDA_GRAPH=0).",
+    )(f)
     return f
 
 
@@ -97,8 +103,13 @@ def _training(
     gpu,
     no_progress,
     no_divergence_check,
+    no_cuda_graph,
 ):
     """The keyword arguments of tools.train.run_training from the shared options."""
+    if no_cuda_graph:
+        from caffepy.backend import mode
+
+        mode.set_cuda_graph(False)
     return dict(
         sigint_effect=sigint_effect,
         sighup_effect=sighup_effect,
