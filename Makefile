@@ -54,8 +54,11 @@ test-no-torch:
 format:
 	ruff format caffepy tests tools bench
 
+# CPU rows against PyTorch, then the GPU rows (skipped in one line without CuPy and
+# a GPU); add --write-readme to either to update bench/README.md.
 bench: install-test
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/gpu.py
 
 fuzz: install-test
 	CAFFEPY_FUZZ_EXAMPLES=5000 $(PYTHON) -m pytest -q tests/test_fuzz.py
