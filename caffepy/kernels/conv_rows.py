@@ -15,7 +15,8 @@ bottom gradient scatters W^T dy into shifted (overlapping) views of a zeroed
 row-column buffer, folded back along the width only.
 
 Work is per image (so no transposes to or from NCHW): the kernel threads take
-images from a shared counter. Weight and bias gradients are summed per
+images from a shared counter, each in a task run by
+:func:`caffepy.kernels.tasks.launch`. Weight and bias gradients are summed per
 contiguous group of images, in image order, into each group's own array (the
 caller adds the groups in order): the same bits from run to run.
 
@@ -24,14 +25,14 @@ Weights are passed rearranged as ``wr`` (kh, M, K/G/kh), ``wr[ki, o, (c, kj)]
 ``counter``: as in :mod:`caffepy.kernels.conv`.
 """
 
-import numba
 from numba import uint64 as u64
 
 from caffepy.kernels.blas import fetch_add, set_local_threads
 from caffepy.kernels.blas import gemm as _gemm
-from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.config import njit
 from caffepy.kernels.conv import _row_sums
-from caffepy.kernels.im2col import valid_ranges
+from caffepy.kernels.im2col import axis_ranges
+from caffepy.kernels.tasks import launch
 
 _NT, _T = 111, 112  # CblasNoTrans, CblasTrans
 
@@ -128,7 +129,6 @@ def _row2im(rf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xh
                         xf[i + uk * ustride] += rf[o + uk]
 
 
-@pjit
 def forward(
     x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, workers, counter,
     rowbuf, y,
@@ -146,6 +146,17 @@ def forward(
         rowbuf: (workers, >= C*kw*hr*ow) scratch, hr = oh + (kh-1)*dh.
         y: (N, M, oh, ow) output, C-contiguous, overwritten.
     """
+    counter[0] = 0
+    args = (x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, counter)
+    launch(_forward_task, args + (rowbuf, y), workers, local)
+
+
+@njit
+def _forward_task(
+    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, counter, rowbuf,
+    y, _, tid,
+):  # fmt: skip
+    """One kernel thread's part of :func:`forward`: images from the counter."""
     n_img, chans, height, width = x.shape
     m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     npos = oh * ow
@@ -153,48 +164,42 @@ def forward(
     ldr = hr * ow
     kg = (chans // groups) * kw
     mg = m_out // groups
-    ylo, yhi, xlo, xhi = valid_ranges(
-        kh, kw, ph, pw, 1, sw, dh, dw, height, width, oh, ow
-    )
+    xlo, xhi = axis_ranges(pw, dw, sw, width, ow, kw)
     xf = x.reshape(x.size)
     yf = y.reshape(y.size)
     isz = x.itemsize
     one = x.dtype.type(1)
     zero = x.dtype.type(0)
     plane = chans * height * width
-    counter[0] = 0
-    for _ in prange(workers):
-        set_local_threads(local, 1)
-        rf = rowbuf[numba.get_thread_id()]
-        while True:
-            n = fetch_add(counter, 1)
-            if n >= n_img:
-                break
-            _im2row(
-                xf, n * plane, chans, height, width, hr, ow, kw, ph, pw, sw, dw,
-                xlo, xhi, rf,
-            )  # fmt: skip
-            yaddr = yf.ctypes.data + n * m_out * npos * isz
-            for g in range(groups):
-                for ki in range(kh):
-                    _gemm(
-                        gemm, _NT, _NT, mg, npos, kg, one,
-                        wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz, kg,
-                        rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz, ldr,
-                        zero if ki == 0 else one,
-                        yaddr + g * mg * npos * isz, npos,
-                    )  # fmt: skip
-            if bias.shape[0] > 0:
-                yb = n * m_out * npos
-                for o in range(m_out):
-                    v = bias[o]
-                    base = u64(yb + o * npos)
-                    for p in range(npos):
-                        yf[base + u64(p)] += v
-    set_local_threads(local, 0)
+    set_local_threads(local, 1)
+    rf = rowbuf[tid]
+    while True:
+        n = fetch_add(counter, 1)
+        if n >= n_img:
+            break
+        _im2row(
+            xf, n * plane, chans, height, width, hr, ow, kw, ph, pw, sw, dw,
+            xlo, xhi, rf,
+        )  # fmt: skip
+        yaddr = yf.ctypes.data + n * m_out * npos * isz
+        for g in range(groups):
+            for ki in range(kh):
+                _gemm(
+                    gemm, _NT, _NT, mg, npos, kg, one,
+                    wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz, kg,
+                    rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz, ldr,
+                    zero if ki == 0 else one,
+                    yaddr + g * mg * npos * isz, npos,
+                )  # fmt: skip
+        if bias.shape[0] > 0:
+            yb = n * m_out * npos
+            for o in range(m_out):
+                v = bias[o]
+                base = u64(yb + o * npos)
+                for p in range(npos):
+                    yf[base + u64(p)] += v
 
 
-@pjit
 def backward(
     x, dy, wr, want_w, want_b, want_x, kh, kw, ph, pw, sw, dh, dw, groups,
     n_groups, gemm, local, workers, counter, rowbuf, drowbuf, wacc, bacc, dx,
@@ -215,6 +220,19 @@ def backward(
         bacc: (n_groups, M) float64 output: each group's bias gradient.
         dx: (N, C, H, W) bottom gradient, overwritten when want_x.
     """
+    counter[0] = 0
+    args = (x, dy, wr, want_w, want_b, want_x, kh, kw, ph, pw, sw, dh, dw, groups)
+    args += (n_groups, gemm, local, counter, rowbuf, drowbuf, wacc, bacc, dx)
+    launch(_backward_task, args, workers, local)
+
+
+@njit
+def _backward_task(
+    x, dy, wr, want_w, want_b, want_x, kh, kw, ph, pw, sw, dh, dw, groups,
+    n_groups, gemm, local, counter, rowbuf, drowbuf, wacc, bacc, dx, _, tid,
+):  # fmt: skip
+    """One kernel thread's part of :func:`backward`: groups of images from the
+    counter."""
     n_img, chans, height, width = x.shape
     m_out, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     npos = oh * ow
@@ -222,9 +240,7 @@ def backward(
     ldr = hr * ow
     kg = (chans // groups) * kw
     mg = m_out // groups
-    ylo, yhi, xlo, xhi = valid_ranges(
-        kh, kw, ph, pw, 1, sw, dh, dw, height, width, oh, ow
-    )
+    xlo, xhi = axis_ranges(pw, dw, sw, width, ow, kw)
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)
     dxf = dx.reshape(dx.size)
@@ -233,59 +249,55 @@ def backward(
     zero = x.dtype.type(0)
     plane = chans * height * width
     rows = chans * kw * ldr
-    counter[0] = 0
-    for _ in prange(workers):
-        set_local_threads(local, 1)
-        tid = numba.get_thread_id()
-        rf = rowbuf[tid]
-        df = drowbuf[tid]
-        while True:
-            q = fetch_add(counter, 1)
-            if q >= n_groups:
-                break
+    set_local_threads(local, 1)
+    rf = rowbuf[tid]
+    df = drowbuf[tid]
+    while True:
+        q = fetch_add(counter, 1)
+        if q >= n_groups:
+            break
+        if want_b:
+            for o in range(m_out):
+                bacc[q, o] = 0.0
+        n_first = q * n_img // n_groups
+        for n in range(n_first, (q + 1) * n_img // n_groups):
+            dyc = dyf[n * m_out * npos : (n + 1) * m_out * npos]
             if want_b:
-                for o in range(m_out):
-                    bacc[q, o] = 0.0
-            n_first = q * n_img // n_groups
-            for n in range(n_first, (q + 1) * n_img // n_groups):
-                dyc = dyf[n * m_out * npos : (n + 1) * m_out * npos]
-                if want_b:
-                    _row_sums(dyc, m_out, npos, bacc, q)
-                if want_w:
-                    _im2row(
-                        xf, n * plane, chans, height, width, hr, ow, kw, ph, pw,
-                        sw, dw, xlo, xhi, rf,
-                    )  # fmt: skip
-                    beta = zero if n == n_first else one
-                    for g in range(groups):
-                        for ki in range(kh):
-                            _gemm(
-                                gemm, _NT, _T, kg, mg, npos, one,
-                                rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
-                                ldr,
-                                dyc.ctypes.data + g * mg * npos * isz, npos,
-                                beta,
-                                wacc[q, ki, g].ctypes.data, mg,
-                            )  # fmt: skip
-                if want_x:
-                    for k in range(rows):
-                        df[u64(k)] = zero
-                    for g in range(groups):
-                        for ki in range(kh):
-                            _gemm(
-                                gemm, _T, _NT, kg, npos, mg, one,
-                                wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz,
-                                kg,
-                                dyc.ctypes.data + g * mg * npos * isz, npos,
-                                one,
-                                df.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
-                                ldr,
-                            )  # fmt: skip
-                    _row2im(
-                        df, n * plane, chans, height, width, hr, ow, kw, ph, pw,
-                        sw, dw, xlo, xhi, dxf,
-                    )  # fmt: skip
-    set_local_threads(local, 0)
+                _row_sums(dyc, m_out, npos, bacc, q)
+            if want_w:
+                _im2row(
+                    xf, n * plane, chans, height, width, hr, ow, kw, ph, pw,
+                    sw, dw, xlo, xhi, rf,
+                )  # fmt: skip
+                beta = zero if n == n_first else one
+                for g in range(groups):
+                    for ki in range(kh):
+                        _gemm(
+                            gemm, _NT, _T, kg, mg, npos, one,
+                            rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
+                            ldr,
+                            dyc.ctypes.data + g * mg * npos * isz, npos,
+                            beta,
+                            wacc[q, ki, g].ctypes.data, mg,
+                        )  # fmt: skip
+            if want_x:
+                for k in range(rows):
+                    df[u64(k)] = zero
+                for g in range(groups):
+                    for ki in range(kh):
+                        _gemm(
+                            gemm, _T, _NT, kg, npos, mg, one,
+                            wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz,
+                            kg,
+                            dyc.ctypes.data + g * mg * npos * isz, npos,
+                            one,
+                            df.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz,
+                            ldr,
+                        )  # fmt: skip
+                _row2im(
+                    df, n * plane, chans, height, width, hr, ow, kw, ph, pw,
+                    sw, dw, xlo, xhi, dxf,
+                )  # fmt: skip
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from numba import uint64 as u64
 from caffepy.kernels.config import njit, pjit, prange
 
 
-@njit
+@njit(inline="always")
 def _valid_range(pad, k_off, stride, size, out_size):
     """Output positions o in [lo, hi) with 0 <= o*stride - pad + k_off < size."""
     off = k_off - pad
@@ -38,8 +38,8 @@ def _valid_range(pad, k_off, stride, size, out_size):
     return lo, hi
 
 
-@njit
-def _valid_ranges(pad, dilation, stride, size, out_size, kernel):
+@njit(inline="always")
+def axis_ranges(pad, dilation, stride, size, out_size, kernel):
     """Per kernel offset k, the output range [lo[k], hi[k]) reading inside the input."""
     lo = np.empty(kernel, np.int64)
     hi = np.empty(kernel, np.int64)
@@ -48,12 +48,12 @@ def _valid_ranges(pad, dilation, stride, size, out_size, kernel):
     return lo, hi
 
 
-@njit
+@njit(inline="always")
 def valid_ranges(kh, kw, ph, pw, sh, sw, dh, dw, height, width, oh, ow):
     """(ylo, yhi, xlo, xhi): per kernel row / column offset, the output rows /
     columns whose taps read inside the input."""
-    ylo, yhi = _valid_ranges(ph, dh, sh, height, oh, kh)
-    xlo, xhi = _valid_ranges(pw, dw, sw, width, ow, kw)
+    ylo, yhi = axis_ranges(ph, dh, sh, height, oh, kh)
+    xlo, xhi = axis_ranges(pw, dw, sw, width, ow, kw)
     return ylo, yhi, xlo, xhi
 
 
@@ -385,6 +385,7 @@ def deconv_out_size(size, kernel, pad, stride, dilation):
 
 __all__ = [
     "add_bias",
+    "axis_ranges",
     "col2im",
     "col2im_planes",
     "im2col_planes",

@@ -325,6 +325,195 @@ def channel_reduce(a, b, out_sum, out_dot):
             out_dot[d] = q
 
 
+# -- BatchNorm followed by an in-place Scale (fused by the Net) --------------------
+# NOTE: each value is computed by the same float operations, in the same order,
+# as bn_forward_train/bn_global_forward then channel_affine (forward), and
+# channel_reduce then channel_affine then bn_backward_train (backward), so the
+# results are bit-identical; the fusion only saves passes over memory.
+@njit
+def _row_normalize_affine(x, mu, sd, a, b, xnorm, y):
+    """xnorm = (x - mu) / sd, then y = xnorm * a + b, over 1-D rows (y may be x)."""
+    for i in range(x.size):
+        xnorm[i] = (x[i] - mu) / sd
+    for i in range(x.size):
+        y[i] = xnorm[i] * a + b
+
+
+@pjit
+def bn_scale_forward_train(x, eps, scale, bias, y, xnorm, mean, var, std):
+    """:func:`bn_forward_train` followed by ``y = xnorm * scale[c] + bias[c]``
+    (BatchNorm and the in-place Scale after it, in one pass over the output).
+
+    Args:
+        x: (N, C, S) input.
+        eps: added to the variance.
+        scale, bias: (C,) the Scale layer's parameters.
+        y: (N, C, S) output (may be ``x``), overwritten.
+        xnorm: (N, C, S) output, the normalised input (kept for backward).
+        mean, var, std: (C,) outputs.
+    """
+    num, chans, inner = x.shape
+    m = num * inner
+    for c in prange(chans):
+        if m == 0:
+            mean[c] = 0.0
+            var[c] = 0.0
+            std[c] = math.sqrt(eps)
+            continue
+        shift = x[0, c, 0]
+        s, q = _channel_moments(x, c, shift)
+        dm = s / m
+        mean[c] = shift + dm
+        v = q / m - dm * dm
+        var[c] = v if v > 0.0 else 0.0
+        std[c] = math.sqrt(var[c] + eps)
+        mu = mean[c]
+        sd = std[c]
+        a = scale[c]
+        b = bias[c]
+        if inner >= _ROW:
+            for n in range(num):
+                _row_normalize_affine(x[n, c], mu, sd, a, b, xnorm[n, c], y[n, c])
+        else:
+            for n in range(num):
+                for i in range(inner):
+                    v = (x[n, c, i] - mu) / sd
+                    xnorm[n, c, i] = v
+                    y[n, c, i] = v * a + b
+
+
+@pjit
+def bn_scale_forward_global(x, mean, std, scale, bias, keep, xnorm, y):
+    """``y = (x - mean[c]) / std[c] * scale[c] + bias[c]`` over (N, C, S) arrays
+    (BatchNorm with stored statistics and the in-place Scale after it).
+
+    Args:
+        x: (N, C, S) input.
+        mean, std: (C,) statistics.
+        scale, bias: (C,) the Scale layer's parameters.
+        keep: whether to write ``xnorm``.
+        xnorm: (N, C, S) output, the normalised input (written when ``keep``).
+        y: (N, C, S) output (may be ``x``), overwritten.
+    """
+    num, chans, inner = x.shape
+    for t in prange(num * chans):
+        n = t // chans
+        c = t - n * chans
+        mu = mean[c]
+        sd = std[c]
+        a = scale[c]
+        b = bias[c]
+        xr = x[n, c]
+        yr = y[n, c]
+        if keep:
+            _row_normalize_affine(xr, mu, sd, a, b, xnorm[n, c], yr)
+        else:
+            for i in range(inner):
+                yr[i] = (xr[i] - mu) / sd * a + b
+
+
+@njit
+def _row_sums_scaled(dy, a, xn):
+    """(sum(dy), sum(dy * xn), sum(dy * a), sum((dy * a) * xn)) over 1-D rows,
+    each added as :func:`_row_sum_dot` adds it."""
+    size = dy.size
+    s1 = 0.0
+    q1 = 0.0
+    s2 = 0.0
+    q2 = 0.0
+    i = 0
+    while i + 8 <= size:
+        d0, d1, d2, d3 = dy[i], dy[i + 1], dy[i + 2], dy[i + 3]
+        d4, d5, d6, d7 = dy[i + 4], dy[i + 5], dy[i + 6], dy[i + 7]
+        x0, x1, x2, x3 = xn[i], xn[i + 1], xn[i + 2], xn[i + 3]
+        x4, x5, x6, x7 = xn[i + 4], xn[i + 5], xn[i + 6], xn[i + 7]
+        s1 += ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+        q1 += ((d0 * x0 + d1 * x1) + (d2 * x2 + d3 * x3)) + (
+            (d4 * x4 + d5 * x5) + (d6 * x6 + d7 * x7)
+        )
+        e0, e1, e2, e3 = d0 * a, d1 * a, d2 * a, d3 * a
+        e4, e5, e6, e7 = d4 * a, d5 * a, d6 * a, d7 * a
+        s2 += ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7))
+        q2 += ((e0 * x0 + e1 * x1) + (e2 * x2 + e3 * x3)) + (
+            (e4 * x4 + e5 * x5) + (e6 * x6 + e7 * x7)
+        )
+        i += 8
+    while i < size:
+        d0 = dy[i]
+        e0 = d0 * a
+        s1 += d0
+        q1 += d0 * xn[i]
+        s2 += e0
+        q2 += e0 * xn[i]
+        i += 1
+    return s1, q1, s2, q2
+
+
+@njit
+def _row_bn_scale_grad(dy, scale, xnorm, a, b, sd, tmp, dx):
+    """dx = (dy * scale - a - b * xnorm) / sd over 1-D rows (dx may be dy)."""
+    for i in range(dy.size):
+        tmp[i] = (dy[i] * scale - a - b * xnorm[i]) / sd
+    for i in range(dy.size):
+        dx[i] = tmp[i]
+
+
+@pjit
+def bn_scale_backward_train(dy, xnorm, scale, std, dx, sum_dy, sum_dyx):
+    """Backward of an in-place Scale then of the BatchNorm before it (batch
+    statistics), in two passes instead of four.
+
+    The Scale's ``sum_dy = sum dy``, ``sum_dyx = sum dy * xnorm`` (its bias and
+    scale gradients), then with ``g = dy * scale[c]``:
+    ``dx = (g - mean(g) - mean(g * xnorm) * xnorm) / std``, means over n, s.
+
+    Args:
+        dy: (N, C, S) gradient of the Scale's top.
+        xnorm: (N, C, S) normalised input from the forward pass.
+        scale: (C,) the Scale layer's scale.
+        std: (C,) from the forward pass.
+        dx: (N, C, S) output (may be ``dy``), overwritten.
+        sum_dy, sum_dyx: (C,) float64 outputs, overwritten.
+    """
+    num, chans, inner = dy.shape
+    m = num * inner
+    for c in prange(chans):
+        a = scale[c]
+        s1 = 0.0
+        q1 = 0.0
+        s2 = 0.0
+        q2 = 0.0
+        if inner >= _ROW:
+            for n in range(num):
+                t1, t2, t3, t4 = _row_sums_scaled(dy[n, c], a, xnorm[n, c])
+                s1 += t1
+                q1 += t2
+                s2 += t3
+                q2 += t4
+        else:
+            for n in range(num):
+                for i in range(inner):
+                    d = dy[n, c, i]
+                    e = d * a
+                    s1 += d
+                    q1 += d * xnorm[n, c, i]
+                    s2 += e
+                    q2 += e * xnorm[n, c, i]
+        sum_dy[c] = s1
+        sum_dyx[c] = q1
+        ma = dx.dtype.type(s2 / m)
+        mb = dx.dtype.type(q2 / m)
+        sd = std[c]
+        if inner >= _ROW:
+            tmp = np.empty(inner, dx.dtype)
+            for n in range(num):
+                _row_bn_scale_grad(dy[n, c], a, xnorm[n, c], ma, mb, sd, tmp, dx[n, c])
+        else:
+            for n in range(num):
+                for i in range(inner):
+                    dx[n, c, i] = (dy[n, c, i] * a - ma - mb * xnorm[n, c, i]) / sd
+
+
 @njit
 def _neg_pow(s, beta):
     """s ** -beta, with sqrt-based fast paths for the usual betas (0.75: AlexNet,

@@ -11,19 +11,24 @@ For output position (py, px) the window starts at ``hs = py*sh - ph`` (likewise
   window is clipped to the unpadded input for the sum (so padding counts, but
   the part of a ceil-mode window beyond the padding does not).
 
-Every kernel runs one task per (image, channel) plane.
+Every kernel runs one task per (image, channel) plane, max and average pooling
+per block of planes (:func:`caffepy.kernels.tasks.launch`).
 """
 
 import numpy as np
 from numba import uint64 as u64
 
-from caffepy.kernels.config import pjit, prange
+from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.tasks import launch
+
+#: Blocks of (image, channel) planes a max or average pooling pass is cut into
+#: (the tasks of :func:`caffepy.kernels.tasks.launch`).
+_BLOCKS = 64
 
 #: Caffe starts every max from -FLT_MAX, for float and double alike.
 _NEG_FLT_MAX = -float(np.finfo(np.float32).max)
 
 
-@pjit
 def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
     """Max pooling.
 
@@ -34,6 +39,13 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
         argmax: (N, C, PH, PW) int32 output: flat index y*W + x of each maximum in
             its input plane (-1 for a window with no element above -FLT_MAX).
     """
+    blocks = min(x.shape[0] * x.shape[1], _BLOCKS)
+    launch(_max_forward_task, (x, kh, kw, ph, pw, sh, sw, top, argmax, blocks), blocks)
+
+
+@njit
+def _max_forward_task(x, kh, kw, ph, pw, sh, sw, top, argmax, blocks, b, _):
+    """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`max_pool_forward`."""
     n_img, chans, height, width = x.shape
     out_h, out_w = top.shape[2], top.shape[3]
     neg = x.dtype.type(_NEG_FLT_MAX)
@@ -46,7 +58,8 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
     # running maximum is a chain of dependent compares and four chains keep the
     # core busy (together measured 1.7-2.2x faster). Visiting order and ties
     # (the first strictly greater element wins) are Caffe's.
-    for t in prange(n_img * chans):
+    planes = n_img * chans
+    for t in range(b * planes // blocks, (b + 1) * planes // blocks):
         xb = t * height * width
         ob = t * out_h * out_w
         for py in range(out_h):
@@ -107,7 +120,6 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
                 px += 1
 
 
-@pjit
 def max_pool_backward(top_diff, argmax, bottom_diff):
     """Route each top gradient to its argmax (summing where windows share one).
 
@@ -116,6 +128,13 @@ def max_pool_backward(top_diff, argmax, bottom_diff):
         argmax: (N, C, PH, PW) int32 from :func:`max_pool_forward`.
         bottom_diff: (N, C, H, W) output, C-contiguous, overwritten.
     """
+    blocks = min(top_diff.shape[0] * top_diff.shape[1], _BLOCKS)
+    launch(_max_backward_task, (top_diff, argmax, bottom_diff, blocks), blocks)
+
+
+@njit
+def _max_backward_task(top_diff, argmax, bottom_diff, blocks, b, _):
+    """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`max_pool_backward`."""
     n_img, chans, height, width = bottom_diff.shape
     out_h, out_w = top_diff.shape[2], top_diff.shape[3]
     plane, oplane = height * width, out_h * out_w
@@ -123,7 +142,8 @@ def max_pool_backward(top_diff, argmax, bottom_diff):
     sf = top_diff.reshape(top_diff.size)
     af = argmax.reshape(argmax.size)
     zero = df.dtype.type(0)
-    for t in prange(n_img * chans):
+    planes = n_img * chans
+    for t in range(b * planes // blocks, (b + 1) * planes // blocks):
         xb = u64(t * plane)
         ob = u64(t * oplane)
         for i in range(plane):
@@ -134,7 +154,6 @@ def max_pool_backward(top_diff, argmax, bottom_diff):
                 df[xb + u64(k)] += sf[ob + u64(i)]
 
 
-@pjit
 def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
     """Average pooling with Caffe's divisor (see the module docstring).
 
@@ -143,6 +162,13 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
         kh, kw, ph, pw, sh, sw: kernel size, padding, stride.
         top: (N, C, PH, PW) output, C-contiguous, overwritten.
     """
+    blocks = min(x.shape[0] * x.shape[1], _BLOCKS)
+    launch(_ave_forward_task, (x, kh, kw, ph, pw, sh, sw, top, blocks), blocks)
+
+
+@njit
+def _ave_forward_task(x, kh, kw, ph, pw, sh, sw, top, blocks, b, _):
+    """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`ave_pool_forward`."""
     n_img, chans, height, width = x.shape
     out_h, out_w = top.shape[2], top.shape[3]
     xf = x.reshape(x.size)
@@ -151,7 +177,8 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
     usw = u64(sw)
     # NOTE: flat unsigned indices and four windows at once, as in max pooling;
     # each sum still adds its window in Caffe's order.
-    for t in prange(n_img * chans):
+    planes = n_img * chans
+    for t in range(b * planes // blocks, (b + 1) * planes // blocks):
         xb = t * height * width
         ob = t * out_h * out_w
         for py in range(out_h):
@@ -190,7 +217,6 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
                 px += 1
 
 
-@pjit
 def ave_pool_backward(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff):
     """Spread each top gradient evenly (1/pool_size) over its window.
 
@@ -199,12 +225,24 @@ def ave_pool_backward(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff):
         kh, kw, ph, pw, sh, sw: kernel size, padding, stride.
         bottom_diff: (N, C, H, W) output, C-contiguous, overwritten.
     """
+    blocks = min(top_diff.shape[0] * top_diff.shape[1], _BLOCKS)
+    launch(
+        _ave_backward_task,
+        (top_diff, kh, kw, ph, pw, sh, sw, bottom_diff, blocks),
+        blocks,
+    )
+
+
+@njit
+def _ave_backward_task(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff, blocks, b, _):
+    """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`ave_pool_backward`."""
     n_img, chans, height, width = bottom_diff.shape
     out_h, out_w = top_diff.shape[2], top_diff.shape[3]
     sf = top_diff.reshape(top_diff.size)
     df = bottom_diff.reshape(bottom_diff.size)
     zero = df.dtype.type(0)
-    for t in prange(n_img * chans):
+    planes = n_img * chans
+    for t in range(b * planes // blocks, (b + 1) * planes // blocks):
         xb = t * height * width
         ob = t * out_h * out_w
         for i in range(height * width):

@@ -281,8 +281,13 @@ def run_training(
     if launch.is_root() and (param.snapshot or param.snapshot_after_train):
         # refuse a prefix another live run writes to, before building anything
         prefix_lock(param.snapshot_prefix)
+    # NOTE: nothing here reads an inner blob's gradient after a step, so they
+    # share memory (pycaffe's solvers keep one each, as Caffe).
     solver = get_solver(
-        param, divergence_check=divergence_check, source=os.fspath(solver_path)
+        param,
+        divergence_check=divergence_check,
+        source=os.fspath(solver_path),
+        share_diffs=True,
     )
     for w in split_csv(weights):
         report = solver.net.copy_from(w)
@@ -294,6 +299,14 @@ def run_training(
     launch.start_ranks(solver, nccl=nccl)
     monitor = TrainingMonitor(solver, progress=progress and launch.is_root())
     install_signals(solver, sigint_effect, sighup_effect, sigterm_effect)
+    if param.solver_mode != type(param).GPU and launch.is_root():
+        from caffepy.tools.warmup import kernels_cached
+
+        if kernels_cached() is False:
+            log.info(
+                "Compiling the kernels for this machine (first run only; "
+                "`caffepy warmup` does it ahead)"
+            )
     log.info("Starting Optimization")
     solver.solve()
     monitor.close()

@@ -241,6 +241,22 @@ def warmup(units=COMMON, jobs=None, threads=None, log=None):
     }
 
 
+def kernels_cached():
+    """Whether Numba's cache holds the largest training kernel (the convolution
+    backward task) compiled for this machine and this source: True, False, or
+    None when it cannot tell. Reads one small index file."""
+    from caffepy.kernels import conv
+
+    task = conv._backward_task
+    try:
+        cache = task._cache
+        index = cache._cache_file._load_index()
+        _, magic, code = cache._index_key(None, task.targetctx.codegen())
+    except Exception:  # pragma: no cover - Numba internals changed
+        return None
+    return any(key[1:] == (magic, code) for key in index)
+
+
 def cache_dir():
     """Where Numba caches caffepy's kernels (the folder of one kernel's index)."""
     from caffepy.kernels import data

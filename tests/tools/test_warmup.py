@@ -68,3 +68,27 @@ def test_units_and_command_line():
         _run_unit("nope")
     result = CliRunner().invoke(cli, ["warmup", "--help"])
     assert result.exit_code == 0 and "--jobs" in result.output
+
+
+def test_kernels_cached_tells_a_cold_cache_from_a_warm_one(tmp_path):
+    code = (
+        "import sys\n"
+        "from caffepy.tools.warmup import kernels_cached, warmup\n"
+        "print(kernels_cached())\n"
+        "if len(sys.argv) > 1:\n"
+        "    warmup(['conv.backward'], jobs=1)\n"
+        "    print(kernels_cached())\n"
+    )
+    assert _python(code, tmp_path).split() == ["False"]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code, "warm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.split() == ["False", "True"]
+    assert _python(code, tmp_path).split() == ["True"]  # a new process reads it

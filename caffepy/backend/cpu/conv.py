@@ -54,7 +54,7 @@ class Plan:
     is_1x1: bool
 
     @property
-    def kernel_args(self) -> tuple[int, ...]:
+    def kernel_args(self) -> tuple[int, int, int, int, int, int, int, int]:
         """(kh, kw, ph, pw, sh, sw, dh, dw), as the kernels take them."""
         (kh, kw), (ph, pw), (sh, sw), (dh, dw) = (
             self.kernel,
