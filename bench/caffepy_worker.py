@@ -60,7 +60,10 @@ def make_solver(spec):
     param.snapshot = 0
     param.snapshot_after_train = False
     param.iter_size = 1
-    solver = caffepy.get_solver(param, dtype=spec.get("dtype", "float32"))
+    # as `caffepy train` builds it (inner gradients share memory)
+    solver = caffepy.get_solver(
+        param, dtype=spec.get("dtype", "float32"), share_diffs=True
+    )
     if spec.get("file"):
         for name, value in random_batch(spec["inputs"], spec.get("seed", 0)).items():
             solver.net.blobs[name].data[...] = value

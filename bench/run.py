@@ -263,9 +263,61 @@ def deploy_spec(tmp, model, quick):
     return {"nets": items}
 
 
+#: the ResNet basic block of the fb rows: batch, channels, height = width
+BLOCK = (32, 64, 28)
+
+
+def _block_unit(name, bottom, channels, relu):
+    """conv3x3 - BatchNorm - Scale (- ReLU), in place from the BatchNorm on."""
+    text = (
+        f"layer {{ name: '{name}' type: 'Convolution' bottom: '{bottom}' "
+        f"top: '{name}' convolution_param {{ num_output: {channels} "
+        "kernel_size: 3 pad: 1 bias_term: false weight_filler { type: 'msra' } } }\n"
+        f"layer {{ name: 'bn_{name}' type: 'BatchNorm' bottom: '{name}' "
+        f"top: '{name}' }}\n"
+        f"layer {{ name: 'scale_{name}' type: 'Scale' bottom: '{name}' "
+        f"top: '{name}' scale_param {{ bias_term: true }} }}\n"
+    )
+    if relu:
+        text += (
+            f"layer {{ name: '{name}_relu' type: 'ReLU' bottom: '{name}' "
+            f"top: '{name}' }}\n"
+        )
+    return text
+
+
+def block_spec_net(tmp):
+    """A ResNet basic block in train mode (conv3x3-BN-Scale-ReLU twice, the
+    identity shortcut, ReLU), then global average pooling, a 10-way
+    InnerProduct and SoftmaxWithLoss: the prototxt and its inputs."""
+    batch, ch, size = BLOCK
+    text = (
+        "name: 'resnet_block'\n"
+        "layer { name: 'data' type: 'Input' top: 'data' top: 'label' input_param "
+        f"{{ shape {{ dim: {batch} dim: {ch} dim: {size} dim: {size} }} "
+        f"shape {{ dim: {batch} }} }} }}\n"
+        + _block_unit("a", "data", ch, True)
+        + _block_unit("b", "a", ch, False)
+        + "layer { name: 'sum' type: 'Eltwise' bottom: 'b' bottom: 'data' "
+        "top: 'sum' }\n"
+        "layer { name: 'sum_relu' type: 'ReLU' bottom: 'sum' top: 'sum' }\n"
+        "layer { name: 'pool' type: 'Pooling' bottom: 'sum' top: 'pool' "
+        "pooling_param { pool: AVE global_pooling: true } }\n"
+        "layer { name: 'fc' type: 'InnerProduct' bottom: 'pool' top: 'fc' "
+        "inner_product_param { num_output: 10 weight_filler { type: 'msra' } } }\n"
+        "layer { name: 'loss' type: 'SoftmaxWithLoss' bottom: 'fc' "
+        "bottom: 'label' top: 'loss' }\n"
+    )
+    dst = os.path.join(tmp, "resnet_block.prototxt")
+    with open(dst, "w", encoding="utf-8") as f:
+        f.write(text)
+    return dst, {"data": [batch, ch, size, size], "label": [batch]}
+
+
 def fb_spec(tmp, quick):
     """Forward and forward+backward of the LeNet and CIFAR10-quick train nets
-    (no solver, no data): the convolution engine's share of training."""
+    and of a ResNet basic block (no solver, no data): the convolution engine's
+    and the BatchNorm/Scale layers' share of training."""
     sec = 0.5 if quick else 1.0
     items = []
     for model, batch, reps in (("lenet", 64, 10), ("cifar10_quick", 100, 5)):
@@ -287,6 +339,17 @@ def fb_spec(tmp, quick):
                 "seconds": sec * (1 if model == "lenet" else 2),
             }
         )
+    f, inputs = block_spec_net(tmp)
+    items.append(
+        {
+            "name": "resnet_block",
+            "file": f,
+            "inputs": inputs,
+            "backward": True,
+            "reps": 5,
+            "seconds": sec * 2,
+        }
+    )
     return {"nets": items}
 
 
@@ -513,6 +576,20 @@ def rows(args):
             None,
         ),
         ("CIFAR10-quick forward+backward, ms", "fb", "cifar10_quick.fb", "ms", None),
+        (
+            "ResNet basic block forward, ms (batch 32, 64 ch, 28x28, train net)",
+            "fb",
+            "resnet_block.fwd",
+            "ms",
+            None,
+        ),
+        (
+            "ResNet basic block forward+backward, ms",
+            "fb",
+            "resnet_block.fb",
+            "ms",
+            None,
+        ),
         ("Data layer, images/s (LeNet, prefetch)", "data", "images_s", "rate", 1.0),
         (
             "convert_imageset, images/s (Fashion-MNIST PNGs)",

@@ -293,6 +293,26 @@ class Blob:
         self._gmem = other._gmem
         self._diff = self._gdiff = None
 
+    def share_diff_buffer(self, buf: np.ndarray) -> None:
+        """Back the diff with the host buffer ``buf[:count]``, which other blobs
+        share (their gradients never live at the same time: see
+        :mod:`caffepy.netmemory`). The contents are left as they are; a reshape
+        beyond ``count`` gives the blob a diff of its own again.
+
+        Args:
+            buf: a flat host array of this blob's dtype and at least ``count``
+                elements.
+        """
+        if buf.dtype != self.dtype or buf.size < self._count:
+            raise CaffepyError(
+                f"share_diff_buffer: a buffer of {buf.size} x {buf.dtype} cannot "
+                f"hold the diff of a blob of shape {self._shape} ({self.dtype})"
+            )
+        mem = SyncedMemory(self._count, self.dtype)
+        mem.set_cpu_data(buf[: self._count])
+        self._gmem = mem
+        self._diff = self._gdiff = None
+
     def __repr__(self) -> str:
         return f"Blob(shape={self._shape}, dtype={self.dtype.name})"
 

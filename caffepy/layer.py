@@ -131,6 +131,28 @@ class Layer:
         """
         return None
 
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """Whether this layer can also do the work of ``nxt``, the next layer of
+        the net, which computes in place on this layer's only top: asked once by
+        the Net after building. The Net then runs :meth:`forward_fused` (and
+        :meth:`backward_fused`) instead of the two layers' own passes whenever it
+        runs both, on the CPU, without debug_info. False by default.
+        """
+        return False
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        """This layer's forward then ``nxt``'s, on the top they share (the
+        same numbers as the two passes); see :meth:`fuse_next`."""
+        raise NotImplementedError(f"{self.type} layer does not fuse")
+
+    def backward_fused(
+        self, nxt: Layer, top: list, propagate_down: list, bottom: list
+    ) -> bool:
+        """``nxt``'s backward then this layer's, when both run and ``nxt``
+        propagates to the shared top; return False to have the Net run them one
+        by one instead."""
+        return False
+
     def close(self) -> None:
         """Release what the layer holds outside the net (data readers, prefetch
         threads, open databases). A no-op by default; ``Net.close`` calls it."""

@@ -121,6 +121,9 @@ class Net(PycaffeNetMixin):
         #: Caffe's debug_info: log each layer's mean |data| / |diff| (netdebug.py);
         #: a solver turns it on for its train net on display iterations.
         self.debug_info = bool(param.debug_info)
+        #: run the layer pairs that fuse (BatchNorm + in-place Scale) as one on the
+        #: CPU (the same numbers, fewer passes); False runs each layer on its own
+        self.fuse_layers = True
         filtered = filter_net(param, state)
         if not len(filtered.layer):
             raise NetError(
@@ -198,6 +201,7 @@ class Net(PycaffeNetMixin):
                 self._append_layer(li, lp, state)
         self.outputs = [n for n in self.blobs if n in state.available]
         self._prune_backward(param.force_backward)
+        self._fused = self._plan_fusions()
         self.params = OrderedDict(
             (layer.name, layer.blobs) for layer in self.layers if len(layer.blobs)
         )
@@ -412,6 +416,36 @@ class Net(PycaffeNetMixin):
             ]
             layer.param_propagate_down = [True] * len(layer.blobs)
 
+    def _plan_fusions(self) -> set[int]:
+        """Indices of the layers that also compute the next one (Layer.fuse_next):
+        the next computes in place on the layer's only top, neither has a loss."""
+        fused: set[int] = set()
+        for li in range(len(self.layers) - 1):
+            tops, nxt = self.top_vecs[li], self.layers[li + 1]
+            if li - 1 in fused or len(tops) != 1:
+                continue
+            nb, nt = self.bottom_vecs[li + 1], self.top_vecs[li + 1]
+            if (
+                len(nb) != 1
+                or len(nt) != 1
+                or nb[0] is not tops[0]
+                or nt[0] is not tops[0]
+            ):
+                continue
+            if any(self.layers[li].loss_weights) or any(nxt.loss_weights):
+                continue
+            if self.layers[li].fuse_next(nxt, self.bottom_vecs[li], tops):
+                fused.add(li)
+        return fused
+
+    def _fusing(self) -> bool:
+        """Whether this pass runs the fused pairs as one (CPU, no debug_info)."""
+        if not self._fused or self.debug_info or not self.fuse_layers:
+            return False
+        from caffepy.backend.mode import ops
+
+        return ops().name == "cpu"
+
     def _log_summary(self):
         if not log.isEnabledFor(logging.DEBUG):
             return
@@ -433,11 +467,20 @@ class Net(PycaffeNetMixin):
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         li = start
+        fused = self._fused if self._fusing() else ()
         try:
-            for li in range(start, end + 1):
+            while li <= end:
+                if li in fused and li < end:
+                    layer = self.layers[li]
+                    layer.forward_fused(
+                        self.layers[li + 1], self.bottom_vecs[li], self.top_vecs[li]
+                    )
+                    li += 2
+                    continue
                 loss += self.layers[li].Forward(self.bottom_vecs[li], self.top_vecs[li])
                 if self.debug_info:
                     netdebug.forward_debug_info(self, li)
+                li += 1
         except CaffepyError as err:
             self._add_context(err, self.layers[li], self.layer_param[li])
             raise
@@ -446,8 +489,12 @@ class Net(PycaffeNetMixin):
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
         li = start
+        fused = self._fused if self._fusing() else ()
         try:
-            for li in range(start, end - 1, -1):
+            while li >= end:
+                if li - 1 in fused and li - 1 >= end and self._backward_fused(li - 1):
+                    li -= 2
+                    continue
                 if self.layer_need_backward[li]:
                     self.layers[li].Backward(
                         self.top_vecs[li],
@@ -456,9 +503,24 @@ class Net(PycaffeNetMixin):
                     )
                     if self.debug_info:
                         netdebug.backward_debug_info(self, li)
+                li -= 1
         except CaffepyError as err:
             self._add_context(err, self.layers[li], self.layer_param[li])
             raise
+
+    def _backward_fused(self, li: int) -> bool:
+        """Run the backward of fused layers li and li + 1 as one, when both need
+        it and the second propagates to the top they share; False otherwise."""
+        if not (self.layer_need_backward[li] and self.layer_need_backward[li + 1]):
+            return False
+        if not self.bottom_need_backward[li + 1][0]:
+            return False
+        return self.layers[li].backward_fused(
+            self.layers[li + 1],
+            self.top_vecs[li],
+            self.bottom_need_backward[li],
+            self.bottom_vecs[li],
+        )
 
     def forward_prefilled(self):
         """Forward through every layer; return the total weighted loss."""
@@ -474,6 +536,46 @@ class Net(PycaffeNetMixin):
         loss = self.forward_from_to()
         self.backward_prefilled()
         return loss
+
+    def share_diffs(self) -> int:
+        """Let activations whose gradients are never live at the same time share
+        their diff memory (:mod:`caffepy.netmemory`); backward computes the
+        same numbers. Afterwards the diff of an inner blob is valid only while
+        backward runs through the layers that use it (net inputs, outputs and
+        loss tops keep their own). Host memory only: call it in CPU mode.
+
+        Returns:
+            The bytes of gradient memory saved.
+        """
+        from caffepy.netmemory import plan_diff_sharing
+
+        keep = {id(self.blobs[n]) for n in (*self.inputs, *self.outputs)}
+        for layer, tops in zip(self.layers, self.top_vecs):
+            keep.update(id(t) for t, w in zip(tops, layer.loss_weights) if w)
+        # a diff another blob already shares (a parameter's, Caffe's ShareDiff)
+        owners: dict[int, list[Blob]] = {}
+        for blob in [*self.blobs.values()] + [
+            b for lr in self.layers for b in lr.blobs
+        ]:
+            owners.setdefault(id(blob.diff_mem), []).append(blob)
+        for blobs in owners.values():
+            if len(blobs) > 1:
+                keep.update(id(b) for b in blobs)
+        groups = plan_diff_sharing(
+            self.bottom_vecs,
+            self.top_vecs,
+            self.layer_need_backward,
+            self.bottom_need_backward,
+            keep,
+        )
+        saved = 0
+        for group in groups:
+            buf = np.zeros(group[0].count, group[0].dtype)
+            for blob in group:
+                blob.share_diff_buffer(buf)
+            saved += sum(b.count for b in group[1:]) * buf.itemsize
+        log.debug("%d blobs share %d diff buffers", sum(map(len, groups)), len(groups))
+        return saved
 
     def clear_param_diffs(self):
         from caffepy.backend.mode import ops

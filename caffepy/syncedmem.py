@@ -105,6 +105,12 @@ class SyncedMemory:
     def has_gpu(self) -> bool:
         return self._gpu is not None
 
+    @property
+    def host_buffer(self) -> np.ndarray | None:
+        """The host buffer as it is (None when not allocated); no sync, no
+        allocation."""
+        return self._cpu
+
     # -- moving the head ---------------------------------------------------------
     def _to_cpu(self) -> np.ndarray:
         head = self.head

@@ -2,18 +2,60 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+import numpy as np
 
 from caffepy.errors import ResourceError
 from caffepy.syncedmem import format_size, memory_limit
 
 __all__ = [
+    "ScratchViews",
     "available_memory",
     "check_memory",
     "format_size",
     "largest_layer",
     "memory_estimate",
 ]
+
+
+class ScratchViews:
+    """Scratch arrays of the given shapes, all views of one buffer (allocated on
+    first use, the size of the largest): ``views[i]`` is an array of
+    ``shapes[i]`` whose contents the previous user may have left.
+
+    Args:
+        shapes: the shape of each view.
+        dtype: their dtype.
+        zeros: the backend's ``zeros(shape, dtype)``.
+    """
+
+    def __init__(self, shapes: list[tuple[int, ...]], dtype: Any, zeros: Any) -> None:
+        self._shapes = [tuple(s) for s in shapes]
+        self._dtype = dtype
+        self._zeros = zeros
+        self._buf: Any = None
+        self._views: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    def __getitem__(self, i: int) -> Any:
+        view = self._views.get(i)
+        if view is None:
+            if self._buf is None:
+                size = max((math.prod(s) for s in self._shapes), default=0)
+                self._buf = self._zeros((max(size, 1),), self._dtype)
+            shape = self._shapes[i]
+            view = self._views[i] = self._buf[: math.prod(shape)].reshape(shape)
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the buffer (allocated or not), for the estimate."""
+        size = max((math.prod(s) for s in self._shapes), default=0)
+        return size * np.dtype(self._dtype).itemsize
 
 
 def available_memory() -> int | None:
@@ -27,8 +69,8 @@ def memory_estimate(nets: list[Any], arrays: list[Any]) -> int:
 
     Args:
         nets: the train net first, then the test nets: every blob of every net
-            counts once (in-place, shared and split blobs share one buffer), the
-            train net's twice (its gradients).
+            counts once (in-place, shared and split blobs share one buffer), and
+            the train net's gradients once per buffer.
         arrays: the solver's own arrays (history and scratch), by ``nbytes``.
 
     Layers' own scratch buffers (im2col columns, ...) come on top.
@@ -43,8 +85,21 @@ def memory_estimate(nets: list[Any], arrays: list[Any]) -> int:
             if key in seen:  # in place, shared or split: one buffer
                 continue
             seen.add(key)
-            # the train net's gradients are allocated on first use
-            total += blob.count * blob.dtype.itemsize * (2 if k == 0 else 1)
+            total += blob.count * blob.dtype.itemsize
+        if k == 0:
+            # the train net's gradients, allocated on first use; blobs that share
+            # their gradient memory (Net.share_diffs) count it once
+            for blob in blobs:
+                buf = blob.diff_mem.host_buffer
+                base = buf.base if buf is not None else None
+                key = id(base if base is not None else blob.diff_mem)
+                if key not in seen:
+                    seen.add(key)
+                    total += (
+                        base.nbytes
+                        if base is not None
+                        else blob.count * blob.dtype.itemsize
+                    )
     for array in arrays:
         total += array.nbytes
     return total

@@ -118,6 +118,11 @@ class Solver(Snapshotting, PycaffeSolverMixin):
             :mod:`caffepy.solvers.divergence`.
         memory_check: refuse, before training, nets whose blobs, gradients and
             solver history would not fit in the available memory (True).
+        share_diffs: in CPU mode, let the train net's inner activations share
+            gradient memory (:meth:`caffepy.net.Net.share_diffs`): the same
+            training in less memory, but an inner blob's ``diff`` means nothing
+            after a step. False (the default, as Caffe and pycaffe) keeps a diff
+            per blob; ``caffepy train`` turns it on.
         source: the solver file ``param_or_path`` was read from, when it is a
             SolverParameter (``get_solver`` reads the file once).
 
@@ -143,6 +148,7 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         memory_check: bool = True,
         *,
         source: str | None = None,
+        share_diffs: bool = False,
     ) -> None:
         if self.type_name is None:
             raise SolverError("Solver is abstract; use caffepy.get_solver(...)")
@@ -165,6 +171,8 @@ class Solver(Snapshotting, PycaffeSolverMixin):
             rng.set_random_seed(param.random_seed)
         self.net = self._build_net(netsurgery.solver_train_net(param))
         self.test_nets = self._init_test_nets()
+        if share_diffs and self.ops.name == "cpu":
+            self.net.share_diffs()
         log.info("Solver scaffolding done.")
         self.iter = 0
         self.current_step = 0
@@ -272,8 +280,10 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         self._param_names = list(net.learnable_param_names)
         shapes = [b.shape for b in self._params]
         zeros = self.ops.zeros
-        self._update = [zeros(s, self.dtype) for s in shapes]
-        self._temp = [zeros(s, self.dtype) for s in shapes]
+        # NOTE: the rules use update_ and temp_ as scratch within one parameter's
+        # update, so one buffer each (the largest parameter's size) serves all.
+        self._update = memory.ScratchViews(shapes, self.dtype, zeros)
+        self._temp = memory.ScratchViews(shapes, self.dtype, zeros)
         self.history = [
             zeros(s, self.dtype) for _ in range(self.history_sets) for s in shapes
         ]
@@ -284,7 +294,8 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         update rule's history and scratch arrays. Layers' own scratch buffers
         (im2col columns, ...) come on top."""
         return memory.memory_estimate(
-            [self.net, *self.test_nets], self.history + self._update + self._temp
+            [self.net, *self.test_nets],
+            [*self.history, self._update, self._temp],
         )
 
     def scalar(self, value: Any) -> Any:

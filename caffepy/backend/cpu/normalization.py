@@ -84,6 +84,48 @@ class NormalizationOps:
     def batch_norm_backward_global(self, dy: Array, std: Array, dx: Array) -> None:
         np.divide(dy, std[:, None], out=dx)
 
+    # -- BatchNorm with the in-place Scale after it ------------------------------
+    def batch_norm_scale_forward_train(
+        self,
+        x: Array,
+        eps: float,
+        scale: Array,
+        bias: Array,
+        y: Array,
+        xnorm: Array,
+        mean: Array,
+        var: Array,
+        std: Array,
+    ) -> None:
+        K.bn_scale_forward_train(x, eps, scale, bias, y, xnorm, mean, var, std)
+
+    def batch_norm_scale_forward_global(
+        self,
+        x: Array,
+        mean: Array,
+        std: Array,
+        scale: Array,
+        bias: Array,
+        xnorm: Array | None,
+        y: Array,
+    ) -> None:
+        keep = xnorm is not None
+        K.bn_scale_forward_global(
+            x, mean, std, scale, bias, keep, xnorm if keep else y, y
+        )
+
+    def batch_norm_scale_backward_train(
+        self,
+        dy: Array,
+        xnorm: Array,
+        scale: Array,
+        std: Array,
+        dx: Array,
+        sum_dy: Array,
+        sum_dyx: Array,
+    ) -> None:
+        K.bn_scale_backward_train(dy, xnorm, scale, std, dx, sum_dy, sum_dyx)
+
     # -- Scale and Bias ----------------------------------------------------------
     def channel_affine(
         self, x: Array, scale: Array | None, bias: Array | None, y: Array

@@ -92,6 +92,62 @@ class NormalizationInterface(MemoryInterface):
         """dx = dy / std[c] on (N, C, S) arrays (dx may be dy)."""
         raise NotImplementedError
 
+    # NOTE: the three BatchNorm + Scale ops below default to the separate ops
+    # (the same numbers); the CPU backend runs each as one kernel.
+    def batch_norm_scale_forward_train(
+        self,
+        x: Array,
+        eps: float,
+        scale: Array,
+        bias: Array,
+        y: Array,
+        xnorm: Array,
+        mean: Array,
+        var: Array,
+        std: Array,
+    ) -> None:
+        """:meth:`batch_norm_forward_train`, then ``y = xnorm * scale[c] +
+        bias[c]`` (a BatchNorm and the in-place Scale after it); ``scale`` and
+        ``bias`` are (C,); ``y`` may be ``x``."""
+        self.batch_norm_forward_train(x, eps, y, xnorm, mean, var, std)
+        self.channel_affine(y, scale, bias, y)
+
+    def batch_norm_scale_forward_global(
+        self,
+        x: Array,
+        mean: Array,
+        std: Array,
+        scale: Array,
+        bias: Array,
+        xnorm: Array | None,
+        y: Array,
+    ) -> None:
+        """:meth:`batch_norm_forward_global` into ``xnorm`` (unless None), then
+        ``y = xnorm * scale[c] + bias[c]``; ``y`` may be ``x``."""
+        self.batch_norm_forward_global(x, mean, std, y)
+        if xnorm is not None:
+            self.copy(y, xnorm)
+        self.channel_affine(y, scale, bias, y)
+
+    def batch_norm_scale_backward_train(
+        self,
+        dy: Array,
+        xnorm: Array,
+        scale: Array,
+        std: Array,
+        dx: Array,
+        sum_dy: Array,
+        sum_dyx: Array,
+    ) -> None:
+        """Backward of an in-place Scale, then of the BatchNorm before it (batch
+        statistics): ``sum_dy = sum dy``, ``sum_dyx = sum dy * xnorm`` per
+        channel ((C,) float64, assigned: the Scale's bias and scale gradients),
+        then :meth:`batch_norm_backward_train` of ``dy * scale[c]`` into ``dx``
+        (which may be ``dy``)."""
+        self.channel_sums(dy, xnorm, sum_dy, sum_dyx)
+        self.channel_affine(dy, scale, None, dx)
+        self.batch_norm_backward_train(dx, xnorm, std, dx)
+
     def channel_affine(
         self, x: Array, scale: Array | None, bias: Array | None, y: Array
     ) -> None:

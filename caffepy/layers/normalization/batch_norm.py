@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from caffepy import backend
 from caffepy.backend.base import Array, Ops
 from caffepy.errors import LayerError, ShapeError
-from caffepy.layer import TEST, Layer
+from caffepy.layer import TEST, Layer, want_param
 from caffepy.registry import register_layer
 
 
@@ -129,13 +131,85 @@ class BatchNormLayer(Layer):
             return
         xnorm = self.workspace(ops).get("xnorm", x3.shape, x3.dtype)
         ops.batch_norm_forward_train(x3, self.eps, y3, xnorm, mean, var, std)
-        m = bottom[0].count // self.channels
+        self._update_stats(ops, bottom[0].count, mean, var)
+
+    def _update_stats(self, ops: Ops, count: int, mean: Array, var: Array) -> None:
+        """Fold the batch's mean and variance into the stored sums."""
+        m = count // self.channels
         # NOTE: the stored variance is unbiased (m / (m - 1)), the one used to
         # normalise this batch is not, as Caffe.
         correction = m / (m - 1) if m > 1 else 1.0
         stored = [ops.mutable_data(b) for b in self.blobs]
         maf = self.moving_average_fraction
         ops.batch_norm_update_stats(mean, var, maf, correction, *stored)
+
+    # -- fused with the in-place Scale after it (ResNet's BatchNorm + Scale) -------
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """A Scale with a learned per-channel scale and bias, in place after this
+        BatchNorm computed in place: ``y = xnorm * scale + bias`` in the same pass
+        as the normalisation, and the Scale keeps no copy of its input (it is this
+        layer's ``xnorm``)."""
+        from caffepy.layers.normalization.scale import ScaleLayer
+
+        if not isinstance(nxt, ScaleLayer) or top[0] is not bottom[0]:
+            return False
+        if len(nxt.layer_param.bottom) != 1 or nxt.bias_id is None:
+            return False
+        if bottom[0].num_axes < 2 or nxt.dtype != self.dtype:
+            return False
+        axis = nxt.axis + bottom[0].num_axes if nxt.axis < 0 else nxt.axis
+        want = (self.channels,)
+        return axis == 1 and all(
+            b.shape == want for b in (nxt.blobs[0], nxt.blobs[nxt.bias_id])
+        )
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        self.reshape(bottom, top)
+        nxt.reshape(top, top)
+        ops = backend.ops()
+        x3 = self._view(ops.data(bottom[0]))
+        y3 = self._view(ops.mutable_data(top[0]))
+        mean, var, std = (self._stats(ops, n) for n in ("mean", "var", "std"))
+        s = ops.data(nxt.blobs[0]).reshape(-1)
+        b = ops.data(nxt.blobs[nxt.bias_id]).reshape(-1)
+        if self.use_global_stats:
+            stored = [ops.data(blob) for blob in self.blobs]
+            ops.batch_norm_global_stats(*stored, self.eps, mean, var, std)
+            keep = None
+            if nxt._keeps_input(top, top):
+                keep = self.workspace(ops).get("xnorm", x3.shape, x3.dtype)
+            ops.batch_norm_scale_forward_global(x3, mean, std, s, b, keep, y3)
+            nxt.saved_input = keep
+            return
+        xnorm = self.workspace(ops).get("xnorm", x3.shape, x3.dtype)
+        ops.batch_norm_scale_forward_train(
+            x3, self.eps, s, b, y3, xnorm, mean, var, std
+        )
+        self._update_stats(ops, bottom[0].count, mean, var)
+        nxt.saved_input = xnorm
+
+    def backward_fused(
+        self, nxt: Layer, top: list, propagate_down: list, bottom: list
+    ) -> bool:
+        xnorm = getattr(nxt, "saved_input", None)
+        if self.use_global_stats or not propagate_down[0] or xnorm is None:
+            return False
+        if not (want_param(nxt, 0) and want_param(nxt, nxt.bias_id)):
+            return False
+        ops = backend.ops()
+        dy3 = self._view(ops.diff(top[0]))
+        dx3 = self._view(ops.mutable_diff(bottom[0]))
+        scale, bias = nxt.blobs[0], nxt.blobs[nxt.bias_id]
+        ws = nxt.workspace(ops)
+        sum_dy = ws.get("sum", (self.channels,), np.float64)
+        sum_dyx = ws.get("dot", (self.channels,), np.float64)
+        s = ops.data(scale).reshape(-1)
+        std = self._stats(ops, "std")
+        ops.batch_norm_scale_backward_train(dy3, xnorm, s, std, dx3, sum_dy, sum_dyx)
+        # NOTE: as ScaleLayer.backward: float32 += float64, in NumPy
+        ops.mutable_diff(scale)[...] += sum_dyx.reshape(scale.shape)
+        ops.mutable_diff(bias)[...] += sum_dy.reshape(bias.shape)
+        return True
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

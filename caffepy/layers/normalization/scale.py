@@ -62,6 +62,9 @@ class ScaleLayer(Layer):
             self.new_blob(shape, filler)
         self.bias_term = bool(param.bias_term)
         self.bias_id = None
+        #: the input of the last forward when a BatchNorm fused with this layer
+        #: kept it (its normalised input, :meth:`BatchNormLayer.forward_fused`)
+        self.saved_input = None
         if self.bias_term:
             if len(self.blobs) + len(bottom) < 3:
                 # NOTE: the bias follows Bias's rules with Scale's axis; with a
@@ -103,6 +106,7 @@ class ScaleLayer(Layer):
 
     def forward(self, bottom, top):
         ops = backend.ops()
+        self.saved_input = None
         if self._keeps_input(bottom, top):
             self.workspace(ops).keep("x", ops.data(bottom[0]))
         x3 = ops.data(bottom[0]).reshape(self.geom)
@@ -130,7 +134,9 @@ class ScaleLayer(Layer):
         if (scale_is_param and want_param(self, 0)) or (
             not scale_is_param and propagate_down[1]
         ):
-            if self._keeps_input(bottom, top):
+            if self.saved_input is not None:
+                x = self.saved_input
+            elif self._keeps_input(bottom, top):
                 x = self.workspace(ops).get("x", bottom[0].shape, bottom[0].dtype)
             else:
                 x = ops.data(bottom[0])
