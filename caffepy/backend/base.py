@@ -83,6 +83,11 @@ class Workspace:
         self._views[(name, dtype, shape)] = view
         return view
 
+    @property
+    def ops(self) -> Ops:
+        """The backend whose arrays this workspace holds."""
+        return self._ops
+
     def zeros(
         self, name: str, shape: tuple[int, ...], dtype: Any = np.float32
     ) -> Array:
