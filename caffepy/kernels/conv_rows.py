@@ -67,9 +67,11 @@ def unrearrange_add(wacc, kh, kw, dw):
 
 
 @njit(inline="always")
-def _im2row(xf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xhi, rf):
-    """Row columns of one image: rf[(c, kj), r, ox] = x[c, r - ph, ox*sw + kj*dw
-    - pw] (0 outside the image)."""
+def _im2row(
+    xf, xbase, chans, height, width, r0, hr, ow, kw, ph, pw, sw, dw, xlo, xhi, rf
+):  # fmt: skip
+    """Row columns of one image, rows [r0, r0 + hr): rf[(c, kj), r, ox] =
+    x[c, r0 + r - ph, ox*sw + kj*dw - pw] (0 outside the image)."""
     zero = xf.dtype.type(0)
     ustride = u64(sw)
     for c in range(chans):
@@ -80,7 +82,7 @@ def _im2row(xf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xh
             base = (c * kw + kj) * hr * ow
             for r in range(hr):
                 row = u64(base + r * ow)
-                sy = r - ph
+                sy = r0 + r - ph
                 if sy < 0 or sy >= height:
                     for k in range(ow):
                         rf[row + u64(k)] = zero
@@ -130,10 +132,15 @@ def _row2im(rf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xh
 
 
 def forward(
-    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, workers, counter,
-    rowbuf, y,
+    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, bands, gemm, local, workers,
+    counter, rowbuf, y,
 ):  # fmt: skip
     """y = conv(x, w) + bias for a convolution of vertical stride 1.
+
+    Each image is cut into ``bands`` bands of output rows, one task each (more
+    than one spreads a small batch, as deploy's batch of one, over the threads):
+    a band's row columns hold its own rows plus the (kh-1)*dh below them. Every
+    output element is the same sum of the same products whatever the bands.
 
     Args:
         x: (N, C, H, W) input, C-contiguous.
@@ -142,26 +149,27 @@ def forward(
         kh, kw, ph, pw, sw, dh, dw: kernel size, padding, horizontal stride,
             dilation (the vertical stride is 1).
         groups: G.
+        bands: bands of output rows per image (1 .. oh).
         gemm, local, workers, counter: see the module docstring.
         rowbuf: (workers, >= C*kw*hr*ow) scratch, hr = oh + (kh-1)*dh.
         y: (N, M, oh, ow) output, C-contiguous, overwritten.
     """
     counter[0] = 0
-    args = (x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, counter)
+    args = (x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, bands, gemm, local)
+    args = args + (counter,)
     launch(_forward_task, args + (rowbuf, y), workers, local)
 
 
 @njit
 def _forward_task(
-    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, gemm, local, counter, rowbuf,
-    y, _, tid,
+    x, wr, bias, kh, kw, ph, pw, sw, dh, dw, groups, bands, gemm, local, counter,
+    rowbuf, y, _, tid,
 ):  # fmt: skip
-    """One kernel thread's part of :func:`forward`: images from the counter."""
+    """One kernel thread's part of :func:`forward`: (image, band) tasks from the
+    counter."""
     n_img, chans, height, width = x.shape
     m_out, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     npos = oh * ow
-    hr = oh + (kh - 1) * dh
-    ldr = hr * ow
     kg = (chans // groups) * kw
     mg = m_out // groups
     xlo, xhi = axis_ranges(pw, dw, sw, width, ow, kw)
@@ -174,29 +182,35 @@ def _forward_task(
     set_local_threads(local, 1)
     rf = rowbuf[tid]
     while True:
-        n = fetch_add(counter, 1)
-        if n >= n_img:
+        j = fetch_add(counter, 1)
+        if j >= n_img * bands:
             break
+        n = j // bands
+        oy0 = (j - n * bands) * oh // bands
+        oy1 = (j - n * bands + 1) * oh // bands
+        hr = oy1 - oy0 + (kh - 1) * dh
+        ldr = hr * ow
+        cols = (oy1 - oy0) * ow
         _im2row(
-            xf, n * plane, chans, height, width, hr, ow, kw, ph, pw, sw, dw,
+            xf, n * plane, chans, height, width, oy0, hr, ow, kw, ph, pw, sw, dw,
             xlo, xhi, rf,
         )  # fmt: skip
-        yaddr = yf.ctypes.data + n * m_out * npos * isz
+        yb = n * m_out * npos + oy0 * ow
+        yaddr = yf.ctypes.data + yb * isz
         for g in range(groups):
             for ki in range(kh):
                 _gemm(
-                    gemm, _NT, _NT, mg, npos, kg, one,
+                    gemm, _NT, _NT, mg, cols, kg, one,
                     wr.ctypes.data + ((ki * m_out + g * mg) * kg) * isz, kg,
                     rf.ctypes.data + (g * kg * ldr + ki * dh * ow) * isz, ldr,
                     zero if ki == 0 else one,
                     yaddr + g * mg * npos * isz, npos,
                 )  # fmt: skip
         if bias.shape[0] > 0:
-            yb = n * m_out * npos
             for o in range(m_out):
                 v = bias[o]
                 base = u64(yb + o * npos)
-                for p in range(npos):
+                for p in range(cols):
                     yf[base + u64(p)] += v
 
 
@@ -266,7 +280,7 @@ def _backward_task(
                 _row_sums(dyc, m_out, npos, bacc, q)
             if want_w:
                 _im2row(
-                    xf, n * plane, chans, height, width, hr, ow, kw, ph, pw,
+                    xf, n * plane, chans, height, width, 0, hr, ow, kw, ph, pw,
                     sw, dw, xlo, xhi, rf,
                 )  # fmt: skip
                 beta = zero if n == n_first else one

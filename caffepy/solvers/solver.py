@@ -31,8 +31,6 @@ import logging
 import math
 import os
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,14 +44,13 @@ from caffepy.solvers import memory
 from caffepy.solvers.display import g as _g
 from caffepy.solvers.display import log_iteration, log_outputs, loss_weights
 from caffepy.solvers.divergence import diagnose, nonfinite_params
+from caffepy.solvers.hooks import SolverHooks
 from caffepy.solvers.lr_policy import check_lr_policy, learning_rate
 from caffepy.solvers.snapshot import Snapshotting
 from caffepy.solvers.validate import check_solver_numbers
 from caffepy.tools import netsurgery
 
 log = logging.getLogger("caffepy")
-
-_ACTIONS = ("stop", "snapshot")
 
 
 def read_solver_param(param_or_path: Any) -> tuple[Any, str | None]:
@@ -100,7 +97,7 @@ def read_solver_param(param_or_path: Any) -> tuple[Any, str | None]:
     return param, path
 
 
-class Solver(Snapshotting, PycaffeSolverMixin):
+class Solver(SolverHooks, Snapshotting, PycaffeSolverMixin):
     """Trains a Net from a SolverParameter; pycaffe's ``caffe.Solver``.
 
     Abstract: build one with ``caffepy.get_solver(path_or_param)`` (the class
@@ -178,11 +175,7 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         self.current_step = 0
         self.smoothed_loss = 0.0
         self._losses: list[float] = []
-        self._callbacks: list[Callable] = []
-        self._pycaffe_callbacks: list[tuple[Callable, Callable]] = []
-        self._test_callbacks: list[Callable] = []
-        self._after_backward: list[Callable[[int], None]] = []
-        self._actions: deque[str] = deque()
+        self._init_hooks()
         self._early_exit = False
         self.mean_scores: list[list[float]] = [[] for _ in self.test_nets]
         self._last_rate: float | None = None
@@ -302,34 +295,6 @@ class Solver(Snapshotting, PycaffeSolverMixin):
         """``value`` as the nets' float type (so updates stay in float32)."""
         return self.dtype.type(value)
 
-    # -- hooks for the CLI and pycaffe ----------------------------------------------
-    def add_callback(
-        self, fn: Callable, on_gradients_ready: Callable | None = None
-    ) -> None:
-        """Call ``fn(iter, loss, lr)`` after each iteration.
-
-        ``iter`` is the number of updates done (``solver.iter`` after the update),
-        ``loss`` that iteration's loss (mean over iter_size), ``lr`` the rate used.
-        pycaffe's two-function form ``add_callback(on_start, on_gradients_ready)``
-        is also accepted: ``on_start()`` runs before the forward passes and
-        ``on_gradients_ready()`` before the update; so is one object with those
-        two methods (Caffe's ``Solver::Callback``, e.g. ``caffe.NCCL``).
-        """
-        if on_gradients_ready is None and hasattr(fn, "on_gradients_ready"):
-            callback: Any = fn
-            fn, on_gradients_ready = callback.on_start, callback.on_gradients_ready
-        if on_gradients_ready is None:
-            self._callbacks.append(fn)
-        else:
-            self._pycaffe_callbacks.append((fn, on_gradients_ready))
-
-    def add_after_backward(self, fn: Callable[[int], None]) -> None:
-        """Call ``fn(layer_index)`` as soon as each train-net layer's backward is
-        done, in the last of the ``iter_size`` passes (Caffe's
-        ``Net::add_after_backward``, which ``layer_wise_reduce`` uses to start a
-        layer's gradient reduction while the layers below compute theirs)."""
-        self._after_backward.append(fn)
-
     def _forward_backward(self, last: bool) -> float:
         """One forward and backward pass of the train net; with after-backward
         callbacks (and ``last``), the backward runs layer by layer."""
@@ -346,28 +311,6 @@ class Solver(Snapshotting, PycaffeSolverMixin):
 
             netdebug.params_debug_info(net)
         return loss
-
-    def add_test_callback(self, fn: Callable) -> None:
-        """Call ``fn(iter, test_net_id, results)`` after each test, ``results`` an
-        ordered list of (output name, mean value)."""
-        self._test_callbacks.append(fn)
-
-    def request_action(self, action: str) -> None:
-        """Ask for ``"stop"`` or ``"snapshot"`` at the next iteration boundary
-        (safe to call from a signal handler)."""
-        if action not in _ACTIONS:
-            raise SolverError(
-                f"unknown solver action {action!r}; expected one of "
-                f"{', '.join(_ACTIONS)}"
-            )
-        self._actions.append(action)
-
-    def _take_actions(self) -> set[str]:
-        """The set of actions requested since the last call."""
-        got = set()
-        while self._actions:
-            got.add(self._actions.popleft())
-        return got
 
     # -- training --------------------------------------------------------------------
     def step(self, iters: int) -> None:

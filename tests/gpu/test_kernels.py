@@ -6,7 +6,7 @@ import pytest
 
 from caffepy.backend.cuda import memory
 from caffepy.kernels import im2col as cpu_im2col
-from caffepy.kernels import normalization as cpu_norm
+from caffepy.kernels import lrn as cpu_lrn
 from caffepy.kernels import pooling as cpu_pool
 
 pytest.importorskip("numba.cuda")
@@ -219,7 +219,7 @@ def test_lrn_across_channels_matches_cpu():
     alpha, beta, k = np.float32(1e-1), np.float32(0.75), np.float32(1.0)
     x = rand(n, c, s)
     scale, y = np.empty_like(x), np.empty_like(x)
-    cpu_norm.lrn_across_forward(x, size, alpha / size, k, beta, scale, y)
+    cpu_lrn.lrn_across_forward(x, size, alpha / size, k, beta, scale, y)
     gs, gy = memory.empty((x.size,)), memory.empty((x.size,))
     gx = dev(x.ravel())
     launch(
@@ -240,7 +240,7 @@ def test_lrn_across_channels_matches_cpu():
     dy = rand(n, c, s)
     dx = np.empty_like(x)
     coeff = np.float32(2) * alpha * beta / size
-    cpu_norm.lrn_across_backward(x, y, scale, dy, size, coeff, beta, dx)
+    cpu_lrn.lrn_across_backward(x, y, scale, dy, size, coeff, beta, dx)
     gdx = memory.empty((x.size,))
     launch(
         normalization.lrn_across_backward,

@@ -110,3 +110,38 @@ def test_rows_chosen_by_shape():
     assert cpu_conv._use_rows(quick_conv2)
     assert not cpu_conv._use_rows(quick_conv1)  # 3 input channels: K too small
     assert not cpu_conv._use_rows(strided)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [c for c in CASES if c[0][0] > 1] + [CASES[5]])
+def test_rows_forward_in_bands_matches_torch(case, dtype, threads):
+    # one image cut into 1 .. oh bands of output rows (deploy's batch of one)
+    shape, m, kernel, pad, sw, dil, g = case
+    case = ((1,) + shape[1:],) + case[1:]
+    geom = _geom(case)
+    gen = np.random.default_rng(7)
+    x = gen.standard_normal(case[0]).astype(dtype)
+    w = gen.standard_normal((m, shape[1] // g) + kernel).astype(dtype)
+    b = gen.standard_normal(m).astype(dtype)
+    ref = F.conv2d(*map(torch.from_numpy, (x, w, b)), (1, sw), pad, dil, g).numpy()
+    ws = CpuOps().workspace()
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for bands in range(1, geom.out_spatial[0] + 1):
+        y = np.full(ref.shape, np.nan, dtype)
+        cpu_conv._rows_forward(x, w, b, geom, y, ws, bands)
+        np.testing.assert_allclose(y, ref, rtol=tol, atol=tol, err_msg=f"{bands=}")
+    y = np.full(ref.shape, np.nan, dtype)
+    cpu_conv.conv_forward(x, w, b, geom, y, ws)
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
+def test_rows_chosen_for_one_image():
+    def one(c, hw, m, k):
+        return ConvGeometry(1, c, m, (hw, hw), (hw, hw), (k, k), (k // 2, k // 2),
+                            (1, 1), (1, 1), 1)  # fmt: skip
+
+    assert cpu_conv._use_rows_one(one(3, 32, 32, 5))  # CIFAR10-quick's conv1
+    assert cpu_conv._use_rows_one(one(32, 16, 32, 5))  # its conv2
+    assert cpu_conv._use_rows_one(one(64, 224, 64, 3))  # VGG-16's conv1_2
+    assert not cpu_conv._use_rows_one(one(3, 224, 64, 3))  # VGG-16's conv1_1
+    assert not cpu_conv._use_rows_one(one(512, 14, 512, 3))  # VGG-16's conv5

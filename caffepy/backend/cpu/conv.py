@@ -324,12 +324,41 @@ def _use_rows(geom: ConvGeometry) -> bool:
     )
 
 
+#: A single image (deploy's batch of one) is cut into bands of output rows on
+#: conv_rows, at least two per thread and at most this many positions each, so
+#: that the threads share it and a band's row columns stay small. Measured on
+#: CIFAR10-quick's convs and VGG-16's (224x224 to 14x14), 1 and 2 threads: rows
+#: in bands beat im2col + GEMM (the whole image, or split over the threads by
+#: conv_forward_wide) 1.1-2x, except where the GEMMs' inner size is large and
+#: the image small (VGG's 28x28 and 14x14: im2col's one long-K GEMM is 5-20%
+#: faster) and for 3x3 kernels over 3 channels (VGG's conv1_1).
+ROWS_BAND_POSITIONS = 1568
+ROWS_ONE_MIN_INNER = 12
+ROWS_ONE_MAX_INNER = 512
+ROWS_ONE_MAX_INNER_POSITIONS = 2048
+
+
+def _use_rows_one(geom: ConvGeometry) -> bool:
+    """Whether the forward of a 2-D convolution of one image runs on conv_rows."""
+    pl = plan(geom)
+    inner = geom.in_channels // geom.group * pl.kernel[1]
+    npos = pl.out_sp[0] * pl.out_sp[1]
+    return (
+        _blas.AVAILABLE
+        and pl.stride[0] == 1
+        and pl.kernel[0] > 1
+        and npos >= ROWS_MIN_POSITIONS
+        and inner >= ROWS_ONE_MIN_INNER
+        and (inner < ROWS_ONE_MAX_INNER or npos >= ROWS_ONE_MAX_INNER_POSITIONS)
+    )
+
+
 def conv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
     """See :meth:`caffepy.backend.base.Ops.conv_forward`."""
     ws.state.pop(_COLS_OF, None)
     if len(geom.kernel) > 2:
         return _nd.conv_forward(x, w, b, geom, y, ws)
-    if _use_rows(geom):
+    if _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
         _rows_forward(x, w, b, geom, y, ws)
     elif _blas.AVAILABLE:
         _fused_forward(x, w, b, geom, y, ws)
@@ -424,12 +453,19 @@ def _rows_args(geom, ws, dtype, workers):
     return rowbuf, wr
 
 
-def _rows_forward(x, w, b, geom, y, ws) -> None:
+def _rows_forward(x, w, b, geom, y, ws, bands=None) -> None:
     from caffepy.kernels import conv_rows as _cr
 
     pl = plan(geom)
     dtype = x.dtype
     workers = numba.get_num_threads()
+    if bands is None:
+        # a batch smaller than the threads: each image cut into bands of rows
+        bands = -(-workers // geom.num)
+        if geom.num == 1:
+            npos = pl.out_sp[0] * pl.out_sp[1]
+            bands = max(2 * workers, -(-npos // ROWS_BAND_POSITIONS))
+        bands = min(pl.out_sp[0], bands)
     rowbuf, wr = _rows_args(geom, ws, dtype, workers)
     kh, kw = pl.kernel
     _cr.rearrange(w.reshape(geom.out_channels, -1), kh, kw, wr)
@@ -438,7 +474,7 @@ def _rows_forward(x, w, b, geom, y, ws) -> None:
     y4 = y.reshape((geom.num, geom.out_channels) + pl.out_sp)
     args = (pl.pad[0], pl.pad[1], pl.stride[1], pl.dilation[0], pl.dilation[1])
     _cr.forward(
-        x4, wr, bias, kh, kw, *args, geom.group, _blas.gemm_address(dtype),
+        x4, wr, bias, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
         _blas.SET_LOCAL_THREADS, workers, _scratch(ws).get("counter", (1,), np.int64),
         rowbuf, y4,
     )  # fmt: skip

@@ -1,5 +1,6 @@
 """Normalization ops on the CPU: BatchNorm, Scale/Bias broadcasts and reductions,
-LRN and MVN, over the Numba kernels of :mod:`caffepy.kernels.normalization`.
+LRN and MVN, over the Numba kernels of :mod:`caffepy.kernels.normalization`
+and :mod:`caffepy.kernels.lrn`.
 
 NOTE: every expression here is the one the layers used before the op boundary,
 in the same order of floating-point operations, so results are bit-identical.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffepy.backend.base import Array
+from caffepy.kernels import lrn as L
 from caffepy.kernels import normalization as K
 
 
@@ -168,9 +170,9 @@ class NormalizationOps:
     ) -> None:
         x3, s3, y3 = (_lrn_view(a, within) for a in (x, scale, y))
         if within:
-            K.lrn_within_forward(x3, size, alpha, beta, s3, y3)
+            L.lrn_within_forward(x3, size, alpha, beta, s3, y3)
         else:
-            K.lrn_across_forward(x3, size, alpha / size, k, beta, s3, y3)
+            L.lrn_across_forward(x3, size, alpha / size, k, beta, s3, y3)
 
     def lrn_backward(
         self,
@@ -186,10 +188,10 @@ class NormalizationOps:
     ) -> None:
         x3, y3, s3, dy3, dx3 = (_lrn_view(a, within) for a in (x, y, scale, dy, dx))
         if within:
-            K.lrn_within_backward(x3, y3, s3, dy3, size, alpha, beta, dx3)
+            L.lrn_within_backward(x3, y3, s3, dy3, size, alpha, beta, dx3)
         else:
             coeff = 2.0 * alpha * beta / size
-            K.lrn_across_backward(x3, y3, s3, dy3, size, coeff, beta, dx3)
+            L.lrn_across_backward(x3, y3, s3, dy3, size, coeff, beta, dx3)
 
     # -- MVN ---------------------------------------------------------------------
     def mvn_forward(
