@@ -539,43 +539,17 @@ class Net(PycaffeNetMixin):
 
     def share_diffs(self) -> int:
         """Let activations whose gradients are never live at the same time share
-        their diff memory (:mod:`caffepy.netmemory`); backward computes the
-        same numbers. Afterwards the diff of an inner blob is valid only while
-        backward runs through the layers that use it (net inputs, outputs and
-        loss tops keep their own). Host memory only: call it in CPU mode.
+        their diff memory (:func:`caffepy.netmemory.share_diffs`): backward
+        computes the same numbers, but afterwards the diff of an inner blob is
+        valid only while backward runs through the layers that use it. Host
+        memory only: call it in CPU mode.
 
         Returns:
             The bytes of gradient memory saved.
         """
-        from caffepy.netmemory import plan_diff_sharing
+        from caffepy.netmemory import share_diffs
 
-        keep = {id(self.blobs[n]) for n in (*self.inputs, *self.outputs)}
-        for layer, tops in zip(self.layers, self.top_vecs):
-            keep.update(id(t) for t, w in zip(tops, layer.loss_weights) if w)
-        # a diff another blob already shares (a parameter's, Caffe's ShareDiff)
-        owners: dict[int, list[Blob]] = {}
-        for blob in [*self.blobs.values()] + [
-            b for lr in self.layers for b in lr.blobs
-        ]:
-            owners.setdefault(id(blob.diff_mem), []).append(blob)
-        for blobs in owners.values():
-            if len(blobs) > 1:
-                keep.update(id(b) for b in blobs)
-        groups = plan_diff_sharing(
-            self.bottom_vecs,
-            self.top_vecs,
-            self.layer_need_backward,
-            self.bottom_need_backward,
-            keep,
-        )
-        saved = 0
-        for group in groups:
-            buf = np.zeros(group[0].count, group[0].dtype)
-            for blob in group:
-                blob.share_diff_buffer(buf)
-            saved += sum(b.count for b in group[1:]) * buf.itemsize
-        log.debug("%d blobs share %d diff buffers", sum(map(len, groups)), len(groups))
-        return saved
+        return share_diffs(self)
 
     def clear_param_diffs(self):
         from caffepy.backend.mode import ops

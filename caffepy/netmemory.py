@@ -19,8 +19,13 @@ the never-written diff).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("caffepy")
 
 
 def diff_live_ranges(
@@ -114,3 +119,38 @@ def plan_diff_sharing(
         else:
             groups.append([cand])
     return [[r[0] for r in group] for group in groups if len(group) > 1]
+
+
+def share_diffs(net: Any) -> int:
+    """Apply :func:`plan_diff_sharing` to ``net`` (a built Net): each group's
+    blobs get one host buffer for their diffs. Net inputs, outputs and loss
+    tops keep their own (see the module docstring).
+
+    Returns:
+        The bytes of gradient memory saved.
+    """
+    keep = {id(net.blobs[n]) for n in (*net.inputs, *net.outputs)}
+    for layer, tops in zip(net.layers, net.top_vecs):
+        keep.update(id(t) for t, w in zip(tops, layer.loss_weights) if w)
+    # a diff another blob already shares (a parameter's, Caffe's ShareDiff)
+    owners: dict[int, list[Any]] = {}
+    for blob in [*net.blobs.values()] + [b for lr in net.layers for b in lr.blobs]:
+        owners.setdefault(id(blob.diff_mem), []).append(blob)
+    for blobs in owners.values():
+        if len(blobs) > 1:
+            keep.update(id(b) for b in blobs)
+    groups = plan_diff_sharing(
+        net.bottom_vecs,
+        net.top_vecs,
+        net.layer_need_backward,
+        net.bottom_need_backward,
+        keep,
+    )
+    saved = 0
+    for group in groups:
+        buf = np.zeros(group[0].count, group[0].dtype)
+        for blob in group:
+            blob.share_diff_buffer(buf)
+        saved += sum(b.count for b in group[1:]) * buf.itemsize
+    log.debug("%d blobs share %d diff buffers", sum(map(len, groups)), len(groups))
+    return saved
