@@ -5,10 +5,14 @@ Numba compiles the body as a gufunc, links it into two wrappers and into the
 kernel, and LLVM optimises and generates machine code for the body in each of
 these four modules. A first run of LeNet spent two thirds of its 30 s start
 there. Here the body is a plain ``njit`` function, the *task*, compiled once
-for its signature (and cached); the parallel region is one generic launcher,
-:func:`launch`, whose loop calls the task through its address (as the kernels
-call the BLAS): the launcher stays small, the task is compiled once, and the
-run-time cost is one indirect call per loop iteration.
+for its signature (and cached); the parallel region is one launcher for every
+task, :func:`_launch`, compiled once: its loop calls a small *entry* compiled
+per argument types (:func:`_entry`, about 0.05 s to compile where a launcher
+per signature took 0.4 s), which reads the arguments from a buffer that
+:func:`launch` packs (:func:`_pack`, in Numba's data model) and calls the task
+through its address (as the kernels call the BLAS). The run-time cost is two
+indirect calls per loop iteration and packing the arguments once per launch
+(a few microseconds).
 
 A task takes its arguments, then the loop index and the kernel thread's id
 (``numba.get_thread_id()`` of the launcher: a task loaded from Numba's cache
@@ -16,14 +20,17 @@ must not call it itself, since the threading layer may not have started yet).
 Arrays a task takes are C-contiguous (checked when the launcher compiles).
 """
 
+import struct
+
 import numba
+import numpy as np
 from numba import types
 from numba._dispatcher import compute_fingerprint
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from caffepy.kernels.blas import set_local_threads
-from caffepy.kernels.config import pjit, prange
+from caffepy.kernels.config import njit, pjit, prange
 
 
 @intrinsic
@@ -53,31 +60,136 @@ def _call(typingctx, addr, args, index, tid):
     return sig, codegen
 
 
+@intrinsic
+def _load(typingctx, buf, kind):
+    """The tuple of type ``kind`` stored at address ``buf`` (see :func:`_pack`)."""
+    tupty = kind.instance_type
+
+    def codegen(context, builder, signature, llargs):
+        model = context.data_model_manager[tupty]
+        ptr = builder.inttoptr(llargs[0], model.get_data_type().as_pointer())
+        return model.load_from_data_pointer(builder, ptr)
+
+    return tupty(buf, kind), codegen
+
+
+@intrinsic
+def _call_entry(typingctx, entry, task, buf, index, tid):
+    """Call ``entry(task, buf, index, tid, <a type>)``, a :func:`_entry`
+    compiled for one argument tuple: the type argument is an opaque pointer
+    (``TypeRef``'s data model), passed as null."""
+    argtys = (types.int64,) * 4 + (types.voidptr,)
+    sig = types.void(entry, task, buf, index, tid)
+
+    def codegen(context, builder, signature, llargs):
+        conv = context.call_conv
+        fnty = conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        values = [
+            context.cast(builder, v, t, types.int64)
+            for v, t in zip(llargs[1:], signature.args[1:], strict=True)
+        ]
+        values.append(context.get_constant_null(types.voidptr))
+        status, _ = conv.call_function(builder, fn, types.none, argtys, values)
+        with builder.if_then(status.is_error, likely=False):
+            conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit
+def _entry(task, buf, index, tid, kind):
+    """The task at ``task`` called with the arguments stored at ``buf``."""
+    _call(task, _load(buf, kind), index, tid)
+
+
 @pjit
-def _launch(task, args, n, local):
+def _launch(entry, task, buf, n, local):
     for i in prange(n):
-        _call(task, args, i, numba.get_thread_id())
+        _call_entry(entry, task, buf, i, numba.get_thread_id())
     if local != 0:
         set_local_threads(local, 0)  # the calling thread's BLAS as it was
 
 
-_ADDRESSES = {}
+#: struct codes of the scalars a task may take (native alignment, as LLVM's).
+_SCALARS = {
+    types.boolean: "?",
+    types.int8: "b",
+    types.uint8: "B",
+    types.int16: "h",
+    types.uint16: "H",
+    types.int32: "i",
+    types.uint32: "I",
+    types.int64: "q",
+    types.uint64: "Q",
+    types.float32: "f",
+    types.float64: "d",
+}
+
+
+def _layout(argtypes):
+    """The ``struct`` format of a tuple of ``argtypes`` in Numba's data model:
+    an array is (meminfo, parent, size, itemsize, data, shape..., strides...)."""
+    fmt = "@"
+    for t in argtypes:
+        if isinstance(t, types.Array):
+            fmt += "PPqqP" + "q" * (2 * t.ndim)
+        elif t in _SCALARS:
+            fmt += _SCALARS[t]
+        else:
+            raise TypingError(f"a task takes arrays and numbers, received {t}")
+    return struct.Struct(fmt)
+
+
+def _pack(layout, args):
+    """``args`` stored as :func:`_load` reads them, in a new buffer (arrays
+    without their meminfo: the caller keeps them alive)."""
+    values = []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            values += (0, 0, a.size, a.itemsize, a.ctypes.data)
+            values += a.shape
+            values += a.strides
+        else:
+            values.append(a)
+    buf = np.empty(layout.size, np.uint8)
+    layout.pack_into(buf, 0, *values)
+    return buf
+
+
+_ENTRIES = {}
+
+
+def _compile(task, args):
+    """(task address, entry address, layout) for ``task`` called with ``args``."""
+    argtypes = tuple(numba.typeof(a) for a in args)
+    sig = argtypes + (types.int64, types.int64)
+    task.compile(sig)
+    cres = task.overloads[sig]
+    addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    kind = types.TypeRef(types.Tuple(argtypes))
+    esig = (types.int64,) * 4 + (kind,)
+    _entry.compile(esig)
+    eres = _entry.overloads[esig]
+    entry = eres.library.get_pointer_to_function(eres.fndesc.llvm_func_name)
+    return addr, entry, _layout(argtypes)
+
+
+def _lookup(task, args):
+    # NOTE: Numba's own type fingerprint of the arguments (dtype, ndim, layout,
+    # writeable; 0.3 us for twenty of them) keys the compiled tasks.
+    key = (task, compute_fingerprint(args))
+    found = _ENTRIES.get(key)
+    if found is None:
+        found = _ENTRIES[key] = _compile(task, args)
+    return found
 
 
 def address(task, args):
     """The address of ``task`` (an ``njit`` function) compiled for ``*args`` and
     two int64s (the loop index and the thread id)."""
-    # NOTE: Numba's own type fingerprint of the arguments (dtype, ndim, layout,
-    # writeable; 0.3 us for twenty of them) keys the compiled tasks.
-    key = (task, compute_fingerprint(args))
-    addr = _ADDRESSES.get(key)
-    if addr is None:
-        sig = tuple(numba.typeof(a) for a in args) + (types.int64, types.int64)
-        task.compile(sig)
-        cres = task.overloads[sig]
-        addr = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
-        _ADDRESSES[key] = addr
-    return addr
+    return _lookup(task, args)[0]
 
 
 def launch(task, args, n, local=0):
@@ -85,13 +197,15 @@ def launch(task, args, n, local=0):
 
     Args:
         task: a serial ``njit`` function (see the module docstring).
-        args: its arguments (a tuple; arrays C-contiguous).
+        args: its arguments (a tuple of C-contiguous arrays and numbers).
         n: the loop's length.
         local: :data:`caffepy.kernels.blas.SET_LOCAL_THREADS` when the task
             sets its thread's BLAS threads (reset on the calling thread after
             the loop), else 0.
     """
-    _launch(address(task, args), args, n, local)
+    addr, entry, layout = _lookup(task, args)
+    buf = _pack(layout, args)
+    _launch(entry, addr, buf.ctypes.data, n, local)
 
 
 __all__ = ["address", "launch"]

@@ -300,18 +300,41 @@ def run_training(
     monitor = TrainingMonitor(solver, progress=progress and launch.is_root())
     install_signals(solver, sigint_effect, sighup_effect, sigterm_effect)
     if param.solver_mode != type(param).GPU and launch.is_root():
-        from caffepy.tools.warmup import kernels_cached
-
-        if kernels_cached() is False:
-            log.info(
-                "Compiling the kernels for this machine (first run only; "
-                "`caffepy warmup` does it ahead)"
-            )
+        compile_ahead(solver.net)
     log.info("Starting Optimization")
     solver.solve()
     monitor.close()
     log.info("Optimization Done.")
     return solver, monitor
+
+
+def compile_ahead(net: Any) -> None:
+    """On a first run (Numba's cache lacks the convolution kernels), compile the
+    kernels ``net`` trains with before the first iteration, in one process per
+    core (this one included) instead of one after another as each is first
+    called; ``CAFFEPY_COMPILE_AHEAD=0`` leaves them to first use."""
+    from caffepy.tools import warmup as _w
+
+    units = [u for u in _w.units_for(net) if _w.kernels_cached([u]) is False]
+    if not units:
+        return
+    jobs = min(_w.cpu_count(), len(units))
+    if os.environ.get("CAFFEPY_COMPILE_AHEAD", "1") == "0" or jobs < 2:
+        log.info(
+            "Compiling the kernels for this machine (first run only; "
+            "`caffepy warmup` does it ahead)"
+        )
+        return
+    import numba
+
+    log.info(
+        "Compiling the kernels for this machine in %d processes (first run only; "
+        "`caffepy warmup` does it ahead): %s",
+        jobs,
+        ", ".join(units),
+    )
+    result = _w.warmup(units, jobs=jobs, threads=numba.get_num_threads(), here=True)
+    log.info("Compiled in %.1f s", result["seconds"])
 
 
 def train(solver_path: str, weights: str = "", snapshot: str = "", **options: Any):

@@ -11,8 +11,8 @@ Numba compiles one function at a time per process.
 
 Units (each one process's work): ``conv.backward``, ``conv.forward`` (the
 im2col + GEMM passes), ``rows.backward``, ``rows.forward`` (the row-column
-passes the backend picks for wider layers), ``conv.forward1`` (batch 1: the
-deploy path spread over the threads),
+passes the backend picks for small images and wider layers),
+``conv.forward1`` (batch 1: the deploy path spread over the threads),
 ``pool.max``, ``pool.ave``, ``solver`` (InnerProduct, ReLU, SoftmaxWithLoss
 and the fused SGD update), ``data`` (the Data layer's transformation). With
 ``all``: also ``lrn``, ``batchnorm`` (BatchNorm and Scale), ``dropout``,
@@ -21,8 +21,14 @@ and the fused SGD update), ``data`` (the Data layer's transformation). With
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
+import threading
 import time
+from concurrent.futures import as_completed
+
+log = logging.getLogger(__name__)
 
 #: The units a plain ``caffepy warmup`` compiles, the slowest first.
 COMMON = (
@@ -112,10 +118,16 @@ def _solver():
         """,
         caffe_pb2.SolverParameter(),
     )
-    solver = caffepy.get_solver(param)
-    solver.net.blobs["x"].data[...] = 0.5
-    solver.net.blobs["y"].data[...] = [0, 1, 2, 1]
-    solver.step(1)
+    quiet = logging.getLogger("caffepy")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # not this stand-in solver's set-up lines
+    try:
+        solver = caffepy.get_solver(param)
+        solver.net.blobs["x"].data[...] = 0.5
+        solver.net.blobs["y"].data[...] = [0, 1, 2, 1]
+        solver.step(1)
+    finally:
+        quiet.setLevel(level)
 
 
 def _data():
@@ -142,13 +154,14 @@ def _data():
 def _run_unit(name):
     """Compile one unit's kernels (in this process); returns (name, seconds)."""
     t = time.perf_counter()
-    # NOTE: the CPU backend chooses the convolution kernel by shape: LeNet's
-    # conv1 (one channel) runs on kernels/conv.py, its conv2 (20 channels, 8x8
-    # outputs) on kernels/conv_rows.py, a batch of one spread over the threads.
+    # NOTE: the CPU backend chooses the convolution kernel by shape: one
+    # channel over 40x40 runs on kernels/conv.py (few rows, a larger image),
+    # LeNet's convolutions on kernels/conv_rows.py, and a batch of one over the
+    # threads on conv.py's wide pass (one channel) or conv_rows in bands.
     if name == "conv.forward":
-        _conv((2, 1, 28, 28), True, False)
+        _conv((2, 1, 40, 40), True, False)
     elif name == "conv.backward":
-        _conv((2, 1, 28, 28), False, True)
+        _conv((2, 1, 40, 40), False, True)
     elif name == "rows.forward":
         _conv((2, 20, 12, 12), True, False)
     elif name == "rows.backward":
@@ -189,7 +202,7 @@ def _worker(name, threads):
     return _run_unit(name)
 
 
-def warmup(units=COMMON, jobs=None, threads=None, log=None):
+def warmup(units=COMMON, jobs=None, threads=None, log=None, here=False):
     """Compile the kernels of ``units`` into Numba's cache.
 
     Args:
@@ -200,40 +213,34 @@ def warmup(units=COMMON, jobs=None, threads=None, log=None):
             cores); a thread count above 1 is what selects the batch-1
             convolution of ``conv.forward1``.
         log: a function called with one line per unit done, or None.
+        here: this process is one of the ``jobs``: it compiles units too (they
+            are then loaded here already), and a unit that fails in a helper
+            process is left to be compiled on first use instead of raising.
 
     Returns:
         dict: ``seconds`` (wall time), ``units`` (name -> seconds in its
         process) and ``cache`` (where Numba keeps them, when known).
     """
     units = list(dict.fromkeys(units))
-    if jobs is None:
-        try:
-            jobs = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            jobs = os.cpu_count() or 1
-    jobs = max(1, min(int(jobs), len(units)))
+    jobs = max(1, min(int(jobs or cpu_count()), len(units) or 1))
     t = time.perf_counter()
     done = {}
+
+    def record(name, seconds):
+        done[name] = seconds
+        if log:
+            log(f"{name}: {seconds:.1f} s")
+
     if jobs == 1:
         for name in units:
-            name, seconds = _worker(name, threads)
-            done[name] = seconds
-            if log:
-                log(f"{name}: {seconds:.1f} s")
+            record(*_worker(name, threads))
+    elif here:
+        _share(units, jobs, threads, record)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # NOTE: fresh interpreters (spawn), not forks of a process whose OpenMP
-        # threads may already run.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        with _processes(jobs) as pool:
             futures = [pool.submit(_worker, name, threads) for name in units]
             for future in as_completed(futures):
-                name, seconds = future.result()
-                done[name] = seconds
-                if log:
-                    log(f"{name}: {seconds:.1f} s")
+                record(*future.result())
     return {
         "seconds": time.perf_counter() - t,
         "units": done,
@@ -241,20 +248,165 @@ def warmup(units=COMMON, jobs=None, threads=None, log=None):
     }
 
 
-def kernels_cached():
-    """Whether Numba's cache holds the largest training kernel (the convolution
-    backward task) compiled for this machine and this source: True, False, or
-    None when it cannot tell. Reads one small index file."""
-    from caffepy.kernels import conv
-
-    task = conv._backward_task
+def cpu_count():
+    """The cores this process may run on."""
     try:
-        cache = task._cache
-        index = cache._cache_file._load_index()
-        _, magic, code = cache._index_key(None, task.targetctx.codegen())
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _processes(jobs):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # NOTE: fresh interpreters (spawn), not forks of a process whose OpenMP
+    # threads may already run.
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _share(units, jobs, threads, record):
+    """Compile ``units`` here and in ``jobs - 1`` helper processes, each taking
+    the next unit as it finishes one (the list's order: the slowest first)."""
+    pending = collections.deque(units)
+    lock = threading.Condition()
+    busy = [0]
+
+    def take():
+        with lock:
+            return pending.popleft() if pending else None
+
+    with _processes(jobs - 1) as pool:
+
+        def feed(future=None):
+            if future is not None:
+                try:
+                    record(*future.result())
+                except Exception as exc:  # noqa: BLE001 - compiled on first use
+                    log.debug("warmup unit failed in a helper process: %s", exc)
+                with lock:
+                    busy[0] -= 1
+                    lock.notify_all()
+            name = take()
+            if name is not None:
+                with lock:
+                    busy[0] += 1
+                try:
+                    pool.submit(_worker, name, threads).add_done_callback(feed)
+                except RuntimeError:  # the pool shut down after a helper died
+                    with lock:
+                        busy[0] -= 1
+                        pending.appendleft(name)
+                        lock.notify_all()
+
+        for _ in range(jobs - 1):
+            feed()
+        while True:
+            name = take()
+            if name is None:
+                with lock:
+                    while busy[0] and not pending:
+                        lock.wait()
+                    if not pending:
+                        break
+                continue
+            record(*_run_unit(name))
+
+
+#: Every unit, about the slowest to compile first (measured on 2 cores).
+_SLOWEST_FIRST = (
+    "conv.backward",
+    "rows.backward",
+    "solver",
+    "conv.forward",
+    "conv.forward1",
+    "pool.max",
+    "rows.forward",
+    "lrn",
+    "batchnorm",
+    "pool.ave",
+    "eltwise",
+    "dropout",
+    "data",
+)
+#: Training layers' units (beyond the convolutions, chosen by their shapes).
+_LAYER_UNITS = {
+    "LRN": "lrn",
+    "BatchNorm": "batchnorm",
+    "Scale": "batchnorm",
+    "Dropout": "dropout",
+    "Eltwise": "eltwise",
+}
+
+
+def units_for(net, backward=True):
+    """The units whose kernels a CPU pass of ``net`` (a built Net) runs, the
+    slowest first: what a first run compiles ahead in parallel."""
+    from caffepy.backend.cpu.conv import kernel_paths
+    from caffepy.proto import caffe_pb2
+
+    pool = caffe_pb2.PoolingParameter
+    found = set()
+    for layer, need in zip(net.layers, net.layer_need_backward, strict=False):
+        kind = layer.type
+        if kind == "Convolution" and getattr(layer, "geom", None) is not None:
+            fwd, bwd = kernel_paths(layer.geom)
+            one = "1" if layer.geom.num == 1 else ""
+            if fwd == "rows":
+                found.add("rows.forward")  # one image in bands: the same task
+            elif fwd == "fused":
+                found.add("conv.forward" + one)
+            if backward and need and bwd in ("rows", "fused"):
+                found.add(("rows" if bwd == "rows" else "conv") + ".backward")
+        elif kind == "Pooling":
+            method = layer.layer_param.pooling_param.pool
+            if method in (pool.MAX, pool.AVE):
+                found.add("pool.max" if method == pool.MAX else "pool.ave")
+        elif kind in ("InnerProduct", "ReLU", "SoftmaxWithLoss"):
+            found.add("solver")
+        elif kind in ("Data", "ImageData"):
+            found.add("data")
+        elif kind in _LAYER_UNITS:
+            found.add(_LAYER_UNITS[kind])
+    return [u for u in _SLOWEST_FIRST if u in found]
+
+
+#: One kernel per unit whose cache entry tells whether the unit is compiled.
+_PROBES = {
+    "conv.backward": ("conv", "_backward_task"),
+    "conv.forward": ("conv", "_forward_task"),
+    "conv.forward1": ("conv", "_wide_gemm_task"),
+    "rows.backward": ("conv_rows", "_backward_task"),
+    "rows.forward": ("conv_rows", "_forward_task"),
+    "pool.max": ("pooling", "_max_forward_task"),
+    "pool.ave": ("pooling", "_ave_forward_task"),
+    "solver": ("inner_product", "_forward_task"),
+    "data": ("data", "transform_batch"),
+    "lrn": ("lrn", "lrn_across_forward"),
+    "batchnorm": ("normalization", "bn_forward_train"),
+    "dropout": ("neuron", "masked_scale"),
+    "eltwise": ("neuron", "axpby"),
+}
+
+
+def kernels_cached(units=("conv.backward",)):
+    """Whether Numba's cache holds the kernels of ``units`` compiled for this
+    machine and this source: True, False, or None when it cannot tell. Reads
+    one small index file per unit (the unit's largest kernel)."""
+    import importlib
+
+    try:
+        for unit in units:
+            module, name = _PROBES[unit]
+            kernel = getattr(importlib.import_module(f"caffepy.kernels.{module}"), name)
+            cache = kernel._cache
+            index = cache._cache_file._load_index()
+            _, magic, code = cache._index_key(None, kernel.targetctx.codegen())
+            if not any(key[1:] == (magic, code) for key in index):
+                return False
     except Exception:  # pragma: no cover - Numba internals changed
         return None
-    return any(key[1:] == (magic, code) for key in index)
+    return True
 
 
 def cache_dir():

@@ -107,9 +107,16 @@ def test_rows_chosen_by_shape():
                                (1, 1), (1, 1), 1)  # fmt: skip
     strided = ConvGeometry(8, 64, 64, (56, 56), (28, 28), (3, 3), (1, 1),
                            (2, 2), (1, 1), 1)  # fmt: skip
+    big_rgb = ConvGeometry(8, 3, 64, (64, 64), (64, 64), (3, 3), (1, 1),
+                           (1, 1), (1, 1), 1)  # fmt: skip
     assert cpu_conv._use_rows(quick_conv2)
-    assert not cpu_conv._use_rows(quick_conv1)  # 3 input channels: K too small
+    # 3 input channels: K is small, but 32x32 positions are few enough
+    assert cpu_conv._use_rows(quick_conv1)
+    assert not cpu_conv._use_rows(big_rgb)  # K small and 4096 positions
     assert not cpu_conv._use_rows(strided)
+    for geom in (quick_conv2, quick_conv1, big_rgb, strided):
+        want = "rows" if cpu_conv._use_rows(geom) else "fused"
+        assert cpu_conv.kernel_paths(geom) == (want, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -92,3 +92,67 @@ def test_kernels_cached_tells_a_cold_cache_from_a_warm_one(tmp_path):
     )
     assert out.stdout.split() == ["False", "True"]
     assert _python(code, tmp_path).split() == ["True"]  # a new process reads it
+
+
+def test_units_for_lenet_are_the_kernels_its_layers_choose(tmp_path, monkeypatch):
+    from caffepy import TRAIN, Net
+    from caffepy.backend.cpu import conv as cpu_conv
+    from caffepy.tools.warmup import units_for
+    from tests.test_diagnose import fashion_workdir
+
+    fashion_workdir(tmp_path, monkeypatch)
+    net = Net("models/lenet/train_val.prototxt", TRAIN)
+    convs = [layer for layer in net.layers if layer.type == "Convolution"]
+    paths = {cpu_conv.kernel_paths(layer.geom) for layer in convs}
+    if paths != {("rows", "rows")}:  # no BLAS to call from the kernels
+        pytest.skip(f"LeNet's convolutions run on {paths}")
+    want = ["rows.backward", "solver", "pool.max", "rows.forward", "data"]
+    assert units_for(net) == want
+    assert units_for(net, backward=False) == [u for u in want if u != "rows.backward"]
+
+
+def test_compile_ahead_runs_the_cold_units_in_one_process_per_core(monkeypatch, caplog):
+    from caffepy.tools import train as train_tool
+    from caffepy.tools import warmup as w
+
+    calls = []
+    monkeypatch.setattr(w, "units_for", lambda net: ["rows.backward", "solver", "data"])
+    monkeypatch.setattr(w, "kernels_cached", lambda units: units != ["solver"])
+    monkeypatch.setattr(w, "cpu_count", lambda: 4)
+    monkeypatch.setattr(
+        w, "warmup", lambda units, **kw: calls.append((units, kw)) or {"seconds": 1.0}
+    )
+    monkeypatch.delenv("CAFFEPY_COMPILE_AHEAD", raising=False)
+    with caplog.at_level("INFO", logger="caffepy"):
+        train_tool.compile_ahead(net=None)
+    assert "Compiling the kernels for this machine" in caplog.text
+    assert calls == []  # one cold unit: nothing to share out
+    monkeypatch.setattr(w, "kernels_cached", lambda units: False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="caffepy"):
+        train_tool.compile_ahead(net=None)
+    assert "in 3 processes" in caplog.text and "Compiled in 1.0 s" in caplog.text
+    assert calls[0][0] == ["rows.backward", "solver", "data"]
+    assert calls[0][1]["jobs"] == 3 and calls[0][1]["here"] is True
+    monkeypatch.setenv("CAFFEPY_COMPILE_AHEAD", "0")
+    train_tool.compile_ahead(net=None)
+    assert len(calls) == 1  # switched off: left to first use
+    monkeypatch.setattr(w, "kernels_cached", lambda units: True)
+    monkeypatch.delenv("CAFFEPY_COMPILE_AHEAD")
+    caplog.clear()
+    train_tool.compile_ahead(net=None)
+    assert len(calls) == 1 and "Compiling" not in caplog.text  # warm: nothing
+
+
+def test_warmup_here_shares_the_units_with_a_helper_process(tmp_path):
+    # this process compiles too: every unit is done once, by one of the two
+    code = (
+        "import json\n"
+        "from caffepy.tools.warmup import kernels_cached, warmup\n"
+        "r = warmup(['pool.ave', 'data', 'eltwise'], jobs=2, threads=1, here=True)\n"
+        "print(json.dumps([sorted(r['units']),"
+        " kernels_cached(['pool.ave', 'data', 'eltwise'])]))\n"
+    )
+    units, cached = json.loads(_python(code, tmp_path))
+    assert units == ["data", "eltwise", "pool.ave"]
+    assert cached is True

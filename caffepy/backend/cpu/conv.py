@@ -306,20 +306,30 @@ def _fused_args(pl: Plan, ws: Workspace, dtype, workers: int, nb: int):
 #: times smaller than im2col's, but one GEMM per image and kernel row. Measured
 #: (1 and 2 threads) 1.2-2.4x faster forward and 1.1-1.6x backward on
 #: CIFAR10-quick's conv2/conv3, LeNet's conv2 and ResNet's 3x3 convs from 56x56
-#: to 14x14; slower below these limits (3- and 1-channel inputs, 7x7 outputs).
+#: to 14x14; slower below these limits (3- and 1-channel inputs, 7x7 outputs),
+#: except on small images: up to ROWS_SMALL_POSITIONS output positions the
+#: row columns win whatever the inner size (forward + weight gradient, 1 and 2
+#: threads: LeNet's conv1 1.4-1.7x, CIFAR10-quick's 1.4-1.7x, a 3x3 over 3
+#: channels at 32x32 1.4-2x faster; at 64x64 over 3 channels im2col's longer
+#: GEMMs are 1.5x faster, at VGG's 224x224 1.6x).
 ROWS_MIN_POSITIONS = 64
 ROWS_MIN_INNER = 16
+ROWS_SMALL_POSITIONS = 1024
 
 
 def _use_rows(geom: ConvGeometry) -> bool:
     """Whether a 2-D convolution runs on :mod:`caffepy.kernels.conv_rows`."""
     pl = plan(geom)
+    npos = pl.out_sp[0] * pl.out_sp[1]
     return (
         _blas.AVAILABLE
         and pl.stride[0] == 1
         and pl.kernel[0] > 1
-        and pl.out_sp[0] * pl.out_sp[1] >= ROWS_MIN_POSITIONS
-        and geom.in_channels // geom.group * pl.kernel[1] >= ROWS_MIN_INNER
+        and npos >= ROWS_MIN_POSITIONS
+        and (
+            geom.in_channels // geom.group * pl.kernel[1] >= ROWS_MIN_INNER
+            or npos <= ROWS_SMALL_POSITIONS
+        )
         and (geom.num > 1 or numba.get_num_threads() == 1)
     )
 
@@ -351,6 +361,19 @@ def _use_rows_one(geom: ConvGeometry) -> bool:
         and inner >= ROWS_ONE_MIN_INNER
         and (inner < ROWS_ONE_MAX_INNER or npos >= ROWS_ONE_MAX_INNER_POSITIONS)
     )
+
+
+def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
+    """The kernels a convolution's forward and backward run on, as chosen by
+    :func:`conv_forward` and :func:`conv_backward`: ``"rows"``
+    (kernels/conv_rows.py), ``"fused"`` (kernels/conv.py), ``"pool"`` (numpy
+    GEMMs on the task pool) or ``"nd"`` (more than two spatial axes)."""
+    if len(geom.kernel) > 2:
+        return "nd", "nd"
+    if not _blas.AVAILABLE:
+        return "pool", "pool"
+    one = _use_rows_one(geom) if geom.num == 1 else _use_rows(geom)
+    return ("rows" if one else "fused"), ("rows" if _use_rows(geom) else "fused")
 
 
 def conv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
