@@ -16,7 +16,7 @@ passes the backend picks for small images and wider layers),
 ``pool.max``, ``pool.ave``, ``solver`` (InnerProduct, ReLU, SoftmaxWithLoss
 and the fused SGD update), ``data`` (the Data layer's transformation). With
 ``all``: also ``lrn``, ``batchnorm`` (BatchNorm and Scale), ``dropout``,
-``eltwise``.
+``eltwise``, ``winograd`` (3x3 convolutions over 64 channels or more).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ COMMON = (
     "data",
 )
 #: What ``--all`` adds.
-EXTRA = ("lrn", "batchnorm", "dropout", "eltwise")
+EXTRA = ("lrn", "batchnorm", "dropout", "eltwise", "winograd")
 
 
 def _layer(text, bottoms, ntop=1):
@@ -77,6 +77,12 @@ def _forward_backward(layer, bottom, top, forward=True, backward=True):
 _CONV = (
     'type: "Convolution" convolution_param { num_output: 4 kernel_size: 5 '
     'weight_filler { type: "xavier" } }'
+)
+
+
+_WINOGRAD = (
+    'type: "Convolution" convolution_param { num_output: 64 kernel_size: 3 '
+    'pad: 1 weight_filler { type: "xavier" } }'
 )
 
 
@@ -168,6 +174,8 @@ def _run_unit(name):
         _conv((2, 20, 12, 12), False, True)
     elif name == "conv.forward1":
         _conv((1, 1, 28, 28), True, False)
+    elif name == "winograd":
+        _forward_backward(*_layer(_WINOGRAD, [(1, 64, 4, 4)]), True, False)
     elif name == "pool.max":
         _pool("MAX")
     elif name == "pool.ave":
@@ -322,6 +330,7 @@ _SLOWEST_FIRST = (
     "conv.forward1",
     "pool.max",
     "rows.forward",
+    "winograd",
     "lrn",
     "batchnorm",
     "pool.ave",
@@ -354,6 +363,8 @@ def units_for(net, backward=True):
             one = "1" if layer.geom.num == 1 else ""
             if fwd == "rows":
                 found.add("rows.forward")  # one image in bands: the same task
+            elif fwd == "winograd":
+                found.add("winograd")
             elif fwd == "fused":
                 found.add("conv.forward" + one)
             if backward and need and bwd in ("rows", "fused"):
@@ -378,6 +389,7 @@ _PROBES = {
     "conv.forward1": ("conv", "_wide_gemm_task"),
     "rows.backward": ("conv_rows", "_backward_task"),
     "rows.forward": ("conv_rows", "_forward_task"),
+    "winograd": ("winograd", "_input_task"),
     "pool.max": ("pooling", "_max_forward_task"),
     "pool.ave": ("pooling", "_ave_forward_task"),
     "solver": ("inner_product", "_forward_task"),

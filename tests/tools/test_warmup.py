@@ -111,6 +111,30 @@ def test_units_for_lenet_are_the_kernels_its_layers_choose(tmp_path, monkeypatch
     assert units_for(net, backward=False) == [u for u in want if u != "rows.backward"]
 
 
+def test_units_for_a_wide_3x3_net_include_winograd():
+    from google.protobuf import text_format
+
+    from caffepy import TEST, Net
+    from caffepy.backend.cpu import conv as cpu_conv
+    from caffepy.proto import caffe_pb2
+    from caffepy.tools.warmup import units_for
+
+    param = text_format.Parse(
+        """
+        layer { name: "in" type: "Input" top: "x"
+                input_param { shape { dim: 1 dim: 64 dim: 8 dim: 8 } } }
+        layer { name: "conv" type: "Convolution" bottom: "x" top: "y"
+                convolution_param { num_output: 64 kernel_size: 3 pad: 1 } }
+        """,
+        caffe_pb2.NetParameter(),
+    )
+    net = Net(None, TEST, param=param)
+    if cpu_conv.kernel_paths(net.layers[1].geom)[0] != "winograd":
+        pytest.skip("no BLAS to call from the kernels")
+    assert units_for(net, backward=False) == ["winograd"]
+    _run_unit("winograd")  # compiles (or loads) and runs the unit's kernels
+
+
 def test_compile_ahead_runs_the_cold_units_in_one_process_per_core(monkeypatch, caplog):
     from caffepy.tools import train as train_tool
     from caffepy.tools import warmup as w

@@ -8,26 +8,18 @@ in the same order of floating-point operations, so results are bit-identical.
 
 from __future__ import annotations
 
-import contextlib
-
 import numba
 import numpy as np
 
 from caffepy.backend.base import Array, ConvGeometry, PoolGeometry, Workspace
 from caffepy.backend.cpu import conv as _conv
 from caffepy.kernels import blas as _blas
-from caffepy.kernels import config as _config
 from caffepy.kernels import parallel as _pool
 from caffepy.kernels import pooling as _pk
 
 #: An InnerProduct GEMM of at least this many multiply-adds is split into
 #: blocks for the threads.
 IP_SPLIT_FLOPS = 1 << 20
-
-
-def _serial_if(flag: bool):
-    """The kernels on the calling thread only when ``flag`` (small work)."""
-    return _config.serial() if flag else contextlib.nullcontext()
 
 
 def _ip_kernel_threads(flops: int) -> int:
@@ -127,12 +119,12 @@ class VisionOps:
             dtype = x.dtype
             bias = ws.get("ip.nobias", (0,), dtype) if b is None else b
             counter = ws.get("counter", (1,), np.int64)
-            with _serial_if(workers == 1):
-                ip_forward(
-                    x, w, transpose, bias, min(n, 2 * workers),
-                    _blas.gemm_address(dtype), _blas.gemv_address(dtype),
-                    _blas.SET_LOCAL_THREADS, workers, counter, y,
-                )  # fmt: skip
+            # NOTE: one worker runs on the calling thread (tasks.launch of one)
+            ip_forward(
+                x, w, transpose, bias, min(n, 2 * workers),
+                _blas.gemm_address(dtype), _blas.gemv_address(dtype),
+                _blas.SET_LOCAL_THREADS, workers, counter, y,
+            )  # fmt: skip
             return
         wt = w if transpose else w.T  # (K, N)
         blocks = _ip_blocks(flops, n)
@@ -166,13 +158,12 @@ class VisionOps:
             counter = ws.get("counter", (1,), np.int64)
             # NOTE: the weight gradient accumulates straight into the diff (GEMM
             # with beta 1); its blocks split the outputs, dx's the inputs.
-            with _serial_if(workers == 1):
-                ip_backward(
-                    x, dy, w, transpose, want_w, want_x, min(n, 2 * workers),
-                    min(k, 2 * workers), _blas.gemm_address(x.dtype),
-                    _blas.SET_LOCAL_THREADS, workers, counter,
-                    dw if want_w else w, dx if want_x else x,
-                )  # fmt: skip
+            ip_backward(
+                x, dy, w, transpose, want_w, want_x, min(n, 2 * workers),
+                min(k, 2 * workers), _blas.gemm_address(x.dtype),
+                _blas.SET_LOCAL_THREADS, workers, counter,
+                dw if want_w else w, dx if want_x else x,
+            )  # fmt: skip
             want_w = want_x = False
         n_blocks = _ip_blocks(flops, n) if want_w else []
         k_blocks = _ip_blocks(flops, k) if want_x else []

@@ -1,0 +1,115 @@
+"""3x3 convolutions forward by Winograd's F(2x2, 3x3) (kernels/winograd.py,
+through the CPU backend) against the direct loops of tests/naive.py, on one and
+two threads, and the backend's choice of it."""
+
+import numba
+import numpy as np
+import pytest
+
+from caffepy.backend.base import ConvGeometry
+from caffepy.backend.cpu import CpuOps
+from caffepy.backend.cpu import conv as cpu_conv
+from caffepy.kernels import blas
+from caffepy.kernels import winograd
+from tests import naive
+
+pytestmark = pytest.mark.skipif(
+    not blas.AVAILABLE, reason="numpy's BLAS is not callable from kernels"
+)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    before = numba.get_num_threads()
+    n = min(request.param, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    yield n
+    numba.set_num_threads(before)
+
+
+@pytest.fixture
+def winograd_always(monkeypatch):
+    monkeypatch.setattr(cpu_conv, "WINOGRAD", True)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
+
+
+def _geom(n, c, h, w, m, pad, kernel=3, stride=1, dilation=1, group=1):
+    oh = (h + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+    ow = (w + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+    return ConvGeometry(n, c, m, (h, w), (oh, ow), (kernel,) * 2, (pad, pad),
+                        (stride,) * 2, (dilation,) * 2, group)  # fmt: skip
+
+
+CASES = [  # (N, C, H, W), M, pad, bias
+    ((1, 3, 7, 9), 5, 1, True),  # odd output: the last tiles are cut
+    ((2, 4, 8, 8), 3, 0, False),
+    ((3, 5, 5, 6), 4, 2, True),  # padding wider than a tile's overlap
+    ((2, 6, 1, 1), 7, 1, True),  # one pixel: every input read is padding
+    ((4, 2, 3, 3), 2, 0, True),  # one output per image
+    ((5, 3, 6, 5), 4, 1, True),  # three chunks of two images (WINOGRAD_TILES)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_the_direct_loops(case, dtype, threads, winograd_always,
+                                          monkeypatch):  # fmt: skip
+    shape, m, pad, with_bias = case
+    geom = _geom(*shape, m, pad)
+    tiles = -(-geom.out_spatial[0] // 2) * -(-geom.out_spatial[1] // 2)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_TILES", 2 * tiles)
+    assert cpu_conv.kernel_paths(geom)[0] == "winograd"
+    gen = np.random.default_rng(3)
+    x = gen.standard_normal(shape).astype(dtype)
+    w = gen.standard_normal((m, shape[1], 3, 3)).astype(dtype)
+    b = gen.standard_normal(m).astype(dtype) if with_bias else None
+    ref = naive.convolution_layer(x, w, b, (pad, pad))
+    y = np.full(ref.shape, np.nan, dtype)
+    cpu_conv.conv_forward(x, w, b, geom, y, CpuOps().workspace())
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_weights_transform_is_g_w_gt():
+    gen = np.random.default_rng(4)
+    w = gen.standard_normal((3, 2, 3, 3))
+    u = np.full((16, winograd.plane(6)), np.nan)
+    winograd.transform_weights(w, 1, u)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    want = np.einsum("ij,ocjk,lk->iloc", g, w, g)  # (4, 4, O, C)
+    np.testing.assert_allclose(u[:, :6].reshape(4, 4, 3, 2), want, rtol=1e-14)
+    assert winograd.plane(512 * 512) * 4 % 4096 == 64  # rows off the 4 KiB sets
+
+
+def test_wide_layers_match_the_direct_passes(threads):
+    """VGG-like widths through the real thresholds: the same numbers as the
+    im2col and row-column passes, to float32 rounding."""
+    gen = np.random.default_rng(5)
+    for n, c, h, m in ((1, 64, 10, 64), (3, 64, 6, 96)):
+        geom = _geom(n, c, h, h, m, 1)
+        assert cpu_conv.kernel_paths(geom)[0] == "winograd"
+        x = gen.standard_normal((n, c, h, h)).astype(np.float32)
+        w = (gen.standard_normal((m, c, 3, 3)) / 24).astype(np.float32)
+        b = gen.standard_normal(m).astype(np.float32)
+        y = np.empty((n, m, h, h), np.float32)
+        cpu_conv.conv_forward(x, w, b, geom, y, CpuOps().workspace())
+        ref = naive.convolution_layer(x, w, b, (1, 1))
+        assert np.abs(y - ref).max() < 2e-6 * np.abs(ref).max()
+
+
+def test_winograd_chosen_by_shape(monkeypatch):
+    vgg = _geom(1, 512, 28, 28, 512, 1)
+    resnet = _geom(32, 64, 56, 56, 64, 1)
+    assert cpu_conv.kernel_paths(vgg)[0] == "winograd"
+    assert cpu_conv.kernel_paths(resnet) == ("winograd", "rows")
+    for geom in (
+        _geom(100, 32, 16, 16, 32, 1),  # too few channels: slower
+        _geom(8, 64, 56, 56, 32, 1),
+        _geom(8, 64, 56, 56, 64, 1, stride=2),
+        _geom(8, 64, 56, 56, 64, 2, dilation=2),
+        _geom(8, 64, 56, 56, 64, 1, group=2),
+        _geom(8, 64, 56, 56, 64, 2, kernel=5),
+    ):
+        assert cpu_conv.kernel_paths(geom)[0] != "winograd", geom
+    monkeypatch.setattr(cpu_conv, "WINOGRAD", False)  # CAFFEPY_WINOGRAD=0
+    assert cpu_conv.kernel_paths(vgg)[0] != "winograd"
