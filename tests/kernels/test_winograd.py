@@ -9,8 +9,7 @@ import pytest
 from caffepy.backend.base import ConvGeometry
 from caffepy.backend.cpu import CpuOps
 from caffepy.backend.cpu import conv as cpu_conv
-from caffepy.kernels import blas
-from caffepy.kernels import winograd
+from caffepy.kernels import blas, winograd
 from tests import naive
 
 pytestmark = pytest.mark.skipif(
