@@ -1,6 +1,6 @@
-"""3x3 convolutions forward by Winograd's F(2x2, 3x3) (kernels/winograd.py,
-through the CPU backend) against the direct loops of tests/naive.py, on one and
-two threads, and the backend's choice of it."""
+"""3x3 convolutions by Winograd's F(2x2, 3x3) (kernels/winograd.py, through the
+CPU backend): forward against the direct loops of tests/naive.py, the bottom
+gradient against PyTorch, on one and two threads, and the backend's choice."""
 
 import numba
 import numpy as np
@@ -10,7 +10,10 @@ from caffepy.backend.base import ConvGeometry
 from caffepy.backend.cpu import CpuOps
 from caffepy.backend.cpu import conv as cpu_conv
 from caffepy.kernels import blas, winograd
+from caffepy.testing.oracle import lazy_module
 from tests import naive
+
+torch = lazy_module("torch")  # oracle for the gradients: imported on first call
 
 pytestmark = pytest.mark.skipif(
     not blas.AVAILABLE, reason="numpy's BLAS is not callable from kernels"
@@ -67,6 +70,33 @@ def test_forward_matches_the_direct_loops(case, dtype, threads, winograd_always,
     cpu_conv.conv_forward(x, w, b, geom, y, CpuOps().workspace())
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES)
+def test_backward_data_matches_torch(case, dtype, threads, winograd_always):
+    """dx by Winograd (the full correlation with the flipped, transposed
+    kernels), dw and db by the other passes: as PyTorch's autograd."""
+    shape, m, pad, _ = case
+    geom = _geom(*shape, m, pad)
+    gen = np.random.default_rng(7)
+    x = gen.standard_normal(shape).astype(dtype)
+    w = gen.standard_normal((m, shape[1], 3, 3)).astype(dtype)
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    ref = torch.nn.functional.conv2d(xt, wt, None, 1, pad)
+    dy = gen.standard_normal(tuple(ref.shape)).astype(dtype)
+    ref.backward(torch.from_numpy(dy))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    ws = CpuOps().workspace()
+    dx = np.full_like(x, np.nan)
+    cpu_conv.conv_backward(x, dy, w, geom, None, None, dx, ws)  # dx alone
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    dw, db, dx = np.full_like(w, 0.5), np.zeros(m, dtype), np.full_like(x, np.nan)
+    cpu_conv.conv_backward(x, dy, w, geom, dw, db, dx, ws)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, wt.grad.numpy() + 0.5, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
 
 
 def test_weights_transform_is_g_w_gt():

@@ -364,8 +364,9 @@ def _use_rows_one(geom: ConvGeometry) -> bool:
     )
 
 
-#: Whether 3x3 convolutions of stride 1 run forward on Winograd's F(2x2, 3x3)
-#: (:mod:`caffepy.kernels.winograd`; off with CAFFEPY_WINOGRAD=0): 2.25x fewer
+#: Whether 3x3 convolutions of stride 1 run forward, and their bottom gradient,
+#: on Winograd's F(2x2, 3x3) (:mod:`caffepy.kernels.winograd`; off with
+#: CAFFEPY_WINOGRAD=0; the weight gradient stays on the other passes): 2.25x fewer
 #: multiply-adds, results that differ from a direct convolution by rounding
 #: (float32: about 1e-6 relative). Measured against the row-column and im2col
 #: passes (2 threads; 1 thread alike): VGG-16's layers at batch 1 1.07x
@@ -373,6 +374,8 @@ def _use_rows_one(geom: ConvGeometry) -> bool:
 #: batch 32 1.16x (64 channels) to 1.76x (256, 512); from 64 channels down to
 #: 8x8 images 1.2x. Below 64 channels (input or output) it is slower (32
 #: channels at 16x16, batch 100: 0.5x): the GEMMs' inner size is the channels.
+#: The bottom gradient takes as long as the forward (1.1-1.9x less than the
+#: row-column pass's: 32 x 256 x 14x14 43 -> 23 ms, 8 x 512 x 28x28 158 -> 81).
 WINOGRAD = os.environ.get("CAFFEPY_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
 #: Tiles (of 2x2 outputs) per Winograd chunk of images: bounds the transformed
@@ -398,7 +401,7 @@ def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
     """The kernels a convolution's forward and backward run on, as chosen by
     :func:`conv_forward` and :func:`conv_backward`: ``"rows"``
     (kernels/conv_rows.py), ``"fused"`` (kernels/conv.py), ``"winograd"``
-    (kernels/winograd.py, forward only), ``"pool"`` (numpy GEMMs on the task
+    (kernels/winograd.py: forward and the bottom gradient), ``"pool"`` (numpy GEMMs on the task
     pool) or ``"nd"`` (more than two spatial axes)."""
     if len(geom.kernel) > 2:
         return "nd", "nd"
@@ -433,6 +436,11 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         return
     if len(geom.kernel) > 2:
         return _nd.conv_backward(x, dy, w, geom, dw, db, dx, ws)
+    if dx is not None and _use_winograd(geom) and max(plan(geom).pad) <= 2:
+        _winograd_backward_data(dy, w, geom, dx, ws)
+        dx = None
+        if dw is None and db is None:
+            return
     if _use_rows(geom):
         _rows_backward(x, dy, w, geom, dw, db, dx, ws)
     elif _blas.AVAILABLE:
@@ -469,31 +477,50 @@ def _fused_forward(x, w, b, geom, y, ws) -> None:
 
 
 def _winograd_forward(x, w, b, geom, y, ws) -> None:
+    pl = plan(geom)
+    c, m = geom.in_channels, geom.out_channels
+    bias = ws.get("conv.nobias", (0,), x.dtype) if b is None else b
+    x4 = x.reshape((geom.num, c) + pl.in_sp)
+    y4 = y.reshape((geom.num, m) + pl.out_sp)
+    _winograd(x4, w.reshape(m, c, 3, 3), bias, pl.pad, y4, ws)
+
+
+def _winograd_backward_data(dy, w, geom, dx, ws) -> None:
+    """dx of a 3x3, stride-1 convolution: the convolution of dy with the
+    flipped, transposed kernels and padding 2 - pad (the full correlation)."""
+    pl = plan(geom)
+    c, m = geom.in_channels, geom.out_channels
+    wt = _scratch(ws).get("wino.wt", (c, m, 3, 3), w.dtype)
+    np.copyto(wt, w.reshape(m, c, 3, 3).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    dy4 = dy.reshape((geom.num, m) + pl.out_sp)
+    dx4 = dx.reshape((geom.num, c) + pl.in_sp)
+    pad = (2 - pl.pad[0], 2 - pl.pad[1])
+    _winograd(dy4, wt, ws.get("conv.nobias", (0,), dy.dtype), pad, dx4, ws)
+
+
+def _winograd(x4, w4, bias, pad, y4, ws) -> None:
+    """y4 = the 3x3, stride-1 convolution of x4 with w4 (Cout, C, 3, 3)."""
     from caffepy.kernels import winograd as _wg
 
-    pl = plan(geom)
-    dtype = x.dtype
+    dtype = x4.dtype
     workers = numba.get_num_threads()
-    chans, m_out = geom.in_channels, geom.out_channels
-    tiles = ((pl.out_sp[0] + 1) // 2) * ((pl.out_sp[1] + 1) // 2)
-    nb = max(1, min(geom.num, WINOGRAD_TILES // tiles))
+    num, chans = x4.shape[0], x4.shape[1]
+    m_out = y4.shape[1]
+    tiles = ((y4.shape[2] + 1) // 2) * ((y4.shape[3] + 1) // 2)
+    nb = max(1, min(num, WINOGRAD_TILES // tiles))
     # NOTE: the transformed weights and the chunk's buffers live only within
     # this pass: the calling thread's shared scratch holds them.
     scratch = _scratch(ws)
     u = scratch.get("wino.u", (16, _wg.plane(m_out * chans)), dtype)
     v = scratch.get("wino.v", (16, _wg.plane(chans * nb * tiles)), dtype)
     m = scratch.get("wino.m", (16, _wg.plane(m_out * nb * tiles)), dtype)
-    _wg.transform_weights(w.reshape(m_out, chans, 3, 3), workers, u)
-    bias = ws.get("conv.nobias", (0,), dtype) if b is None else b
-    x4 = x.reshape((geom.num, chans) + pl.in_sp)
-    y4 = y.reshape((geom.num, m_out) + pl.out_sp)
+    _wg.transform_weights(w4, workers, u)
     gemm, local = _blas.gemm_address(dtype), _blas.SET_LOCAL_THREADS
-    for n0 in range(0, geom.num, nb):
-        todo = min(nb, geom.num - n0)
+    for n0 in range(0, num, nb):
+        todo = min(nb, num - n0)
         _wg.conv3x3(
-            x4, u, bias, pl.pad[0], pl.pad[1], n0, todo, gemm, local, workers,
-            v, m, y4,
-        )  # fmt: skip
+            x4, u, bias, pad[0], pad[1], n0, todo, gemm, local, workers, v, m, y4
+        )
 
 
 def _fused_backward(x, dy, w, geom, dw, db, dx, ws) -> None:
