@@ -175,7 +175,7 @@ def _run_unit(name):
     elif name == "conv.forward1":
         _conv((1, 1, 28, 28), True, False)
     elif name == "winograd":
-        _forward_backward(*_layer(_WINOGRAD, [(1, 64, 4, 4)]), True, False)
+        _forward_backward(*_layer(_WINOGRAD, [(1, 64, 12, 12)]), True, False)
     elif name == "pool.max":
         _pool("MAX")
     elif name == "pool.ave":

@@ -33,6 +33,7 @@ def threads(request):
 def winograd_always(monkeypatch):
     monkeypatch.setattr(cpu_conv, "WINOGRAD", True)
     monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_POSITIONS", 1)
 
 
 def _geom(n, c, h, w, m, pad, kernel=3, stride=1, dilation=1, group=1):
@@ -114,7 +115,7 @@ def test_wide_layers_match_the_direct_passes(threads):
     """VGG-like widths through the real thresholds: the same numbers as the
     im2col and row-column passes, to float32 rounding."""
     gen = np.random.default_rng(5)
-    for n, c, h, m in ((1, 64, 10, 64), (3, 64, 6, 96)):
+    for n, c, h, m in ((1, 64, 12, 64), (4, 64, 6, 96)):
         geom = _geom(n, c, h, h, m, 1)
         assert cpu_conv.kernel_paths(geom)[0] == "winograd"
         x = gen.standard_normal((n, c, h, h)).astype(np.float32)
@@ -131,8 +132,10 @@ def test_winograd_chosen_by_shape(monkeypatch):
     resnet = _geom(32, 64, 56, 56, 64, 1)
     assert cpu_conv.kernel_paths(vgg)[0] == "winograd"
     assert cpu_conv.kernel_paths(resnet) == ("winograd", "rows")
+    assert cpu_conv.kernel_paths(_geom(4, 512, 7, 7, 512, 1))[0] == "winograd"
     for geom in (
         _geom(100, 32, 16, 16, 32, 1),  # too few channels: slower
+        _geom(2, 512, 7, 7, 512, 1),  # too few outputs for the weights' transform
         _geom(8, 64, 56, 56, 32, 1),
         _geom(8, 64, 56, 56, 64, 1, stride=2),
         _geom(8, 64, 56, 56, 64, 2, dilation=2),

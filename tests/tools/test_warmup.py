@@ -122,7 +122,7 @@ def test_units_for_a_wide_3x3_net_include_winograd():
     param = text_format.Parse(
         """
         layer { name: "in" type: "Input" top: "x"
-                input_param { shape { dim: 1 dim: 64 dim: 8 dim: 8 } } }
+                input_param { shape { dim: 1 dim: 64 dim: 12 dim: 12 } } }
         layer { name: "conv" type: "Convolution" bottom: "x" top: "y"
                 convolution_param { num_output: 64 kernel_size: 3 pad: 1 } }
         """,

@@ -376,8 +376,13 @@ def _use_rows_one(geom: ConvGeometry) -> bool:
 #: channels at 16x16, batch 100: 0.5x): the GEMMs' inner size is the channels.
 #: The bottom gradient takes as long as the forward (1.1-1.9x less than the
 #: row-column pass's: 32 x 256 x 14x14 43 -> 23 ms, 8 x 512 x 28x28 158 -> 81).
+#: It also needs WINOGRAD_MIN_POSITIONS output positions over the batch: the
+#: weights are transformed in every pass, which a small output does not repay
+#: (512 channels at 7x7: batch 1 0.61-0.75x, batch 2 0.89-1.0x, batch 4 1.19x;
+#: at 14x14 batch 1 1.3-1.7x).
 WINOGRAD = os.environ.get("CAFFEPY_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_POSITIONS = 128
 #: Tiles (of 2x2 outputs) per Winograd chunk of images: bounds the transformed
 #: input and the GEMMs' results (16 * channels * tiles each).
 WINOGRAD_TILES = 2048
@@ -394,6 +399,7 @@ def _use_winograd(geom: ConvGeometry) -> bool:
         and pl.dilation == (1, 1)
         and geom.group == 1
         and min(geom.in_channels, geom.out_channels) >= WINOGRAD_MIN_CHANNELS
+        and geom.num * pl.out_sp[0] * pl.out_sp[1] >= WINOGRAD_MIN_POSITIONS
     )
 
 
