@@ -251,6 +251,30 @@ def test_convolution_in_image_chunks(kind, monkeypatch):
     _grad_check(layer, bottom, top)
 
 
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_convolution_gradient_on_winograd(pad, monkeypatch):
+    # 3x3 convolutions of stride 1 run forward and the bottom gradient on
+    # Winograd's F(2x2, 3x3) from 64 channels: forced here on a small layer.
+    from caffepy.backend.cpu import conv as cpu_conv
+    from caffepy.kernels import blas
+
+    if not blas.AVAILABLE:
+        pytest.skip("numpy's BLAS is not callable from kernels")
+    monkeypatch.setattr(cpu_conv, "WINOGRAD", True)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_POSITIONS", 1)
+    params = f"num_output: 3 kernel_size: 3 pad: {pad}"
+    layer, bottom, top = _build(_conv_text(params), [(2, 2, 5, 4)])
+    assert cpu_conv.kernel_paths(layer.geom)[0] == "winograd"
+    layer.Forward(bottom, top)
+    ref = F.conv2d(
+        _t(bottom[0].data), _t(layer.blobs[0].data), _t(layer.blobs[1].data),
+        padding=pad,
+    ).numpy()  # fmt: skip
+    np.testing.assert_allclose(top[0].data, ref, rtol=1e-12, atol=1e-12)
+    _grad_check(layer, bottom, top)
+
+
 def test_convolution_respects_param_propagate_down():
     layer, bottom, top = _build(
         _conv_text("num_output: 2 kernel_size: 2"), [(1, 2, 4, 4)]
