@@ -9,7 +9,6 @@
   and the BLAS.
 """
 
-import contextlib
 import os
 
 # NOTE: a layer pass is one parallel Numba region whose tasks call the BLAS
@@ -43,20 +42,6 @@ def pjit(*args, **kwargs):
 
 
 prange = numba.prange
-
-
-@contextlib.contextmanager
-def serial():
-    """Run the Numba kernels called inside on the calling thread only (for work
-    too small to be worth waking the other threads)."""
-    n = numba.get_num_threads()
-    if n > 1:
-        numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if n > 1:
-            numba.set_num_threads(n)
 
 
 def set_num_threads(n):

@@ -34,3 +34,31 @@ def test_a_task_takes_c_contiguous_arrays():
     out = np.zeros((4, 4))
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous"):
         tasks.launch(_scale_rows, (x, 2.0, out), 4)
+
+
+def test_one_task_runs_on_the_calling_thread():
+    x = np.arange(3, dtype=np.float64).reshape(1, 3)
+    out = np.full((1, 4), np.nan)
+    tasks.launch(_scale_rows, (x, 2.0, out), 1)
+    np.testing.assert_array_equal(out, [[0.0, 2.0, 4.0, 0.0]])  # thread id 0
+
+
+@njit
+def _sum_into(x, out, i, tid):
+    acc = 0.0
+    for v in x:
+        acc += v
+    out[i] = acc
+
+
+def test_arrays_are_addressed_as_numpy_sees_them():
+    # views at an offset, read-only arrays and empty ones (the buffer protocol
+    # refuses the last two; their address comes the slow way)
+    base = np.arange(10, dtype=np.float64)
+    frozen = base.copy()
+    frozen.flags.writeable = False
+    out = np.zeros(1)
+    for x, want in ((base[4:7], 15.0), (frozen[1:3], 3.0), (base[:0], 0.0)):
+        tasks.launch(_sum_into, (x, out), 1)
+        assert out[0] == want
+        assert tasks._data(x) == x.ctypes.data
