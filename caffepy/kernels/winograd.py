@@ -65,33 +65,24 @@ def _weights_task(w, blocks, u, b, _):
             g0, g1, g2 = wf[s], wf[s + u64(1)], wf[s + u64(2)]
             g3, g4, g5 = wf[s + u64(3)], wf[s + u64(4)], wf[s + u64(5)]
             g6, g7, g8 = wf[s + u64(6)], wf[s + u64(7)], wf[s + u64(8)]
-            # rows of G g (4x3)
-            a0, a1, a2 = g0, g1, g2
-            b0 = half * (g0 + g3 + g6)
-            b1 = half * (g1 + g4 + g7)
-            b2 = half * (g2 + g5 + g8)
-            c0 = half * (g0 - g3 + g6)
-            c1 = half * (g1 - g4 + g7)
-            c2 = half * (g2 - g5 + g8)
-            d0, d1, d2 = g6, g7, g8
+            # columns of G g (4x3), then each of its rows times G^T
+            t0 = _g(g0, g3, g6, half)
+            t1 = _g(g1, g4, g7, half)
+            t2 = _g(g2, g5, g8, half)
             at = u64(o * chans + c)
-            # (G g) G^T, row by row
-            uf[at] = a0
-            uf[at + plane] = half * (a0 + a1 + a2)
-            uf[at + u64(2) * plane] = half * (a0 - a1 + a2)
-            uf[at + u64(3) * plane] = a2
-            uf[at + u64(4) * plane] = b0
-            uf[at + u64(5) * plane] = half * (b0 + b1 + b2)
-            uf[at + u64(6) * plane] = half * (b0 - b1 + b2)
-            uf[at + u64(7) * plane] = b2
-            uf[at + u64(8) * plane] = c0
-            uf[at + u64(9) * plane] = half * (c0 + c1 + c2)
-            uf[at + u64(10) * plane] = half * (c0 - c1 + c2)
-            uf[at + u64(11) * plane] = c2
-            uf[at + u64(12) * plane] = d0
-            uf[at + u64(13) * plane] = half * (d0 + d1 + d2)
-            uf[at + u64(14) * plane] = half * (d0 - d1 + d2)
-            uf[at + u64(15) * plane] = d2
+            for i in range(4):
+                e0, e1, e2, e3 = _g(t0[i], t1[i], t2[i], half)
+                k = u64(4 * i)
+                uf[at + k * plane] = e0
+                uf[at + (k + u64(1)) * plane] = e1
+                uf[at + (k + u64(2)) * plane] = e2
+                uf[at + (k + u64(3)) * plane] = e3
+
+
+@njit
+def _g(v0, v1, v2, half):
+    """G (v0, v1, v2): the four rows of G times a 3-vector."""
+    return v0, half * (v0 + v1 + v2), half * (v0 - v1 + v2), v2
 
 
 def conv3x3(x, u, bias, ph, pw, n0, nb, gemm, local, workers, v, m, y):

@@ -2,7 +2,6 @@
 PyTorch, on one and two threads, and the CPU backend's fallback path (numpy's
 matmul from Python threads) for a numpy whose BLAS the kernels cannot call."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -15,15 +14,6 @@ pytestmark = pytest.mark.skipif(
 
 torch = lazy_module("torch")  # oracle: imported on first call
 F = torch.nn.functional
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    n = min(request.param, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
-    yield n
-    numba.set_num_threads(before)
 
 
 CASES = [  # (N, C, H, W), M, kernel, stride, pad, dilation, group, bias, nb

@@ -2,7 +2,6 @@
 (kernels/conv_rows.py, through the CPU backend) against PyTorch, on one and two
 threads."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -18,15 +17,6 @@ pytestmark = pytest.mark.skipif(
 
 torch = lazy_module("torch")  # oracle: imported on first call
 F = torch.nn.functional
-
-
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    n = min(request.param, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
-    yield n
-    numba.set_num_threads(before)
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 CPU backend): forward against the direct loops of tests/naive.py, the bottom
 gradient against PyTorch, on one and two threads, and the backend's choice."""
 
-import numba
 import numpy as np
 import pytest
 
 from caffepy.backend.base import ConvGeometry
-from caffepy.backend.cpu import CpuOps
+from caffepy.backend.cpu import CpuOps, conv_winograd
 from caffepy.backend.cpu import conv as cpu_conv
 from caffepy.kernels import blas, winograd
 from caffepy.testing.oracle import lazy_module
@@ -20,20 +19,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    before = numba.get_num_threads()
-    n = min(request.param, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
-    yield n
-    numba.set_num_threads(before)
-
-
 @pytest.fixture
 def winograd_always(monkeypatch):
-    monkeypatch.setattr(cpu_conv, "WINOGRAD", True)
-    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_POSITIONS", 1)
+    monkeypatch.setattr(conv_winograd, "ENABLED", True)
+    monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_winograd, "MIN_POSITIONS", 1)
 
 
 def _geom(n, c, h, w, m, pad, kernel=3, stride=1, dilation=1, group=1):
@@ -49,7 +39,7 @@ CASES = [  # (N, C, H, W), M, pad, bias
     ((3, 5, 5, 6), 4, 2, True),  # padding wider than a tile's overlap
     ((2, 6, 1, 1), 7, 1, True),  # one pixel: every input read is padding
     ((4, 2, 3, 3), 2, 0, True),  # one output per image
-    ((5, 3, 6, 5), 4, 1, True),  # three chunks of two images (WINOGRAD_TILES)
+    ((5, 3, 6, 5), 4, 1, True),  # three chunks of two images (conv_winograd.TILES)
 ]
 
 
@@ -60,7 +50,7 @@ def test_forward_matches_the_direct_loops(case, dtype, threads, winograd_always,
     shape, m, pad, with_bias = case
     geom = _geom(*shape, m, pad)
     tiles = -(-geom.out_spatial[0] // 2) * -(-geom.out_spatial[1] // 2)
-    monkeypatch.setattr(cpu_conv, "WINOGRAD_TILES", 2 * tiles)
+    monkeypatch.setattr(conv_winograd, "TILES", 2 * tiles)
     assert cpu_conv.kernel_paths(geom)[0] == "winograd"
     gen = np.random.default_rng(3)
     x = gen.standard_normal(shape).astype(dtype)
@@ -143,5 +133,5 @@ def test_winograd_chosen_by_shape(monkeypatch):
         _geom(8, 64, 56, 56, 64, 2, kernel=5),
     ):
         assert cpu_conv.kernel_paths(geom)[0] != "winograd", geom
-    monkeypatch.setattr(cpu_conv, "WINOGRAD", False)  # CAFFEPY_WINOGRAD=0
+    monkeypatch.setattr(conv_winograd, "ENABLED", False)  # CAFFEPY_WINOGRAD=0
     assert cpu_conv.kernel_paths(vgg)[0] != "winograd"

@@ -256,13 +256,14 @@ def test_convolution_gradient_on_winograd(pad, monkeypatch):
     # 3x3 convolutions of stride 1 run forward and the bottom gradient on
     # Winograd's F(2x2, 3x3) from 64 channels: forced here on a small layer.
     from caffepy.backend.cpu import conv as cpu_conv
+    from caffepy.backend.cpu import conv_winograd
     from caffepy.kernels import blas
 
     if not blas.AVAILABLE:
         pytest.skip("numpy's BLAS is not callable from kernels")
-    monkeypatch.setattr(cpu_conv, "WINOGRAD", True)
-    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_CHANNELS", 1)
-    monkeypatch.setattr(cpu_conv, "WINOGRAD_MIN_POSITIONS", 1)
+    monkeypatch.setattr(conv_winograd, "ENABLED", True)
+    monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_winograd, "MIN_POSITIONS", 1)
     params = f"num_output: 3 kernel_size: 3 pad: {pad}"
     layer, bottom, top = _build(_conv_text(params), [(2, 2, 5, 4)])
     assert cpu_conv.kernel_paths(layer.geom)[0] == "winograd"

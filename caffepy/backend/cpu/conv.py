@@ -19,7 +19,6 @@ run to run (a resumed training run stays bit-identical).
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from caffepy.backend.base import Array, ConvGeometry, Workspace
 from caffepy.backend.cpu import conv_nd as _nd
+from caffepy.backend.cpu import conv_winograd as _wino
 from caffepy.kernels import blas as _blas
 from caffepy.kernels import im2col as _ic
 from caffepy.kernels import parallel as _pool
@@ -364,57 +364,18 @@ def _use_rows_one(geom: ConvGeometry) -> bool:
     )
 
 
-#: Whether 3x3 convolutions of stride 1 run forward, and their bottom gradient,
-#: on Winograd's F(2x2, 3x3) (:mod:`caffepy.kernels.winograd`; off with
-#: CAFFEPY_WINOGRAD=0; the weight gradient stays on the other passes): 2.25x fewer
-#: multiply-adds, results that differ from a direct convolution by rounding
-#: (float32: about 1e-6 relative). Measured against the row-column and im2col
-#: passes (2 threads; 1 thread alike): VGG-16's layers at batch 1 1.07x
-#: (64 channels at 224x224) to 1.78x (512 at 28x28), ResNet's 3x3 layers at
-#: batch 32 1.16x (64 channels) to 1.76x (256, 512); from 64 channels down to
-#: 8x8 images 1.2x. Below 64 channels (input or output) it is slower (32
-#: channels at 16x16, batch 100: 0.5x): the GEMMs' inner size is the channels.
-#: The bottom gradient takes as long as the forward (1.1-1.9x less than the
-#: row-column pass's: 32 x 256 x 14x14 43 -> 23 ms, 8 x 512 x 28x28 158 -> 81).
-#: It also needs WINOGRAD_MIN_POSITIONS output positions over the batch: the
-#: weights are transformed in every pass, which a small output does not repay
-#: (512 channels at 7x7: batch 1 0.61-0.75x, batch 2 0.89-1.0x, batch 4 1.19x;
-#: at 14x14 batch 1 1.3-1.7x).
-WINOGRAD = os.environ.get("CAFFEPY_WINOGRAD", "1") != "0"
-WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_MIN_POSITIONS = 128
-#: Tiles (of 2x2 outputs) per Winograd chunk of images: bounds the transformed
-#: input and the GEMMs' results (16 * channels * tiles each).
-WINOGRAD_TILES = 2048
-
-
-def _use_winograd(geom: ConvGeometry) -> bool:
-    """Whether a 2-D convolution's forward runs on kernels/winograd.py."""
-    pl = plan(geom)
-    return (
-        WINOGRAD
-        and _blas.AVAILABLE
-        and pl.kernel == (3, 3)
-        and pl.stride == (1, 1)
-        and pl.dilation == (1, 1)
-        and geom.group == 1
-        and min(geom.in_channels, geom.out_channels) >= WINOGRAD_MIN_CHANNELS
-        and geom.num * pl.out_sp[0] * pl.out_sp[1] >= WINOGRAD_MIN_POSITIONS
-    )
-
-
 def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
     """The kernels a convolution's forward and backward run on, as chosen by
     :func:`conv_forward` and :func:`conv_backward`: ``"rows"``
     (kernels/conv_rows.py), ``"fused"`` (kernels/conv.py), ``"winograd"``
-    (kernels/winograd.py: forward and the bottom gradient), ``"pool"`` (numpy GEMMs on the task
-    pool) or ``"nd"`` (more than two spatial axes)."""
+    (conv_winograd.py: forward and the bottom gradient), ``"pool"`` (numpy
+    GEMMs on the task pool) or ``"nd"`` (more than two spatial axes)."""
     if len(geom.kernel) > 2:
         return "nd", "nd"
     if not _blas.AVAILABLE:
         return "pool", "pool"
     back = "rows" if _use_rows(geom) else "fused"
-    if _use_winograd(geom):
+    if _wino.use(plan(geom)):
         return "winograd", back
     one = _use_rows_one(geom) if geom.num == 1 else _use_rows(geom)
     return ("rows" if one else "fused"), back
@@ -425,8 +386,9 @@ def conv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
     ws.state.pop(_COLS_OF, None)
     if len(geom.kernel) > 2:
         return _nd.conv_forward(x, w, b, geom, y, ws)
-    if _use_winograd(geom):
-        _winograd_forward(x, w, b, geom, y, ws)
+    pl = plan(geom)
+    if _wino.use(pl):
+        _wino.forward(x, w, b, pl, y, ws, _scratch(ws))
     elif _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
         _rows_forward(x, w, b, geom, y, ws)
     elif _blas.AVAILABLE:
@@ -442,8 +404,9 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         return
     if len(geom.kernel) > 2:
         return _nd.conv_backward(x, dy, w, geom, dw, db, dx, ws)
-    if dx is not None and _use_winograd(geom) and max(plan(geom).pad) <= 2:
-        _winograd_backward_data(dy, w, geom, dx, ws)
+    pl = plan(geom)
+    if dx is not None and _wino.use_for_backward_data(pl):
+        _wino.backward_data(dy, w, pl, dx, ws, _scratch(ws))
         dx = None
         if dw is None and db is None:
             return
@@ -480,53 +443,6 @@ def _fused_forward(x, w, b, geom, y, ws) -> None:
             x4, w2, bias, *args, geom.group, nb, gemm, local, workers, counter,
             colbuf, resbuf, y4,
         )  # fmt: skip
-
-
-def _winograd_forward(x, w, b, geom, y, ws) -> None:
-    pl = plan(geom)
-    c, m = geom.in_channels, geom.out_channels
-    bias = ws.get("conv.nobias", (0,), x.dtype) if b is None else b
-    x4 = x.reshape((geom.num, c) + pl.in_sp)
-    y4 = y.reshape((geom.num, m) + pl.out_sp)
-    _winograd(x4, w.reshape(m, c, 3, 3), bias, pl.pad, y4, ws)
-
-
-def _winograd_backward_data(dy, w, geom, dx, ws) -> None:
-    """dx of a 3x3, stride-1 convolution: the convolution of dy with the
-    flipped, transposed kernels and padding 2 - pad (the full correlation)."""
-    pl = plan(geom)
-    c, m = geom.in_channels, geom.out_channels
-    wt = _scratch(ws).get("wino.wt", (c, m, 3, 3), w.dtype)
-    np.copyto(wt, w.reshape(m, c, 3, 3).transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    dy4 = dy.reshape((geom.num, m) + pl.out_sp)
-    dx4 = dx.reshape((geom.num, c) + pl.in_sp)
-    pad = (2 - pl.pad[0], 2 - pl.pad[1])
-    _winograd(dy4, wt, ws.get("conv.nobias", (0,), dy.dtype), pad, dx4, ws)
-
-
-def _winograd(x4, w4, bias, pad, y4, ws) -> None:
-    """y4 = the 3x3, stride-1 convolution of x4 with w4 (Cout, C, 3, 3)."""
-    from caffepy.kernels import winograd as _wg
-
-    dtype = x4.dtype
-    workers = numba.get_num_threads()
-    num, chans = x4.shape[0], x4.shape[1]
-    m_out = y4.shape[1]
-    tiles = ((y4.shape[2] + 1) // 2) * ((y4.shape[3] + 1) // 2)
-    nb = max(1, min(num, WINOGRAD_TILES // tiles))
-    # NOTE: the transformed weights and the chunk's buffers live only within
-    # this pass: the calling thread's shared scratch holds them.
-    scratch = _scratch(ws)
-    u = scratch.get("wino.u", (16, _wg.plane(m_out * chans)), dtype)
-    v = scratch.get("wino.v", (16, _wg.plane(chans * nb * tiles)), dtype)
-    m = scratch.get("wino.m", (16, _wg.plane(m_out * nb * tiles)), dtype)
-    _wg.transform_weights(w4, workers, u)
-    gemm, local = _blas.gemm_address(dtype), _blas.SET_LOCAL_THREADS
-    for n0 in range(0, num, nb):
-        todo = min(nb, num - n0)
-        _wg.conv3x3(
-            x4, u, bias, pad[0], pad[1], n0, todo, gemm, local, workers, v, m, y4
-        )
 
 
 def _fused_backward(x, dy, w, geom, dw, db, dx, ws) -> None:
