@@ -172,6 +172,34 @@ class Ops(
     def workspace(self) -> Workspace:
         return Workspace(self)
 
+    # -- fused pairs: the two ops one after the other, where a backend has no
+    # -- kernel of its own
+    def conv_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        geom: ConvGeometry,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        self.conv_forward(x, w, b, geom, y, ws)
+        self.relu_forward(y, negative_slope, y)
+
+    def inner_product_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        transpose: bool,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        self.inner_product_forward(x, w, b, transpose, y, ws)
+        self.relu_forward(y, negative_slope, y)
+
     def supports(self, layer: Any) -> bool:
         """Whether ``layer`` runs natively here (every op in its ``uses_ops``
         implemented); always on the CPU, which implements every op."""

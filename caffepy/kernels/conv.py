@@ -41,6 +41,7 @@ from caffepy.kernels.im2col import (
     swap01_rows,
     valid_ranges,
 )
+from caffepy.kernels.neuron import rectify
 from caffepy.kernels.tasks import launch
 
 _NT, _T = 111, 112  # CblasNoTrans, CblasTrans
@@ -70,6 +71,8 @@ def conv_forward(
     x,
     w,
     bias,
+    relu,
+    slope,
     kh,
     kw,
     ph,
@@ -94,6 +97,8 @@ def conv_forward(
         x: (N, C, H, W) input, C-contiguous.
         w: (M, K/G) weights, C-contiguous.
         bias: (M,) or empty.
+        relu, slope: whether a ReLU of negative slope ``slope`` follows (applied
+            to each chunk's output as it is written, :func:`neuron.rectify`).
         kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
         groups: G.
         nb: images per chunk.
@@ -103,8 +108,10 @@ def conv_forward(
         y: (N, M, oh, ow) output, C-contiguous, overwritten.
     """
     counter[0] = 0
-    args = (x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb, gemm, local)
-    launch(_forward_task, args + (counter, colbuf, resbuf, y), workers, local)
+    args = (x, w, bias, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb)
+    launch(
+        _forward_task, args + (gemm, local, counter, colbuf, resbuf, y), workers, local
+    )
 
 
 @njit
@@ -112,6 +119,8 @@ def _forward_task(
     x,
     w,
     bias,
+    relu,
+    slope,
     kh,
     kw,
     ph,
@@ -213,11 +222,14 @@ def _forward_task(
                 base = u64(o * npos)
                 for p in range(npos):
                     yc[base + u64(p)] += v
+        if relu:
+            rectify(yc, 0, m * m_out * npos, slope)
 
 
 def conv_forward_wide(
-    x, w, bias, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local, workers, colbuf, y
-):
+    x, w, bias, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local,
+    workers, colbuf, y,
+):  # fmt: skip
     """conv_forward for one image, spread over the threads: im2col by planes,
     then the GEMM by blocks of output channels (a batch of one, as deploy).
 
@@ -236,7 +248,7 @@ def conv_forward_wide(
     mg = m_out // groups
     span = max(npos, mg)
     per_group = max(1, min(span // 16, (2 * workers + groups - 1) // groups))
-    args = (x, w, bias, one1, groups, per_group, gemm, local, colbuf, y)
+    args = (x, w, bias, relu, slope, one1, groups, per_group, gemm, local, colbuf, y)
     launch(_wide_gemm_task, args, groups * per_group, local)
 
 
@@ -275,7 +287,9 @@ def _wide_im2col_task(x, kh, kw, ph, pw, sh, sw, dh, dw, blocks, colbuf, y, b, _
 
 
 @njit
-def _wide_gemm_task(x, w, bias, one1, groups, per_group, gemm, local, colbuf, y, t, _):
+def _wide_gemm_task(
+    x, w, bias, relu, slope, one1, groups, per_group, gemm, local, colbuf, y, t, _
+):  # fmt: skip
     """GEMM block t of :func:`conv_forward_wide`."""
     m_out, npos = y.shape[1], y.shape[2] * y.shape[3]
     kg, mg = w.shape[1], m_out // groups
@@ -335,6 +349,9 @@ def _wide_gemm_task(x, w, bias, one1, groups, per_group, gemm, local, colbuf, y,
             base = u64(o * npos)
             for p in range(p0, p1):
                 yf[base + u64(p)] += v
+    if relu:
+        for o in range(r0, r1):
+            rectify(yf, o * npos + p0, o * npos + p1, slope)
 
 
 def conv_backward(

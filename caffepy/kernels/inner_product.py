@@ -14,12 +14,15 @@ from caffepy.kernels.blas import fetch_add, set_local_threads
 from caffepy.kernels.blas import gemm as _gemm
 from caffepy.kernels.blas import gemv as _gemv
 from caffepy.kernels.config import njit
+from caffepy.kernels.neuron import rectify
 from caffepy.kernels.tasks import launch
 
 _NT, _T = 111, 112  # CblasNoTrans, CblasTrans
 
 
-def ip_forward(x, w, transpose, bias, blocks, gemm, gemv, local, workers, counter, y):
+def ip_forward(
+    x, w, transpose, bias, relu, slope, blocks, gemm, gemv, local, workers, counter, y
+):  # fmt: skip
     """y = x W^T + bias (W stored (N, K), or (K, N) when ``transpose``), in blocks
     of output columns.
 
@@ -28,18 +31,22 @@ def ip_forward(x, w, transpose, bias, blocks, gemm, gemv, local, workers, counte
         w: weights, C-contiguous.
         transpose: W stored as (K, N).
         bias: (N,) or empty.
+        relu, slope: whether a ReLU of negative slope ``slope`` follows (applied
+            to each block as it is written).
         blocks: the number of column blocks (tasks).
         gemm, local, workers, counter: see the module docstring.
         gemv: the matching GEMV (for one row: a GEMM of one row packs all of W).
         y: (M, N) output, C-contiguous, overwritten.
     """
     counter[0] = 0
-    args = (x, w, transpose, bias, blocks, gemm, gemv, local, counter, y)
+    args = (x, w, transpose, bias, relu, slope, blocks, gemm, gemv, local, counter, y)
     launch(_forward_task, args, workers, local)
 
 
 @njit
-def _forward_task(x, w, transpose, bias, blocks, gemm, gemv, local, counter, y, _, t):
+def _forward_task(
+    x, w, transpose, bias, relu, slope, blocks, gemm, gemv, local, counter, y, _, t
+):  # fmt: skip
     """One kernel thread's part of :func:`ip_forward`: blocks from the counter."""
     rows, kdim = x.shape
     n_out = y.shape[1]
@@ -123,6 +130,9 @@ def _forward_task(x, w, transpose, bias, blocks, gemm, gemv, local, counter, y, 
                 base = u64(r * n_out)
                 for c in range(c0, c1):
                     yf[base + u64(c)] += bias[c]
+        if relu:
+            for r in range(rows):
+                rectify(yf, r * n_out + c0, r * n_out + c1, slope)
 
 
 def ip_backward(

@@ -182,6 +182,9 @@ def _run_unit(name):
         _pool("AVE")
     elif name == "solver":
         _solver()
+        # NOTE: the stand-in net's ReLU runs fused into its InnerProduct; a ReLU
+        # after a pooling (CIFAR10-quick) or an Eltwise runs on its own kernel
+        _forward_backward(*_layer('type: "ReLU"', [(2, 3)]))
     elif name == "data":
         _data()
     elif name == "lrn":

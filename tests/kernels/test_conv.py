@@ -52,16 +52,27 @@ def _bufs(workers, x, m, out_shape, nb, k):
     )
 
 
+def _relu(ref, slope):
+    """ref, or its ReLU of negative slope ``slope`` (None: no ReLU)."""
+    ref = ref.numpy()
+    return ref if slope is None else np.where(ref > 0, ref, ref * slope)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES)
-def test_conv_forward(case, dtype, threads):
+@pytest.mark.parametrize("slope", [None, 0.1])
+def test_conv_forward(case, dtype, slope, threads):
+    """The chunked and the one-image passes, with and without the fused ReLU."""
     x, w, b, ref, geom, g, nb = _setup(case, dtype)
+    want = _relu(ref, slope)
+    act = (slope is not None, slope or 0.0)
     y = np.full(ref.shape, np.nan, dtype)
     colbuf, resbuf = _bufs(threads, x, w.shape[0], y.shape, nb, geom[0])
     conv.conv_forward(
         x,
         w.reshape(w.shape[0], -1),
         b,
+        *act,
         *geom,
         g,
         nb,
@@ -74,13 +85,14 @@ def test_conv_forward(case, dtype, threads):
         y,
     )
     tol = 1e-4 if dtype == np.float32 else 1e-10
-    np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
     if x.shape[0] == 1:  # one image spread over the threads
         y[...] = np.nan
         conv.conv_forward_wide(
             x,
             w.reshape(w.shape[0], -1),
             b,
+            *act,
             *geom,
             g,
             blas.gemm_address(dtype),
@@ -89,7 +101,7 @@ def test_conv_forward(case, dtype, threads):
             colbuf[0],
             y,
         )
-        np.testing.assert_allclose(y, ref.numpy(), rtol=tol, atol=tol)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -141,7 +153,8 @@ def test_conv_backward(case, threads):
 
 @pytest.mark.parametrize("transpose", [False, True])
 @pytest.mark.parametrize("rows", [1, 5])
-def test_inner_product(rows, transpose, threads):
+@pytest.mark.parametrize("slope", [None, 0.0, 0.3])
+def test_inner_product(rows, transpose, slope, threads):
     gen = np.random.default_rng(1)
     x = gen.standard_normal((rows, 7))
     w_nk = gen.standard_normal((9, 7))
@@ -154,6 +167,8 @@ def test_inner_product(rows, transpose, threads):
         w,
         transpose,
         b,
+        slope is not None,
+        slope or 0.0,
         3,
         blas.DGEMM,
         blas.DGEMV,
@@ -162,7 +177,10 @@ def test_inner_product(rows, transpose, threads):
         counter,
         y,
     )
-    np.testing.assert_allclose(y, x @ w_nk.T + b, rtol=1e-12)
+    want = x @ w_nk.T + b
+    if slope is not None:
+        want = np.where(want > 0, want, want * slope)
+    np.testing.assert_allclose(y, want, rtol=1e-12)
     dy = gen.standard_normal((rows, 9))
     dw = np.ones_like(w)  # accumulated into
     dx = np.full(x.shape, np.nan)

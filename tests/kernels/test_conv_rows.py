@@ -125,7 +125,7 @@ def test_rows_forward_in_bands_matches_torch(case, dtype, threads):
     tol = 1e-4 if dtype == np.float32 else 1e-10
     for bands in range(1, geom.out_spatial[0] + 1):
         y = np.full(ref.shape, np.nan, dtype)
-        cpu_conv._rows_forward(x, w, b, geom, y, ws, bands)
+        cpu_conv._rows_forward(x, w, b, geom, y, ws, bands=bands)
         np.testing.assert_allclose(y, ref, rtol=tol, atol=tol, err_msg=f"{bands=}")
     y = np.full(ref.shape, np.nan, dtype)
     cpu_conv.conv_forward(x, w, b, geom, y, ws)

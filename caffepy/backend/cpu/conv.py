@@ -381,20 +381,32 @@ def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
     return ("rows" if one else "fused"), back
 
 
-def conv_forward(x, w, b, geom: ConvGeometry, y, ws: Workspace) -> None:
-    """See :meth:`caffepy.backend.base.Ops.conv_forward`."""
+def conv_forward(
+    x, w, b, geom: ConvGeometry, y, ws: Workspace, relu: float | None = None
+) -> None:
+    """See :meth:`caffepy.backend.base.Ops.conv_forward`; ``relu``: the negative
+    slope of a ReLU applied to y (:meth:`~caffepy.backend.base.Ops.conv_relu_forward`),
+    in the kernels that write y, or None."""
     ws.state.pop(_COLS_OF, None)
-    if len(geom.kernel) > 2:
-        return _nd.conv_forward(x, w, b, geom, y, ws)
-    pl = plan(geom)
-    if _wino.use(pl):
-        _wino.forward(x, w, b, pl, y, ws, _scratch(ws))
+    pl = plan(geom) if len(geom.kernel) <= 2 else None
+    act = (relu is not None, 0.0 if relu is None else float(relu))
+    if pl is None:
+        _nd.conv_forward(x, w, b, geom, y, ws)
+    elif _wino.use(pl):
+        _wino.forward(x, w, b, pl, y, ws, _scratch(ws), act)
+        return
     elif _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
-        _rows_forward(x, w, b, geom, y, ws)
+        _rows_forward(x, w, b, geom, y, ws, act)
+        return
     elif _blas.AVAILABLE:
-        _fused_forward(x, w, b, geom, y, ws)
+        _fused_forward(x, w, b, geom, y, ws, act)
+        return
     else:
         _pool_forward(x, w, b, geom, y, ws)
+    if relu is not None:  # the paths without a kernel of their own: a pass
+        from caffepy.kernels.neuron import relu_forward
+
+        relu_forward(y.reshape(-1), float(relu), y.reshape(-1))
 
 
 def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> None:
@@ -419,7 +431,7 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         _pool_backward(x, dy, w, geom, dw, db, dx, ws, reuse)
 
 
-def _fused_forward(x, w, b, geom, y, ws) -> None:
+def _fused_forward(x, w, b, geom, y, ws, act) -> None:
     from caffepy.kernels import conv as _ck
 
     pl = plan(geom)
@@ -436,12 +448,13 @@ def _fused_forward(x, w, b, geom, y, ws) -> None:
     local = _blas.SET_LOCAL_THREADS
     if geom.num == 1 and workers > 1:
         _ck.conv_forward_wide(
-            x4, w2, bias, *args, geom.group, gemm, local, workers, colbuf[0], y4
-        )
+            x4, w2, bias, *act, *args, geom.group, gemm, local, workers, colbuf[0],
+            y4,
+        )  # fmt: skip
     else:
         _ck.conv_forward(
-            x4, w2, bias, *args, geom.group, nb, gemm, local, workers, counter,
-            colbuf, resbuf, y4,
+            x4, w2, bias, *act, *args, geom.group, nb, gemm, local, workers,
+            counter, colbuf, resbuf, y4,
         )  # fmt: skip
 
 
@@ -490,7 +503,7 @@ def _rows_args(geom, ws, dtype, workers):
     return rowbuf, wr
 
 
-def _rows_forward(x, w, b, geom, y, ws, bands=None) -> None:
+def _rows_forward(x, w, b, geom, y, ws, act=(False, 0.0), bands=None) -> None:
     from caffepy.kernels import conv_rows as _cr
 
     pl = plan(geom)
@@ -511,7 +524,7 @@ def _rows_forward(x, w, b, geom, y, ws, bands=None) -> None:
     y4 = y.reshape((geom.num, geom.out_channels) + pl.out_sp)
     args = (pl.pad[0], pl.pad[1], pl.stride[1], pl.dilation[0], pl.dilation[1])
     _cr.forward(
-        x4, wr, bias, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
+        x4, wr, bias, *act, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
         _blas.SET_LOCAL_THREADS, workers, _scratch(ws).get("counter", (1,), np.int64),
         rowbuf, y4,
     )  # fmt: skip

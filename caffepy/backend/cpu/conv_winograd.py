@@ -65,15 +65,15 @@ def use_for_backward_data(pl: Plan) -> bool:
 
 def forward(
     x: Array, w: Array, b: Array | None, pl: Plan, y: Array, ws: Workspace,
-    scratch: Workspace,
+    scratch: Workspace, act: tuple[bool, float] = (False, 0.0),
 ) -> None:  # fmt: skip
-    """y = conv(x, w) + b."""
+    """y = conv(x, w) + b, then a ReLU of slope ``act[1]`` when ``act[0]``."""
     g = pl.geom
     c, m = g.in_channels, g.out_channels
     bias = ws.get("conv.nobias", (0,), x.dtype) if b is None else b
     x4 = x.reshape((g.num, c) + pl.in_sp)
     y4 = y.reshape((g.num, m) + pl.out_sp)
-    _convolve(x4, w.reshape(m, c, 3, 3), bias, pl.pad, y4, scratch)
+    _convolve(x4, w.reshape(m, c, 3, 3), bias, pl.pad, y4, scratch, act)
 
 
 def backward_data(
@@ -91,7 +91,7 @@ def backward_data(
     _convolve(dy4, wt, ws.get("conv.nobias", (0,), dy.dtype), pad, dx4, scratch)
 
 
-def _convolve(x4, w4, bias, pad, y4, scratch) -> None:
+def _convolve(x4, w4, bias, pad, y4, scratch, act=(False, 0.0)) -> None:
     """y4 = the 3x3, stride-1 convolution of x4 with w4 (Cout, C, 3, 3)."""
     from caffepy.kernels import winograd as _wg
 
@@ -111,5 +111,18 @@ def _convolve(x4, w4, bias, pad, y4, scratch) -> None:
     for n0 in range(0, num, nb):
         todo = min(nb, num - n0)
         _wg.conv3x3(
-            x4, u, bias, pad[0], pad[1], n0, todo, gemm, local, workers, v, m, y4
+            x4,
+            u,
+            bias,
+            *act,
+            pad[0],
+            pad[1],
+            n0,
+            todo,
+            gemm,
+            local,
+            workers,
+            v,
+            m,
+            y4,
         )

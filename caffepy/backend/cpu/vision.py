@@ -57,6 +57,18 @@ class VisionOps:
     ) -> None:
         _conv.conv_forward(x, w, b, geom, y, ws)
 
+    def conv_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        geom: ConvGeometry,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        _conv.conv_forward(x, w, b, geom, y, ws, negative_slope)
+
     def conv_backward(
         self,
         x: Array,
@@ -110,6 +122,21 @@ class VisionOps:
         y: Array,
         ws: Workspace,
     ) -> None:
+        self._inner_product(x, w, b, transpose, y, ws, None)
+
+    def inner_product_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        transpose: bool,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        self._inner_product(x, w, b, transpose, y, ws, negative_slope)
+
+    def _inner_product(self, x, w, b, transpose, y, ws, relu) -> None:
         (m, k), n = x.shape, y.shape[1]
         flops = m * k * n
         workers = _ip_kernel_threads(flops)
@@ -121,7 +148,8 @@ class VisionOps:
             counter = ws.get("counter", (1,), np.int64)
             # NOTE: one worker runs on the calling thread (tasks.launch of one)
             ip_forward(
-                x, w, transpose, bias, min(n, 2 * workers),
+                x, w, transpose, bias, relu is not None,
+                0.0 if relu is None else float(relu), min(n, 2 * workers),
                 _blas.gemm_address(dtype), _blas.gemv_address(dtype),
                 _blas.SET_LOCAL_THREADS, workers, counter, y,
             )  # fmt: skip
@@ -136,6 +164,10 @@ class VisionOps:
                 y[:, a:c] += b[a:c]
 
         _pool.POOL.run(task, len(blocks))
+        if relu is not None:
+            from caffepy.kernels.neuron import relu_forward
+
+            relu_forward(y.reshape(-1), float(relu), y.reshape(-1))
 
     def inner_product_backward(
         self,

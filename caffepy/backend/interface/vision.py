@@ -44,6 +44,23 @@ class VisionInterface(MemoryInterface):
         """
         raise NotImplementedError
 
+    def conv_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        geom: ConvGeometry,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        """:meth:`conv_forward`, then :meth:`relu_forward` in place on ``y``: a
+        Convolution and the in-place ReLU after it, which the Net runs as one
+        (:meth:`caffepy.layer.Layer.fuse_next`). The same numbers as the two ops;
+        the CPU backend applies the ReLU to each block of ``y`` as it writes it.
+        """
+        raise NotImplementedError
+
     def conv_backward(
         self,
         x: Array,
@@ -160,6 +177,21 @@ class VisionInterface(MemoryInterface):
             y: (M, N), assigned.
             ws: the caller's workspace.
         """
+        raise NotImplementedError
+
+    def inner_product_relu_forward(
+        self,
+        x: Array,
+        w: Array,
+        b: Array | None,
+        transpose: bool,
+        y: Array,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        """:meth:`inner_product_forward`, then :meth:`relu_forward` in place on
+        ``y`` (an InnerProduct and the in-place ReLU after it; see
+        :meth:`conv_relu_forward`)."""
         raise NotImplementedError
 
     def inner_product_backward(

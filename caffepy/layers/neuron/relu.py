@@ -12,6 +12,14 @@ from caffepy.layers.neuron.base import InPlaceNeuron
 from caffepy.registry import register_layer
 
 
+def fusable_relu(layer: Any) -> bool:
+    """Whether ``layer`` is a ReLU that the layer before it may apply as it writes
+    its top (:meth:`caffepy.layer.Layer.fuse_next`; the Net has checked that it
+    computes in place): a plain ReLU of slope >= 0, whose backward reads its
+    mask from the top and keeps no copy of its input."""
+    return type(layer) is ReLULayer and layer.negative_slope >= 0
+
+
 @register_layer("ReLU")
 class ReLULayer(InPlaceNeuron):
     """Rectified linear unit, leaky when ``negative_slope`` is set.

@@ -12,6 +12,7 @@ from caffepy.backend.base import ConvGeometry
 from caffepy.errors import LayerError, ShapeError
 from caffepy.kernels.im2col import conv_out_size, deconv_out_size
 from caffepy.layer import Layer, canonical_axis, want_param
+from caffepy.layers.neuron.relu import fusable_relu
 from caffepy.layers.vision.params import check_param_shapes
 from caffepy.registry import register_layer
 
@@ -257,3 +258,21 @@ class ConvolutionLayer(BaseConvolutionLayer):
 
     uses_ops = ("conv_backward", "conv_forward")
     forward_op, backward_op = "conv_forward", "conv_backward"
+
+    # -- fused with the in-place ReLU after it ------------------------------------
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """An in-place ReLU (slope >= 0) after a one-bottom convolution: applied
+        to each block of the top as the convolution writes it
+        (:meth:`~caffepy.backend.base.Ops.conv_relu_forward`); backward runs
+        the two layers one by one."""
+        return len(bottom) == 1 and fusable_relu(nxt)
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        self.reshape(bottom, top)
+        nxt.reshape(top, top)
+        ops = backend.ops()
+        w = ops.data(self.blobs[0])
+        b = ops.data(self.blobs[1]) if self.bias_term else None
+        x, y = ops.data(bottom[0]), ops.mutable_data(top[0])
+        ws = self.workspace(ops)
+        ops.conv_relu_forward(x, w, b, self.geom, y, ws, nxt.negative_slope)

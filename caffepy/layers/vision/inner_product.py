@@ -5,6 +5,7 @@ from __future__ import annotations
 from caffepy import backend
 from caffepy.errors import LayerError, ShapeError
 from caffepy.layer import Layer, canonical_axis, want_param
+from caffepy.layers.neuron.relu import fusable_relu
 from caffepy.layers.vision.params import check_param_shapes
 from caffepy.registry import register_layer
 
@@ -77,6 +78,24 @@ class InnerProductLayer(Layer):
         b = ops.data(self.blobs[1]) if self.bias_term else None
         w = ops.data(self.blobs[0])
         ops.inner_product_forward(x, w, b, self.transpose, y, self.workspace(ops))
+
+    # -- fused with the in-place ReLU after it (fc6/fc7, LeNet's ip1) --------------
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """An in-place ReLU (slope >= 0) after this layer: applied to each block
+        of the top as the GEMMs write it (see ConvolutionLayer.fuse_next)."""
+        return fusable_relu(nxt)
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        self.reshape(bottom, top)
+        nxt.reshape(top, top)
+        ops = backend.ops()
+        x = ops.data(bottom[0]).reshape(self.M, self.K)
+        y = ops.mutable_data(top[0]).reshape(self.M, self.num_output)
+        b = ops.data(self.blobs[1]) if self.bias_term else None
+        w = ops.data(self.blobs[0])
+        ws = self.workspace(ops)
+        slope = nxt.negative_slope
+        ops.inner_product_relu_forward(x, w, b, self.transpose, y, ws, slope)
 
     def backward(self, top, propagate_down, bottom):
         ops = backend.ops()
