@@ -431,7 +431,7 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         _pool_backward(x, dy, w, geom, dw, db, dx, ws, reuse)
 
 
-def _fused_forward(x, w, b, geom, y, ws, act) -> None:
+def _fused_forward(x, w, b, geom, y, ws, act: tuple[bool, float]) -> None:
     from caffepy.kernels import conv as _ck
 
     pl = plan(geom)
@@ -503,7 +503,9 @@ def _rows_args(geom, ws, dtype, workers):
     return rowbuf, wr
 
 
-def _rows_forward(x, w, b, geom, y, ws, act=(False, 0.0), bands=None) -> None:
+def _rows_forward(
+    x, w, b, geom, y, ws, act: tuple[bool, float] = (False, 0.0), bands=None
+) -> None:
     from caffepy.kernels import conv_rows as _cr
 
     pl = plan(geom)

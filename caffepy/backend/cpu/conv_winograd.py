@@ -91,7 +91,9 @@ def backward_data(
     _convolve(dy4, wt, ws.get("conv.nobias", (0,), dy.dtype), pad, dx4, scratch)
 
 
-def _convolve(x4, w4, bias, pad, y4, scratch, act=(False, 0.0)) -> None:
+def _convolve(
+    x4, w4, bias, pad, y4, scratch, act: tuple[bool, float] = (False, 0.0)
+) -> None:
     """y4 = the 3x3, stride-1 convolution of x4 with w4 (Cout, C, 3, 3)."""
     from caffepy.kernels import winograd as _wg
 
