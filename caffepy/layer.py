@@ -145,6 +145,26 @@ class Layer:
         same numbers as the two passes); see :meth:`fuse_next`."""
         raise NotImplementedError(f"{self.type} layer does not fuse")
 
+    def fuse_following(self, following: list[Layer], bottom: list, top: list) -> int:
+        """How many of ``following`` (the layers after this one that compute in
+        place on its only top, in net order, none with a loss) this layer's
+        :meth:`forward_following` computes with its own forward: asked once by
+        the Net after building. The Net then runs :meth:`forward_following`
+        instead of those layers' forwards whenever it runs all of them, on the
+        CPU, without debug_info; backward runs them one by one (a pair may
+        still fuse it: :meth:`backward_fused`). By default the pair of
+        :meth:`fuse_next`: 1 if it fuses ``following[0]``, else 0.
+        """
+        return 1 if self.fuse_next(following[0], bottom, top) else 0
+
+    def forward_following(
+        self, following: list[Layer], bottom: list, top: list
+    ) -> None:
+        """This layer's forward, then those of ``following`` (as many as
+        :meth:`fuse_following` said), on the top they share: the same numbers
+        as the passes one by one. By default :meth:`forward_fused`."""
+        self.forward_fused(following[0], bottom, top)
+
     def backward_fused(
         self, nxt: Layer, top: list, propagate_down: list, bottom: list
     ) -> bool:

@@ -416,27 +416,41 @@ class Net(PycaffeNetMixin):
             ]
             layer.param_propagate_down = [True] * len(layer.blobs)
 
-    def _plan_fusions(self) -> set[int]:
-        """Indices of the layers that also compute the next one (Layer.fuse_next):
-        the next computes in place on the layer's only top, neither has a loss."""
-        fused: set[int] = set()
-        for li in range(len(self.layers) - 1):
-            tops, nxt = self.top_vecs[li], self.layers[li + 1]
-            if li - 1 in fused or len(tops) != 1:
-                continue
-            nb, nt = self.bottom_vecs[li + 1], self.top_vecs[li + 1]
-            if (
-                len(nb) != 1
-                or len(nt) != 1
-                or nb[0] is not tops[0]
-                or nt[0] is not tops[0]
-            ):
-                continue
-            if any(self.layers[li].loss_weights) or any(nxt.loss_weights):
-                continue
-            if self.layers[li].fuse_next(nxt, self.bottom_vecs[li], tops):
-                fused.add(li)
+    def _plan_fusions(self) -> dict[int, int]:
+        """Layer index -> how many of the layers after it it also computes
+        (Layer.fuse_following): layers in place on its only top, none of them
+        with a loss; a layer computed by another starts no run of its own."""
+        fused: dict[int, int] = {}
+        li = 0
+        while li < len(self.layers) - 1:
+            run = self._in_place_after(li)
+            n = 0
+            if run:
+                layer = self.layers[li]
+                n = layer.fuse_following(run, self.bottom_vecs[li], self.top_vecs[li])
+            if n:
+                fused[li] = n
+            li += n + 1
         return fused
+
+    def _in_place_after(self, li: int) -> list[Layer]:
+        """The layers right after layer li that compute in place on its only
+        top (one bottom, one top, that blob), up to the first that does not;
+        none when layer li or one of them has a loss."""
+        tops = self.top_vecs[li]
+        if len(tops) != 1 or any(self.layers[li].loss_weights):
+            return []
+        run = []
+        for lj in range(li + 1, len(self.layers)):
+            nb, nt = self.bottom_vecs[lj], self.top_vecs[lj]
+            if len(nb) != 1 or len(nt) != 1:
+                break
+            if nb[0] is not tops[0] or nt[0] is not tops[0]:
+                break
+            if any(self.layers[lj].loss_weights):
+                return []
+            run.append(self.layers[lj])
+        return run
 
     def _fusing(self) -> bool:
         """Whether this pass runs the fused pairs as one (CPU, no debug_info)."""
@@ -467,15 +481,18 @@ class Net(PycaffeNetMixin):
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         li = start
-        fused = self._fused if self._fusing() else ()
+        fused = self._fused if self._fusing() else {}
         try:
             while li <= end:
-                if li in fused and li < end:
+                n = fused.get(li, 0)
+                if n and li + n <= end:
                     layer = self.layers[li]
-                    layer.forward_fused(
-                        self.layers[li + 1], self.bottom_vecs[li], self.top_vecs[li]
+                    layer.forward_following(
+                        self.layers[li + 1 : li + n + 1],
+                        self.bottom_vecs[li],
+                        self.top_vecs[li],
                     )
-                    li += 2
+                    li += n + 1
                     continue
                 loss += self.layers[li].Forward(self.bottom_vecs[li], self.top_vecs[li])
                 if self.debug_info:
@@ -489,10 +506,11 @@ class Net(PycaffeNetMixin):
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
         li = start
-        fused = self._fused if self._fusing() else ()
+        fused = self._fused if self._fusing() else {}
         try:
             while li >= end:
-                if li - 1 in fused and li - 1 >= end and self._backward_fused(li - 1):
+                pair = fused.get(li - 1) == 1 and li - 1 >= end
+                if pair and self._backward_fused(li - 1):
                     li -= 2
                     continue
                 if self.layer_need_backward[li]:

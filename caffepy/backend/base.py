@@ -174,7 +174,7 @@ class Ops(
 
     # -- fused pairs: the two ops one after the other, where a backend has no
     # -- kernel of its own
-    def conv_relu_forward(
+    def conv_forward_fused(
         self,
         x: Array,
         w: Array,
@@ -182,10 +182,18 @@ class Ops(
         geom: ConvGeometry,
         y: Array,
         ws: Workspace,
-        negative_slope: float,
+        affine: Array | None,
+        keep: Array | None,
+        negative_slope: float | None,
     ) -> None:
         self.conv_forward(x, w, b, geom, y, ws)
-        self.relu_forward(y, negative_slope, y)
+        if affine is not None:
+            y3 = y.reshape(geom.num, geom.out_channels, -1)
+            k3 = None if keep is None else keep.reshape(y3.shape)
+            mean, std, scale, bias = affine
+            self.batch_norm_scale_forward_global(y3, mean, std, scale, bias, k3, y3)
+        if negative_slope is not None:
+            self.relu_forward(y, negative_slope, y)
 
     def inner_product_relu_forward(
         self,

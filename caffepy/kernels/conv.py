@@ -41,7 +41,7 @@ from caffepy.kernels.im2col import (
     swap01_rows,
     valid_ranges,
 )
-from caffepy.kernels.neuron import rectify
+from caffepy.kernels.neuron import finish_channel
 from caffepy.kernels.tasks import launch
 
 _NT, _T = 111, 112  # CblasNoTrans, CblasTrans
@@ -71,6 +71,8 @@ def conv_forward(
     x,
     w,
     bias,
+    affine,
+    keep,
     relu,
     slope,
     kh,
@@ -97,8 +99,10 @@ def conv_forward(
         x: (N, C, H, W) input, C-contiguous.
         w: (M, K/G) weights, C-contiguous.
         bias: (M,) or empty.
-        relu, slope: whether a ReLU of negative slope ``slope`` follows (applied
-            to each chunk's output as it is written, :func:`neuron.rectify`).
+        affine, keep, relu, slope: the layers fused after the convolution,
+            applied to each chunk's output as it is written: BatchNorm and Scale
+            (``affine`` (4, M) or (0, M); ``keep`` (N, M, oh, ow) or empty, the
+            normalised values) and a ReLU (see :func:`neuron.finish_channel`).
         kh, kw, ph, pw, sh, sw, dh, dw: kernel size, padding, stride, dilation.
         groups: G.
         nb: images per chunk.
@@ -108,7 +112,8 @@ def conv_forward(
         y: (N, M, oh, ow) output, C-contiguous, overwritten.
     """
     counter[0] = 0
-    args = (x, w, bias, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw, groups, nb)
+    args = (x, w, bias, affine, keep, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw)
+    args = args + (groups, nb)
     launch(
         _forward_task, args + (gemm, local, counter, colbuf, resbuf, y), workers, local
     )
@@ -119,6 +124,8 @@ def _forward_task(
     x,
     w,
     bias,
+    affine,
+    keep,
     relu,
     slope,
     kh,
@@ -222,12 +229,15 @@ def _forward_task(
                 base = u64(o * npos)
                 for p in range(npos):
                     yc[base + u64(p)] += v
-        if relu:
-            rectify(yc, 0, m * m_out * npos, slope)
+        if relu or affine.shape[0] > 0:
+            kf = keep.reshape(keep.size)
+            for t in range(m * m_out):
+                at = (n0 * m_out + t) * npos
+                finish_channel(yf, at, at + npos, t % m_out, affine, kf, relu, slope)
 
 
 def conv_forward_wide(
-    x, w, bias, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local,
+    x, w, bias, affine, keep, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw, groups, gemm, local,
     workers, colbuf, y,
 ):  # fmt: skip
     """conv_forward for one image, spread over the threads: im2col by planes,
@@ -248,7 +258,8 @@ def conv_forward_wide(
     mg = m_out // groups
     span = max(npos, mg)
     per_group = max(1, min(span // 16, (2 * workers + groups - 1) // groups))
-    args = (x, w, bias, relu, slope, one1, groups, per_group, gemm, local, colbuf, y)
+    args = (x, w, bias, affine, keep, relu, slope, one1, groups, per_group, gemm)
+    args = args + (local, colbuf, y)
     launch(_wide_gemm_task, args, groups * per_group, local)
 
 
@@ -288,7 +299,8 @@ def _wide_im2col_task(x, kh, kw, ph, pw, sh, sw, dh, dw, blocks, colbuf, y, b, _
 
 @njit
 def _wide_gemm_task(
-    x, w, bias, relu, slope, one1, groups, per_group, gemm, local, colbuf, y, t, _
+    x, w, bias, affine, keep, relu, slope, one1, groups, per_group, gemm, local,
+    colbuf, y, t, _,
 ):  # fmt: skip
     """GEMM block t of :func:`conv_forward_wide`."""
     m_out, npos = y.shape[1], y.shape[2] * y.shape[3]
@@ -349,9 +361,10 @@ def _wide_gemm_task(
             base = u64(o * npos)
             for p in range(p0, p1):
                 yf[base + u64(p)] += v
-    if relu:
+    if relu or affine.shape[0] > 0:
+        kf = keep.reshape(keep.size)
         for o in range(r0, r1):
-            rectify(yf, o * npos + p0, o * npos + p1, slope)
+            finish_channel(yf, o * npos + p0, o * npos + p1, o, affine, kf, relu, slope)
 
 
 def conv_backward(

@@ -32,7 +32,7 @@ from caffepy.kernels.blas import gemm as _gemm
 from caffepy.kernels.config import njit
 from caffepy.kernels.conv import _row_sums
 from caffepy.kernels.im2col import axis_ranges
-from caffepy.kernels.neuron import rectify
+from caffepy.kernels.neuron import finish_channel
 from caffepy.kernels.tasks import launch
 
 _NT, _T = 111, 112  # CblasNoTrans, CblasTrans
@@ -133,7 +133,8 @@ def _row2im(rf, xbase, chans, height, width, hr, ow, kw, ph, pw, sw, dw, xlo, xh
 
 
 def forward(
-    x, wr, bias, relu, slope, kh, kw, ph, pw, sw, dh, dw, groups, bands, gemm,
+    x, wr, bias, affine, keep, relu, slope, kh, kw, ph, pw, sw, dh, dw, groups,
+    bands, gemm,
     local, workers, counter, rowbuf, y,
 ):  # fmt: skip
     """y = conv(x, w) + bias for a convolution of vertical stride 1.
@@ -147,8 +148,8 @@ def forward(
         x: (N, C, H, W) input, C-contiguous.
         wr: (kh, M, C/G*kw) rearranged weights (:func:`rearrange`).
         bias: (M,) or empty.
-        relu, slope: whether a ReLU of negative slope ``slope`` follows (applied
-            to each band as it is written).
+        affine, keep, relu, slope: the layers fused after the convolution,
+            applied to each band as it is written (see :func:`conv.conv_forward`).
         kh, kw, ph, pw, sw, dh, dw: kernel size, padding, horizontal stride,
             dilation (the vertical stride is 1).
         groups: G.
@@ -158,14 +159,15 @@ def forward(
         y: (N, M, oh, ow) output, C-contiguous, overwritten.
     """
     counter[0] = 0
-    args = (x, wr, bias, relu, slope, kh, kw, ph, pw, sw, dh, dw, groups, bands)
-    args = args + (gemm, local, counter)
+    args = (x, wr, bias, affine, keep, relu, slope, kh, kw, ph, pw, sw, dh, dw)
+    args = args + (groups, bands, gemm, local, counter)
     launch(_forward_task, args + (rowbuf, y), workers, local)
 
 
 @njit
 def _forward_task(
-    x, wr, bias, relu, slope, kh, kw, ph, pw, sw, dh, dw, groups, bands, gemm,
+    x, wr, bias, affine, keep, relu, slope, kh, kw, ph, pw, sw, dh, dw, groups,
+    bands, gemm,
     local, counter, rowbuf, y, _, tid,
 ):  # fmt: skip
     """One kernel thread's part of :func:`forward`: (image, band) tasks from the
@@ -215,9 +217,11 @@ def _forward_task(
                 base = u64(yb + o * npos)
                 for p in range(cols):
                     yf[base + u64(p)] += v
-        if relu:
+        if relu or affine.shape[0] > 0:
+            kf = keep.reshape(keep.size)
             for o in range(m_out):
-                rectify(yf, yb + o * npos, yb + o * npos + cols, slope)
+                at = yb + o * npos
+                finish_channel(yf, at, at + cols, o, affine, kf, relu, slope)
 
 
 def backward(

@@ -36,6 +36,32 @@ def rectify(yf, start, stop, negative_slope):
         yf[i] = v if v > 0 else v * negative_slope
 
 
+@njit(inline="always")
+def finish_channel(yf, start, stop, c, affine, kf, relu, slope):
+    """The layers fused after a convolution, on ``yf[start:stop]`` (flat), the
+    elements of output channel ``c`` that the convolution has just written:
+    BatchNorm with stored statistics and the Scale after it when ``affine`` (4, C:
+    mean, std, scale, bias) has rows, as :func:`normalization.bn_scale_forward_global`
+    (the normalised values also to ``kf``, laid out as ``yf``, when it is not
+    empty: the Scale's kept input), then the ReLU of negative slope ``slope``
+    when ``relu``; the same operations as those layers' own kernels."""
+    if affine.shape[0] > 0:
+        mu, sd = affine[0, c], affine[1, c]
+        a, b = affine[2, c], affine[3, c]
+        if kf.size > 0:
+            for k in range(stop - start):
+                i = u64(start + k)
+                xn = (yf[i] - mu) / sd
+                kf[i] = xn
+                yf[i] = xn * a + b
+        else:
+            for k in range(stop - start):
+                i = u64(start + k)
+                yf[i] = (yf[i] - mu) / sd * a + b
+    if relu:
+        rectify(yf, start, stop, slope)
+
+
 @pjit
 def relu_backward(x, dy, negative_slope, dx):
     """dx = dy where x > 0 else negative_slope * dy (Caffe: x <= 0 takes the slope).

@@ -32,7 +32,7 @@ from numba import uint64 as u64
 from caffepy.kernels.blas import gemm as _gemm
 from caffepy.kernels.blas import set_local_threads
 from caffepy.kernels.config import njit
-from caffepy.kernels.neuron import rectify
+from caffepy.kernels.neuron import finish_channel
 from caffepy.kernels.tasks import launch
 
 _NT = 111  # CblasNoTrans
@@ -86,15 +86,19 @@ def _g(v0, v1, v2, half):
     return v0, half * (v0 + v1 + v2), half * (v0 - v1 + v2), v2
 
 
-def conv3x3(x, u, bias, relu, slope, ph, pw, n0, nb, gemm, local, workers, v, m, y):
+def conv3x3(
+    x, u, bias, affine, keep, relu, slope, ph, pw, n0, nb, gemm, local, workers, v,
+    m, y,
+):  # fmt: skip
     """Images [n0, n0 + nb) of a 3x3, stride-1 convolution: y = conv(x) + bias.
 
     Args:
         x: (N, C, H, W) input, C-contiguous.
         u: weights from :func:`transform_weights`.
         bias: (Cout,) or empty.
-        relu, slope: whether a ReLU of negative slope ``slope`` follows (applied
-            to each output channel's planes as they are written).
+        affine, keep, relu, slope: the layers fused after the convolution,
+            applied to each output plane as it is written (see
+            :func:`caffepy.kernels.conv.conv_forward`).
         ph, pw: padding.
         n0, nb: the chunk of images.
         gemm, local: :func:`caffepy.kernels.blas.gemm_address` of the dtype and
@@ -112,7 +116,8 @@ def conv3x3(x, u, bias, relu, slope, ph, pw, n0, nb, gemm, local, workers, v, m,
     args = (u, v, chans, split, nb, gemm, local, m, y)
     launch(_gemm_task, args, 16 * split, local)
     o_blocks = min(m_out, 4 * workers)
-    launch(_output_task, (m, bias, relu, slope, n0, nb, o_blocks, y), o_blocks)
+    args = (m, bias, affine, keep, relu, slope, n0, nb, o_blocks, y)
+    launch(_output_task, args, o_blocks)
 
 
 @njit
@@ -199,9 +204,9 @@ def _gemm_task(u, v, chans, split, nb, gemm, local, m, y, t, _):
 
 
 @njit
-def _output_task(m, bias, relu, slope, n0, nb, blocks, y, b, _):
+def _output_task(m, bias, affine, keep, relu, slope, n0, nb, blocks, y, b, _):
     """Output channels [b*Cout/blocks, (b+1)*Cout/blocks): Y = A^T M A + bias
-    (then the ReLU)."""
+    (then the fused layers)."""
     m_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     th, tw = (out_h + 1) // 2, (out_w + 1) // 2
     tiles = nb * th * tw
@@ -244,5 +249,7 @@ def _output_task(m, bias, relu, slope, n0, nb, blocks, y, b, _):
                         yf[at2] = t0 + t1 + t2 + bo
                         if ox + 1 < out_w:
                             yf[at2 + u64(1)] = t1 - t2 - t3 + bo
-            if relu:
-                rectify(yf, base, base + out_h * out_w, slope)
+            if relu or affine.shape[0] > 0:
+                kf = keep.reshape(keep.size)
+                at = base + out_h * out_w
+                finish_channel(yf, base, at, o, affine, kf, relu, slope)

@@ -18,6 +18,32 @@ from caffepy.proto import caffe_pb2
 SEED = 7
 
 
+def bn_net(shape, conv, relu=True, global_stats=True, frozen_scale=False):
+    """Input ``shape`` -> Convolution -> in place BatchNorm (stored statistics
+    when ``global_stats``) -> Scale (learnt unless ``frozen_scale``) -> ReLU
+    (when ``relu``) -> InnerProduct -> Euclidean loss."""
+    text = text_format.MessageToString(relu_net(shape, conv, ip=False))
+    frozen = "param { lr_mult: 0 } param { lr_mult: 0 }" if frozen_scale else ""
+    stats = str(global_stats).lower()
+    layers = (
+        "layer { name: 'bn' type: 'BatchNorm' bottom: 'conv' top: 'conv' "
+        f"batch_norm_param {{ use_global_stats: {stats} }} }}"
+        f"layer {{ name: 'sc' type: 'Scale' bottom: 'conv' top: 'conv' {frozen} "
+        "scale_param { bias_term: true filler { type: 'uniform' min: 0.5 max: 1.5 } "
+        "bias_filler { type: 'uniform' min: -0.5 max: 0.5 } } }"
+    )
+    param = caffe_pb2.NetParameter()
+    text_format.Parse(text, param)
+    extra = text_format.Parse(layers, caffe_pb2.NetParameter()).layer
+    relu_at = [lp.name for lp in param.layer].index("relu")
+    kept = list(param.layer)
+    if not relu:
+        del kept[relu_at]
+    del param.layer[:]
+    param.layer.extend(kept[:relu_at] + list(extra) + kept[relu_at:])
+    return param
+
+
 def relu_net(shape, conv, slope=0.0, ip=True):
     """Input ``shape`` -> Convolution (``conv``: its convolution_param text) ->
     in-place ReLU -> InnerProduct -> in-place ReLU -> InnerProduct -> Euclidean
@@ -129,19 +155,25 @@ def test_winograd_relu_fused_bit_identical(monkeypatch, dtype):
     _assert_fused_same(param, {"conv"}, dtype=dtype)
 
 
-def test_without_a_callable_blas_the_relu_is_a_pass(monkeypatch):
+def test_without_a_callable_blas_the_fused_layers_are_passes(monkeypatch):
     monkeypatch.setattr(blas, "AVAILABLE", False)
     param = relu_net((2, 3, 8, 8), "num_output: 4 kernel_size: 3 pad: 1")
     net, _ = _run(param, True)
     assert cpu_conv.kernel_paths(net.layers[1].geom) == ("pool", "pool")
     _assert_fused_same(param, {"conv", "ip1"})
+    run = _stats_net(bn_net((2, 3, 8, 8), "num_output: 4 kernel_size: 3"))
+    _, got = run(True, caffepy.TEST)
+    _, want = run(False, caffepy.TEST)
+    for (wd, wg), (gd, gg) in zip(want, got, strict=True):
+        assert wd.tobytes() == gd.tobytes()
+        assert wg.tobytes() == gg.tobytes()
 
 
-def test_relu_after_relu_and_leaky_negative_slopes_are_not_fused():
+def test_negative_slopes_and_relus_not_in_place_are_not_fused():
     # a negative slope flips the sign: the ReLU keeps its input for backward
     param = relu_net((2, 3, 8, 8), "num_output: 4 kernel_size: 3", slope=-0.5)
     net, _ = _run(param, True)
-    assert net._fused == set()
+    assert not net._fused
     # the top also read by another layer before the ReLU: not in place, no fusion
     text = text_format.MessageToString(
         relu_net((2, 3, 8, 8), "num_output: 4 kernel_size: 3")
@@ -161,3 +193,66 @@ def test_forward_to_the_convolution_leaves_its_output_unrectified():
     assert (out < 0).any()
     out = net.forward(end="relu")["conv"]
     assert not (out < 0).any()
+
+
+def _stats_net(param, dtype=np.float32):
+    """_run with stored BatchNorm statistics (not the zero-count defaults)."""
+
+    def run(fuse, phase):
+        caffepy.set_random_seed(SEED)
+        net = Net(param=param, phase=phase, dtype=dtype)
+        net.fuse_layers = fuse
+        rng = np.random.default_rng(SEED)
+        for name in net.inputs:
+            net.blobs[name].data[...] = rng.standard_normal(net.blobs[name].shape)
+        bn = net.layer_dict["bn"]
+        bn.blobs[0].data[...] = rng.standard_normal(bn.blobs[0].shape)
+        bn.blobs[1].data[...] = rng.uniform(0.5, 2, bn.blobs[1].shape)
+        bn.blobs[2].data[...] = 0.9
+        for _ in range(2):
+            net.clear_param_diffs()
+            net.forward_prefilled()
+            net.backward_prefilled()
+        blobs = [b for lyr in net.layers for b in lyr.blobs] + list(net.blobs.values())
+        return net, [(b.data.copy(), b.diff.copy()) for b in blobs]
+
+    return run
+
+
+@pytest.mark.parametrize("frozen_scale", [False, True])
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("shape, conv, path", PATHS, ids=IDS)
+def test_conv_batch_norm_scale_relu_fused_bit_identical(
+    shape, conv, path, relu, frozen_scale
+):
+    """Convolution, BatchNorm with stored statistics, Scale (kept input or
+    not), ReLU: one pass forward; backward (one by one) gets the same numbers."""
+    run = _stats_net(bn_net(shape, conv, relu, frozen_scale=frozen_scale))
+    for phase in (caffepy.TRAIN, caffepy.TEST):
+        net, got = run(True, phase)
+        assert net._fused == {1: 3 if relu else 2}
+        _, want = run(False, phase)
+        for (wd, wg), (gd, gg) in zip(want, got, strict=True):
+            assert wd.tobytes() == gd.tobytes()
+            assert wg.tobytes() == gg.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_batch_norm_scale_relu_fused_bit_identical(monkeypatch, dtype):
+    monkeypatch.setattr(conv_winograd, "MIN_CHANNELS", 4)
+    monkeypatch.setattr(conv_winograd, "MIN_POSITIONS", 1)
+    run = _stats_net(bn_net((2, 4, 7, 6), "num_output: 5 kernel_size: 3 pad: 1"), dtype)
+    net, got = run(True, caffepy.TEST)
+    assert cpu_conv.kernel_paths(net.layers[1].geom)[0] == "winograd"
+    _, want = run(False, caffepy.TEST)
+    for (wd, wg), (gd, gg) in zip(want, got, strict=True):
+        assert wd.tobytes() == gd.tobytes()
+        assert wg.tobytes() == gg.tobytes()
+
+
+def test_batch_norm_with_batch_statistics_is_not_fused_into_the_convolution():
+    run = _stats_net(
+        bn_net((2, 3, 8, 8), "num_output: 4 kernel_size: 3", global_stats=False)
+    )
+    net, _ = run(True, caffepy.TRAIN)
+    assert net._fused == {2: 1}  # BatchNorm with its Scale, as before

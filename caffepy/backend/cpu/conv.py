@@ -382,31 +382,42 @@ def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
 
 
 def conv_forward(
-    x, w, b, geom: ConvGeometry, y, ws: Workspace, relu: float | None = None
+    x, w, b, geom: ConvGeometry, y, ws: Workspace, affine=None, keep=None, relu=None
 ) -> None:
-    """See :meth:`caffepy.backend.base.Ops.conv_forward`; ``relu``: the negative
-    slope of a ReLU applied to y (:meth:`~caffepy.backend.base.Ops.conv_relu_forward`),
-    in the kernels that write y, or None."""
+    """See :meth:`caffepy.backend.base.Ops.conv_forward`; ``affine``, ``keep``,
+    ``relu``: the layers fused after it, as
+    :meth:`~caffepy.backend.base.Ops.conv_forward_fused` takes them, applied in
+    the kernels that write y."""
     ws.state.pop(_COLS_OF, None)
     pl = plan(geom) if len(geom.kernel) <= 2 else None
-    act = (relu is not None, 0.0 if relu is None else float(relu))
+    if pl is not None and _blas.AVAILABLE:
+        dtype = x.dtype
+        act = (
+            ws.get("conv.noaffine", (0, 0), dtype) if affine is None else affine,
+            ws.get("conv.nokeep", (0,), dtype) if keep is None else keep.reshape(-1),
+            relu is not None,
+            0.0 if relu is None else float(relu),
+        )
+        if _wino.use(pl):
+            _wino.forward(x, w, b, pl, y, ws, _scratch(ws), act)
+        elif _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
+            _rows_forward(x, w, b, geom, y, ws, act)
+        else:
+            _fused_forward(x, w, b, geom, y, ws, act)
+        return
     if pl is None:
         _nd.conv_forward(x, w, b, geom, y, ws)
-    elif _wino.use(pl):
-        _wino.forward(x, w, b, pl, y, ws, _scratch(ws), act)
-        return
-    elif _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
-        _rows_forward(x, w, b, geom, y, ws, act)
-        return
-    elif _blas.AVAILABLE:
-        _fused_forward(x, w, b, geom, y, ws, act)
-        return
     else:
         _pool_forward(x, w, b, geom, y, ws)
-    if relu is not None:  # the paths without a kernel of their own: a pass
-        from caffepy.kernels.neuron import relu_forward
+    # the paths without kernels of their own: the layers' passes
+    from caffepy.kernels import neuron, normalization
 
-        relu_forward(y.reshape(-1), float(relu), y.reshape(-1))
+    if affine is not None:
+        y3 = y.reshape(geom.num, geom.out_channels, -1)
+        k3 = y3 if keep is None else keep.reshape(y3.shape)
+        normalization.bn_scale_forward_global(y3, *affine, keep is not None, k3, y3)
+    if relu is not None:
+        neuron.relu_forward(y.reshape(-1), float(relu), y.reshape(-1))
 
 
 def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> None:
@@ -431,7 +442,7 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         _pool_backward(x, dy, w, geom, dw, db, dx, ws, reuse)
 
 
-def _fused_forward(x, w, b, geom, y, ws, act: tuple[bool, float]) -> None:
+def _fused_forward(x, w, b, geom, y, ws, act: _wino.Epilogue) -> None:
     from caffepy.kernels import conv as _ck
 
     pl = plan(geom)
@@ -504,7 +515,7 @@ def _rows_args(geom, ws, dtype, workers):
 
 
 def _rows_forward(
-    x, w, b, geom, y, ws, act: tuple[bool, float] = (False, 0.0), bands=None
+    x, w, b, geom, y, ws, act: _wino.Epilogue | None = None, bands=None
 ) -> None:
     from caffepy.kernels import conv_rows as _cr
 
@@ -519,6 +530,12 @@ def _rows_forward(
             bands = max(2 * workers, -(-npos // ROWS_BAND_POSITIONS))
         bands = min(pl.out_sp[0], bands)
     rowbuf, wr = _rows_args(geom, ws, dtype, workers)
+    post: _wino.Epilogue = act or (
+        np.empty((0, 0), dtype),
+        np.empty(0, dtype),
+        False,
+        0.0,
+    )
     kh, kw = pl.kernel
     _cr.rearrange(w.reshape(geom.out_channels, -1), kh, kw, wr)
     bias = ws.get("conv.nobias", (0,), dtype) if b is None else b
@@ -526,7 +543,7 @@ def _rows_forward(
     y4 = y.reshape((geom.num, geom.out_channels) + pl.out_sp)
     args = (pl.pad[0], pl.pad[1], pl.stride[1], pl.dilation[0], pl.dilation[1])
     _cr.forward(
-        x4, wr, bias, *act, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
+        x4, wr, bias, *post, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
         _blas.SET_LOCAL_THREADS, workers, _scratch(ws).get("counter", (1,), np.int64),
         rowbuf, y4,
     )  # fmt: skip

@@ -30,6 +30,10 @@ import numpy as np
 from caffepy.backend.base import Array, Workspace
 from caffepy.kernels import blas as _blas
 
+#: The layers fused after a convolution, as the kernels take them: affine (4, M)
+#: or (0, 0), keep (flat) or empty, relu, slope (caffepy.backend.cpu.conv).
+Epilogue = tuple[Array, Array, bool, float]
+
 if TYPE_CHECKING:
     from caffepy.backend.cpu.conv import Plan
 
@@ -65,9 +69,10 @@ def use_for_backward_data(pl: Plan) -> bool:
 
 def forward(
     x: Array, w: Array, b: Array | None, pl: Plan, y: Array, ws: Workspace,
-    scratch: Workspace, act: tuple[bool, float] = (False, 0.0),
+    scratch: Workspace, act: Epilogue | None = None,
 ) -> None:  # fmt: skip
-    """y = conv(x, w) + b, then a ReLU of slope ``act[1]`` when ``act[0]``."""
+    """y = conv(x, w) + b, then the fused layers ``act`` (affine, keep, relu,
+    slope: see :func:`caffepy.backend.cpu.conv.conv_forward`)."""
     g = pl.geom
     c, m = g.in_channels, g.out_channels
     bias = ws.get("conv.nobias", (0,), x.dtype) if b is None else b
@@ -91,9 +96,7 @@ def backward_data(
     _convolve(dy4, wt, ws.get("conv.nobias", (0,), dy.dtype), pad, dx4, scratch)
 
 
-def _convolve(
-    x4, w4, bias, pad, y4, scratch, act: tuple[bool, float] = (False, 0.0)
-) -> None:
+def _convolve(x4, w4, bias, pad, y4, scratch, act: Epilogue | None = None) -> None:
     """y4 = the 3x3, stride-1 convolution of x4 with w4 (Cout, C, 3, 3)."""
     from caffepy.kernels import winograd as _wg
 
@@ -110,13 +113,14 @@ def _convolve(
     m = scratch.get("wino.m", (16, _wg.plane(m_out * nb * tiles)), dtype)
     _wg.transform_weights(w4, workers, u)
     gemm, local = _blas.gemm_address(dtype), _blas.SET_LOCAL_THREADS
+    post: Epilogue = act or (np.empty((0, 0), dtype), np.empty(0, dtype), False, 0.0)
     for n0 in range(0, num, nb):
         todo = min(nb, num - n0)
         _wg.conv3x3(
             x4,
             u,
             bias,
-            *act,
+            *post,
             pad[0],
             pad[1],
             n0,

@@ -57,7 +57,7 @@ class VisionOps:
     ) -> None:
         _conv.conv_forward(x, w, b, geom, y, ws)
 
-    def conv_relu_forward(
+    def conv_forward_fused(
         self,
         x: Array,
         w: Array,
@@ -65,9 +65,11 @@ class VisionOps:
         geom: ConvGeometry,
         y: Array,
         ws: Workspace,
-        negative_slope: float,
+        affine: Array | None,
+        keep: Array | None,
+        negative_slope: float | None,
     ) -> None:
-        _conv.conv_forward(x, w, b, geom, y, ws, negative_slope)
+        _conv.conv_forward(x, w, b, geom, y, ws, affine, keep, negative_slope)
 
     def conv_backward(
         self,

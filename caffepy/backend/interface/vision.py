@@ -44,7 +44,7 @@ class VisionInterface(MemoryInterface):
         """
         raise NotImplementedError
 
-    def conv_relu_forward(
+    def conv_forward_fused(
         self,
         x: Array,
         w: Array,
@@ -52,12 +52,21 @@ class VisionInterface(MemoryInterface):
         geom: ConvGeometry,
         y: Array,
         ws: Workspace,
-        negative_slope: float,
+        affine: Array | None,
+        keep: Array | None,
+        negative_slope: float | None,
     ) -> None:
-        """:meth:`conv_forward`, then :meth:`relu_forward` in place on ``y``: a
-        Convolution and the in-place ReLU after it, which the Net runs as one
-        (:meth:`caffepy.layer.Layer.fuse_next`). The same numbers as the two ops;
-        the CPU backend applies the ReLU to each block of ``y`` as it writes it.
+        """:meth:`conv_forward` and the in-place layers after it that the Net runs
+        with it (:meth:`caffepy.layer.Layer.fuse_following`), on ``y``:
+
+        - with ``affine`` ((4, out_channels): mean, std, scale, bias), a BatchNorm
+          with stored statistics and the Scale after it, as
+          :meth:`batch_norm_scale_forward_global` (``keep``: where the normalised
+          values go, shaped as ``y``, or None);
+        - with ``negative_slope``, a ReLU, as :meth:`relu_forward`.
+
+        The same numbers as the ops one by one; the CPU backend applies them to
+        each block of ``y`` as its kernels write it.
         """
         raise NotImplementedError
 
@@ -191,7 +200,7 @@ class VisionInterface(MemoryInterface):
     ) -> None:
         """:meth:`inner_product_forward`, then :meth:`relu_forward` in place on
         ``y`` (an InnerProduct and the in-place ReLU after it; see
-        :meth:`conv_relu_forward`)."""
+        :meth:`conv_forward_fused`)."""
         raise NotImplementedError
 
     def inner_product_backward(

@@ -188,6 +188,29 @@ class BatchNormLayer(Layer):
         self._update_stats(ops, bottom[0].count, mean, var)
         nxt.saved_input = xnorm
 
+    def global_affine(self, ops: Ops, scale: Layer, top: list) -> tuple:
+        """For a layer that computes this BatchNorm (stored statistics) and the
+        in-place Scale after it in its own pass (a Convolution's
+        ``forward_following``): the (4, C) mean, std, scale and bias to apply,
+        and where the normalised values go when the Scale keeps its input for
+        backward (else None). Leaves what the two layers' backward passes
+        read, as their own forwards would."""
+        mean, var, std = (self._stats(ops, n) for n in ("mean", "var", "std"))
+        stored = [ops.data(blob) for blob in self.blobs]
+        ops.batch_norm_global_stats(*stored, self.eps, mean, var, std)
+        rows = self.workspace(ops).get("affine", (4, self.channels), self.dtype)
+        params = (scale.blobs[0], scale.blobs[scale.bias_id])
+        for row, src in zip(rows[2:], params, strict=True):
+            ops.copy(ops.data(src).reshape(-1), row)
+        ops.copy(mean, rows[0])
+        ops.copy(std, rows[1])
+        keep = None
+        if scale._keeps_input(top, top):
+            shape = self._view(ops.data(top[0])).shape
+            keep = self.workspace(ops).get("xnorm", shape, self.dtype)
+        scale.saved_input = keep
+        return rows, keep
+
     def backward_fused(
         self, nxt: Layer, top: list, propagate_down: list, bottom: list
     ) -> bool:

@@ -259,20 +259,44 @@ class ConvolutionLayer(BaseConvolutionLayer):
     uses_ops = ("conv_backward", "conv_forward")
     forward_op, backward_op = "conv_forward", "conv_backward"
 
-    # -- fused with the in-place ReLU after it ------------------------------------
-    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
-        """An in-place ReLU (slope >= 0) after a one-bottom convolution: applied
-        to each block of the top as the convolution writes it
-        (:meth:`~caffepy.backend.base.Ops.conv_relu_forward`); backward runs
-        the two layers one by one."""
-        return len(bottom) == 1 and fusable_relu(nxt)
+    # -- fused with the in-place layers after it ----------------------------------
+    def fuse_following(self, following: list[Layer], bottom: list, top: list) -> int:
+        """BatchNorm with stored statistics and the Scale after it (ResNet's
+        deploy and test nets), then a ReLU of slope >= 0, each in place and
+        either part alone: applied to each block of the top as the convolution
+        writes it (``Ops.conv_forward_fused``, the same numbers). Backward runs
+        the layers one by one."""
+        from caffepy.layers.normalization.batch_norm import BatchNormLayer
 
-    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        if len(bottom) != 1:
+            return 0
+        n = 0
+        bn = following[0]
+        if (
+            len(following) > 1
+            and type(bn) is BatchNormLayer
+            and bn.use_global_stats
+            and bn.fuse_next(following[1], top, top)
+        ):
+            n = 2
+        if len(following) > n and fusable_relu(following[n]):
+            n += 1
+        return n
+
+    def forward_following(
+        self, following: list[Layer], bottom: list, top: list
+    ) -> None:
         self.reshape(bottom, top)
-        nxt.reshape(top, top)
+        for layer in following:
+            layer.reshape(top, top)
         ops = backend.ops()
+        affine = keep = None
+        if len(following) > 1:  # BatchNorm and Scale
+            affine, keep = following[0].global_affine(ops, following[1], top)
+        last = following[-1]
+        slope = last.negative_slope if fusable_relu(last) else None
         w = ops.data(self.blobs[0])
         b = ops.data(self.blobs[1]) if self.bias_term else None
         x, y = ops.data(bottom[0]), ops.mutable_data(top[0])
         ws = self.workspace(ops)
-        ops.conv_relu_forward(x, w, b, self.geom, y, ws, nxt.negative_slope)
+        ops.conv_forward_fused(x, w, b, self.geom, y, ws, affine, keep, slope)
