@@ -208,6 +208,12 @@ class Ops(
         self.inner_product_forward(x, w, b, transpose, y, ws)
         self.relu_forward(y, negative_slope, y)
 
+    def eltwise_sum_relu_forward(
+        self, xs: list[Array], coeffs: list[float], y: Array, negative_slope: float
+    ) -> None:
+        self.eltwise_forward(xs, 1, coeffs, y, None)  # 1: SUM
+        self.relu_forward(y, negative_slope, y)
+
     def supports(self, layer: Any) -> bool:
         """Whether ``layer`` runs natively here (every op in its ``uses_ops``
         implemented); always on the CPU, which implements every op."""

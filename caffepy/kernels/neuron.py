@@ -25,7 +25,7 @@ def relu_forward(x, negative_slope, y):
         y[i] = v if v > 0 else v * negative_slope
 
 
-@njit(inline="always")
+@njit
 def rectify(yf, start, stop, negative_slope):
     """:func:`relu_forward` in place on ``yf[start:stop]`` (flat), the same
     operations: a ReLU fused into the pass that has just written those
@@ -36,7 +36,7 @@ def rectify(yf, start, stop, negative_slope):
         yf[i] = v if v > 0 else v * negative_slope
 
 
-@njit(inline="always")
+@njit
 def finish_channel(yf, start, stop, c, affine, kf, relu, slope):
     """The layers fused after a convolution, on ``yf[start:stop]`` (flat), the
     elements of output channel ``c`` that the convolution has just written:
@@ -164,6 +164,15 @@ def axpby(a, alpha, b, beta, y):
     """
     for i in prange(a.size):
         y[i] = a[i] * alpha + b[i] * beta
+
+
+@pjit
+def axpby_relu(a, alpha, b, beta, negative_slope, y):
+    """:func:`axpby` then :func:`relu_forward` in the same pass (an Eltwise SUM
+    of two bottoms and the in-place ReLU after it): the same operations."""
+    for i in prange(a.size):
+        v = a[i] * alpha + b[i] * beta
+        y[i] = v if v > 0 else v * negative_slope
 
 
 @pjit

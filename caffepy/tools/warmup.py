@@ -157,6 +157,23 @@ def _data():
     tr.transform(np.zeros((2, 1, 4, 4), np.uint8))
 
 
+def _eltwise_relu():
+    """An Eltwise SUM and the in-place ReLU after it, as a Net runs them."""
+    import numpy as np
+
+    from caffepy import TRAIN, Blob
+    from caffepy.testing import layer_from_text
+
+    a, b, y = (Blob((2, 3, 4, 4), np.float32) for _ in range(3))
+    sum_, relu = (
+        layer_from_text(f'type: "{kind}"', TRAIN, np.float32)
+        for kind in ("Eltwise", "ReLU")
+    )
+    sum_.SetUp([a, b], [y])
+    relu.SetUp([y], [y])
+    sum_.forward_fused(relu, [a, b], [y])
+
+
 def _run_unit(name):
     """Compile one unit's kernels (in this process); returns (name, seconds)."""
     t = time.perf_counter()
@@ -200,6 +217,7 @@ def _run_unit(name):
         _forward_backward(*_layer('type: "Dropout"', [(2, 3, 4, 4)]))
     elif name == "eltwise":
         _forward_backward(*_layer('type: "Eltwise"', [(2, 3, 4, 4)] * 2))
+        _eltwise_relu()
     else:
         raise ValueError(f"unknown warmup unit {name!r}")
     return name, time.perf_counter() - t

@@ -256,3 +256,53 @@ def test_batch_norm_with_batch_statistics_is_not_fused_into_the_convolution():
     )
     net, _ = run(True, caffepy.TRAIN)
     assert net._fused == {2: 1}  # BatchNorm with its Scale, as before
+
+
+@pytest.mark.parametrize("coeff", ["", "coeff: 1 coeff: -0.5", "three"])
+def test_eltwise_sum_relu_fused_bit_identical(coeff):
+    """ResNet's shortcut: two (or three) branches summed, the in-place ReLU."""
+    bottoms = ["a", "b", "c"] if coeff == "three" else ["a", "b"]
+    coeff = "" if coeff == "three" else coeff
+    convs = "".join(
+        f"layer {{ name: '{n}' type: 'Convolution' bottom: 'data' top: '{n}' "
+        "convolution_param { num_output: 4 kernel_size: 3 pad: 1 "
+        "weight_filler { type: 'gaussian' std: 0.3 } } }"
+        for n in bottoms
+    )
+    text = (
+        "layer { name: 'in' type: 'Input' top: 'data' top: 'target' input_param { "
+        "shape { dim: 2 dim: 3 dim: 6 dim: 6 } shape { dim: 2 dim: 3 } } }"
+        + convs
+        + "layer { name: 'sum' type: 'Eltwise' "
+        + " ".join(f"bottom: '{n}'" for n in bottoms)
+        + f" top: 'sum' eltwise_param {{ {coeff} }} }}"
+        "layer { name: 'relu' type: 'ReLU' bottom: 'sum' top: 'sum' }"
+        "layer { name: 'ip' type: 'InnerProduct' bottom: 'sum' top: 'out' "
+        "inner_product_param { num_output: 3 weight_filler { type: 'gaussian' "
+        "std: 0.2 } } }"
+        "layer { name: 'loss' type: 'EuclideanLoss' bottom: 'out' "
+        "bottom: 'target' top: 'loss' }"
+    )
+    param = text_format.Parse(text, caffe_pb2.NetParameter())
+    _assert_fused_same(param, {"sum"})
+
+
+def test_eltwise_product_is_not_fused():
+    text = text_format.MessageToString(
+        relu_net((2, 3, 6, 6), "num_output: 4 kernel_size: 3", ip=False)
+    )
+    text = text.replace('name: "relu"', 'name: "relu0"')
+    param = text_format.Parse(text, caffe_pb2.NetParameter())
+    extra = text_format.Parse(
+        "layer { name: 'prod' type: 'Eltwise' bottom: 'conv' bottom: 'conv' "
+        "top: 'prod' eltwise_param { operation: PROD } }"
+        "layer { name: 'relu' type: 'ReLU' bottom: 'prod' top: 'prod' }",
+        caffe_pb2.NetParameter(),
+    ).layer
+    layers = list(param.layer)
+    at = [lp.name for lp in layers].index("ip2")
+    layers[at].bottom[0] = "prod"
+    del param.layer[:]
+    param.layer.extend(layers[:at] + list(extra) + layers[at:])
+    net, _ = _run(param, True)
+    assert {net._names[li] for li in net._fused} == {"conv"}

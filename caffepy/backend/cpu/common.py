@@ -61,6 +61,19 @@ class CommonOps:
         else:
             raise ValueError(f"unknown Eltwise operation {operation}")
 
+    def eltwise_sum_relu_forward(
+        self, xs: list[Array], coeffs: list[float], y: Array, negative_slope: float
+    ) -> None:
+        from caffepy.kernels.neuron import axpby_relu, relu_forward
+
+        t, slope, flat = y.dtype.type, float(negative_slope), y.reshape(-1)
+        if len(xs) == 2:
+            a, b = xs[0].reshape(-1), xs[1].reshape(-1)
+            axpby_relu(a, t(coeffs[0]), b, t(coeffs[1]), slope, flat)
+        else:
+            self.eltwise_forward(xs, _SUM, coeffs, y, None)
+            relu_forward(flat, slope, flat)
+
     def eltwise_backward(
         self,
         xs: list[Array],

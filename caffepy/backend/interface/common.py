@@ -38,6 +38,14 @@ class CommonInterface(MemoryInterface):
         """
         raise NotImplementedError
 
+    def eltwise_sum_relu_forward(
+        self, xs: list[Array], coeffs: list[float], y: Array, negative_slope: float
+    ) -> None:
+        """:meth:`eltwise_forward` with SUM, then :meth:`relu_forward` in place on
+        ``y`` (ResNet's shortcut sum and the in-place ReLU after it, which the Net
+        runs as one): the same numbers as the two ops."""
+        raise NotImplementedError
+
     def eltwise_backward(
         self,
         xs: list[Array],

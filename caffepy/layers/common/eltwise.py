@@ -74,6 +74,22 @@ class EltwiseLayer(Layer):
         mask = self._mask(ops, top[0].shape)
         ops.eltwise_forward(xs, self.op, self.coeff, y, mask)
 
+    # -- fused with the in-place ReLU after it (ResNet's shortcut sums) -------------
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """An in-place ReLU (slope >= 0) after a SUM: rectified as it is summed
+        (``Ops.eltwise_sum_relu_forward``); backward runs them one by one."""
+        from caffepy.layers.neuron.relu import fusable_relu
+
+        return self.op == SUM and fusable_relu(nxt)
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        self.reshape(bottom, top)
+        nxt.reshape(top, top)
+        ops = backend.ops()
+        xs = [ops.data(b) for b in bottom]
+        y = ops.mutable_data(top[0])
+        ops.eltwise_sum_relu_forward(xs, self.coeff, y, nxt.negative_slope)
+
     def backward(self, top, propagate_down, bottom):
         ops = backend.ops()
         dy = ops.diff(top[0])
