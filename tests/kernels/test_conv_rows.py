@@ -8,6 +8,7 @@ import pytest
 from caffepy.backend.base import ConvGeometry
 from caffepy.backend.cpu import CpuOps
 from caffepy.backend.cpu import conv as cpu_conv
+from caffepy.backend.cpu import conv_rows as cpu_rows
 from caffepy.kernels import blas
 from caffepy.testing.oracle import lazy_module
 
@@ -21,8 +22,8 @@ F = torch.nn.functional
 
 @pytest.fixture
 def rows_always(monkeypatch):
-    monkeypatch.setattr(cpu_conv, "ROWS_MIN_POSITIONS", 1)
-    monkeypatch.setattr(cpu_conv, "ROWS_MIN_INNER", 1)
+    monkeypatch.setattr(cpu_rows, "ROWS_MIN_POSITIONS", 1)
+    monkeypatch.setattr(cpu_rows, "ROWS_MIN_INNER", 1)
 
 
 CASES = [  # (N, C, H, W), M, (kh, kw), (ph, pw), width stride, (dh, dw), group
@@ -48,7 +49,7 @@ def _geom(case):
 @pytest.mark.parametrize("case", CASES)
 def test_rows_forward_backward_match_torch(case, dtype, threads, rows_always):
     geom = _geom(case)
-    assert cpu_conv._use_rows(geom) == (geom.num > 1 or threads == 1)
+    assert cpu_rows.use_rows(geom) == (geom.num > 1 or threads == 1)
     gen = np.random.default_rng(5)
     shape, m, kernel, pad, sw, dil, g = case
     x = gen.standard_normal(shape).astype(dtype)
@@ -99,13 +100,13 @@ def test_rows_chosen_by_shape():
                            (2, 2), (1, 1), 1)  # fmt: skip
     big_rgb = ConvGeometry(8, 3, 64, (64, 64), (64, 64), (3, 3), (1, 1),
                            (1, 1), (1, 1), 1)  # fmt: skip
-    assert cpu_conv._use_rows(quick_conv2)
+    assert cpu_rows.use_rows(quick_conv2)
     # 3 input channels: K is small, but 32x32 positions are few enough
-    assert cpu_conv._use_rows(quick_conv1)
-    assert not cpu_conv._use_rows(big_rgb)  # K small and 4096 positions
-    assert not cpu_conv._use_rows(strided)
+    assert cpu_rows.use_rows(quick_conv1)
+    assert not cpu_rows.use_rows(big_rgb)  # K small and 4096 positions
+    assert not cpu_rows.use_rows(strided)
     for geom in (quick_conv2, quick_conv1, big_rgb, strided):
-        want = "rows" if cpu_conv._use_rows(geom) else "fused"
+        want = "rows" if cpu_rows.use_rows(geom) else "fused"
         assert cpu_conv.kernel_paths(geom) == (want, want)
 
 
@@ -125,7 +126,7 @@ def test_rows_forward_in_bands_matches_torch(case, dtype, threads):
     tol = 1e-4 if dtype == np.float32 else 1e-10
     for bands in range(1, geom.out_spatial[0] + 1):
         y = np.full(ref.shape, np.nan, dtype)
-        cpu_conv._rows_forward(x, w, b, geom, y, ws, bands=bands)
+        cpu_rows.forward(x, w, b, geom, y, ws, bands=bands)
         np.testing.assert_allclose(y, ref, rtol=tol, atol=tol, err_msg=f"{bands=}")
     y = np.full(ref.shape, np.nan, dtype)
     cpu_conv.conv_forward(x, w, b, geom, y, ws)
@@ -137,8 +138,8 @@ def test_rows_chosen_for_one_image():
         return ConvGeometry(1, c, m, (hw, hw), (hw, hw), (k, k), (k // 2, k // 2),
                             (1, 1), (1, 1), 1)  # fmt: skip
 
-    assert cpu_conv._use_rows_one(one(3, 32, 32, 5))  # CIFAR10-quick's conv1
-    assert cpu_conv._use_rows_one(one(32, 16, 32, 5))  # its conv2
-    assert cpu_conv._use_rows_one(one(64, 224, 64, 3))  # VGG-16's conv1_2
-    assert not cpu_conv._use_rows_one(one(3, 224, 64, 3))  # VGG-16's conv1_1
-    assert not cpu_conv._use_rows_one(one(512, 14, 512, 3))  # VGG-16's conv5
+    assert cpu_rows.use_rows_one(one(3, 32, 32, 5))  # CIFAR10-quick's conv1
+    assert cpu_rows.use_rows_one(one(32, 16, 32, 5))  # its conv2
+    assert cpu_rows.use_rows_one(one(64, 224, 64, 3))  # VGG-16's conv1_2
+    assert not cpu_rows.use_rows_one(one(3, 224, 64, 3))  # VGG-16's conv1_1
+    assert not cpu_rows.use_rows_one(one(512, 14, 512, 3))  # VGG-16's conv5

@@ -27,6 +27,7 @@ import numpy as np
 
 from caffepy.backend.base import Array, ConvGeometry, Workspace
 from caffepy.backend.cpu import conv_nd as _nd
+from caffepy.backend.cpu import conv_rows as _rows
 from caffepy.backend.cpu import conv_winograd as _wino
 from caffepy.kernels import blas as _blas
 from caffepy.kernels import im2col as _ic
@@ -274,7 +275,7 @@ class _Pass:
 _THREAD = threading.local()
 
 
-def _scratch(ws: Workspace) -> Workspace:
+def thread_scratch(ws: Workspace) -> Workspace:
     """The scratch that every convolution pass of the calling thread shares.
 
     The fused and row-column passes' column rows, GEMM results and gradient
@@ -294,74 +295,11 @@ def _fused_args(pl: Plan, ws: Workspace, dtype, workers: int, nb: int):
     """Per-thread scratch rows and the pass counter for kernels/conv.py."""
     g = pl.geom
     npos = pl.out_sp[0] * pl.out_sp[1]
-    ws = _scratch(ws)
+    ws = thread_scratch(ws)
     colbuf = ws.get("fcol", (workers, max(1, pl.rows * nb * npos)), dtype)
     resbuf = ws.get("fres", (workers, max(1, g.out_channels * nb * npos)), dtype)
     counter = ws.get("counter", (1,), np.int64)
     return colbuf, resbuf, counter
-
-
-#: Least output positions per image, and least row-column rows (C/G * kw, the
-#: GEMMs' inner size), for which a convolution of vertical stride 1 runs as
-#: shifted GEMMs over row columns (:mod:`caffepy.kernels.conv_rows`): columns kh
-#: times smaller than im2col's, but one GEMM per image and kernel row. Measured
-#: (1 and 2 threads) 1.2-2.4x faster forward and 1.1-1.6x backward on
-#: CIFAR10-quick's conv2/conv3, LeNet's conv2 and ResNet's 3x3 convs from 56x56
-#: to 14x14; slower below these limits (3- and 1-channel inputs, 7x7 outputs),
-#: except on small images: up to ROWS_SMALL_POSITIONS output positions the
-#: row columns win whatever the inner size (forward + weight gradient, 1 and 2
-#: threads: LeNet's conv1 1.4-1.7x, CIFAR10-quick's 1.4-1.7x, a 3x3 over 3
-#: channels at 32x32 1.4-2x faster; at 64x64 over 3 channels im2col's longer
-#: GEMMs are 1.5x faster, at VGG's 224x224 1.6x).
-ROWS_MIN_POSITIONS = 64
-ROWS_MIN_INNER = 16
-ROWS_SMALL_POSITIONS = 1024
-
-
-def _use_rows(geom: ConvGeometry) -> bool:
-    """Whether a 2-D convolution runs on :mod:`caffepy.kernels.conv_rows`."""
-    pl = plan(geom)
-    npos = pl.out_sp[0] * pl.out_sp[1]
-    return (
-        _blas.AVAILABLE
-        and pl.stride[0] == 1
-        and pl.kernel[0] > 1
-        and npos >= ROWS_MIN_POSITIONS
-        and (
-            geom.in_channels // geom.group * pl.kernel[1] >= ROWS_MIN_INNER
-            or npos <= ROWS_SMALL_POSITIONS
-        )
-        and (geom.num > 1 or numba.get_num_threads() == 1)
-    )
-
-
-#: A single image (deploy's batch of one) is cut into bands of output rows on
-#: conv_rows, at least two per thread and at most this many positions each, so
-#: that the threads share it and a band's row columns stay small. Measured on
-#: CIFAR10-quick's convs and VGG-16's (224x224 to 14x14), 1 and 2 threads: rows
-#: in bands beat im2col + GEMM (the whole image, or split over the threads by
-#: conv_forward_wide) 1.1-2x, except where the GEMMs' inner size is large and
-#: the image small (VGG's 28x28 and 14x14: im2col's one long-K GEMM is 5-20%
-#: faster) and for 3x3 kernels over 3 channels (VGG's conv1_1).
-ROWS_BAND_POSITIONS = 1568
-ROWS_ONE_MIN_INNER = 12
-ROWS_ONE_MAX_INNER = 512
-ROWS_ONE_MAX_INNER_POSITIONS = 2048
-
-
-def _use_rows_one(geom: ConvGeometry) -> bool:
-    """Whether the forward of a 2-D convolution of one image runs on conv_rows."""
-    pl = plan(geom)
-    inner = geom.in_channels // geom.group * pl.kernel[1]
-    npos = pl.out_sp[0] * pl.out_sp[1]
-    return (
-        _blas.AVAILABLE
-        and pl.stride[0] == 1
-        and pl.kernel[0] > 1
-        and npos >= ROWS_MIN_POSITIONS
-        and inner >= ROWS_ONE_MIN_INNER
-        and (inner < ROWS_ONE_MAX_INNER or npos >= ROWS_ONE_MAX_INNER_POSITIONS)
-    )
 
 
 def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
@@ -374,10 +312,10 @@ def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
         return "nd", "nd"
     if not _blas.AVAILABLE:
         return "pool", "pool"
-    back = "rows" if _use_rows(geom) else "fused"
+    back = "rows" if _rows.use_rows(geom) else "fused"
     if _wino.use(plan(geom)):
         return "winograd", back
-    one = _use_rows_one(geom) if geom.num == 1 else _use_rows(geom)
+    one = _rows.use_rows_one(geom) if geom.num == 1 else _rows.use_rows(geom)
     return ("rows" if one else "fused"), back
 
 
@@ -399,9 +337,9 @@ def conv_forward(
             0.0 if relu is None else float(relu),
         )
         if _wino.use(pl):
-            _wino.forward(x, w, b, pl, y, ws, _scratch(ws), act)
-        elif _use_rows_one(geom) if geom.num == 1 else _use_rows(geom):
-            _rows_forward(x, w, b, geom, y, ws, act)
+            _wino.forward(x, w, b, pl, y, ws, thread_scratch(ws), act)
+        elif _rows.use_rows_one(geom) if geom.num == 1 else _rows.use_rows(geom):
+            _rows.forward(x, w, b, geom, y, ws, act)
         else:
             _fused_forward(x, w, b, geom, y, ws, act)
         return
@@ -429,12 +367,12 @@ def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> No
         return _nd.conv_backward(x, dy, w, geom, dw, db, dx, ws)
     pl = plan(geom)
     if dx is not None and _wino.use_for_backward_data(pl):
-        _wino.backward_data(dy, w, pl, dx, ws, _scratch(ws))
+        _wino.backward_data(dy, w, pl, dx, ws, thread_scratch(ws))
         dx = None
         if dw is None and db is None:
             return
-    if _use_rows(geom):
-        _rows_backward(x, dy, w, geom, dw, db, dx, ws)
+    if _rows.use_rows(geom):
+        _rows.backward(x, dy, w, geom, dw, db, dx, ws)
     elif _blas.AVAILABLE:
         _fused_backward(x, dy, w, geom, dw, db, dx, ws)
     else:
@@ -482,8 +420,8 @@ def _fused_backward(x, dy, w, geom, dw, db, dx, ws) -> None:
     n_groups = min(n_chunks, 4 * workers) if workers > 1 else 1
     g = geom.group
     kg, mg = pl.rows // g, geom.out_channels // g
-    wacc = _scratch(ws).get("wacc", (n_groups, g, kg, mg), dtype)
-    bacc = _scratch(ws).get("bacc", (n_groups, geom.out_channels), np.float64)
+    wacc = thread_scratch(ws).get("wacc", (n_groups, g, kg, mg), dtype)
+    bacc = thread_scratch(ws).get("bacc", (n_groups, geom.out_channels), np.float64)
     want_w, want_b, want_x = dw is not None, db is not None, dx is not None
     x4 = x.reshape((geom.num, geom.in_channels) + pl.in_sp)
     dx4 = dx.reshape(x4.shape) if want_x else x4
@@ -498,89 +436,6 @@ def _fused_backward(x, dy, w, geom, dw, db, dx, ws) -> None:
     for q in range(n_groups):
         if want_w:
             w3 += wacc[q].transpose(0, 2, 1)
-        if want_b:
-            db += bacc[q].astype(dtype)
-
-
-def _rows_args(geom, ws, dtype, workers):
-    """Row-column scratch and the rearranged weights' buffer for conv_rows."""
-    pl = plan(geom)
-    kh, kw = pl.kernel
-    hr = pl.out_sp[0] + (kh - 1) * pl.dilation[0]
-    size = max(1, geom.in_channels * kw * hr * pl.out_sp[1])
-    rowbuf = _scratch(ws).get("rcol", (workers, size), dtype)
-    kg = geom.in_channels // geom.group * kw
-    wr = ws.get("rw", (kh, geom.out_channels, kg), dtype)
-    return rowbuf, wr
-
-
-def _rows_forward(
-    x, w, b, geom, y, ws, act: _wino.Epilogue | None = None, bands=None
-) -> None:
-    from caffepy.kernels import conv_rows as _cr
-
-    pl = plan(geom)
-    dtype = x.dtype
-    workers = numba.get_num_threads()
-    if bands is None:
-        # a batch smaller than the threads: each image cut into bands of rows
-        bands = -(-workers // geom.num)
-        if geom.num == 1:
-            npos = pl.out_sp[0] * pl.out_sp[1]
-            bands = max(2 * workers, -(-npos // ROWS_BAND_POSITIONS))
-        bands = min(pl.out_sp[0], bands)
-    rowbuf, wr = _rows_args(geom, ws, dtype, workers)
-    post: _wino.Epilogue = act or (
-        np.empty((0, 0), dtype),
-        np.empty(0, dtype),
-        False,
-        0.0,
-    )
-    kh, kw = pl.kernel
-    _cr.rearrange(w.reshape(geom.out_channels, -1), kh, kw, wr)
-    bias = ws.get("conv.nobias", (0,), dtype) if b is None else b
-    x4 = x.reshape((geom.num, geom.in_channels) + pl.in_sp)
-    y4 = y.reshape((geom.num, geom.out_channels) + pl.out_sp)
-    args = (pl.pad[0], pl.pad[1], pl.stride[1], pl.dilation[0], pl.dilation[1])
-    _cr.forward(
-        x4, wr, bias, *post, kh, kw, *args, geom.group, bands, _blas.gemm_address(dtype),
-        _blas.SET_LOCAL_THREADS, workers, _scratch(ws).get("counter", (1,), np.int64),
-        rowbuf, y4,
-    )  # fmt: skip
-
-
-def _rows_backward(x, dy, w, geom, dw, db, dx, ws) -> None:
-    from caffepy.kernels import conv_rows as _cr
-
-    pl = plan(geom)
-    dtype = x.dtype
-    workers = numba.get_num_threads()
-    rowbuf, wr = _rows_args(geom, ws, dtype, workers)
-    kh, kw = pl.kernel
-    want_w, want_b, want_x = dw is not None, db is not None, dx is not None
-    scratch = _scratch(ws)
-    drowbuf = scratch.get("rdcol", rowbuf.shape, dtype)
-    if want_x:
-        _cr.rearrange(w.reshape(geom.out_channels, -1), kh, kw, wr)
-    n_groups = min(geom.num, 4 * workers) if workers > 1 else 1
-    g = geom.group
-    kg, mg = geom.in_channels // g * kw, geom.out_channels // g
-    wacc = scratch.get("rwacc", (n_groups, kh, g, kg, mg), dtype)
-    bacc = scratch.get("bacc", (n_groups, geom.out_channels), np.float64)
-    x4 = x.reshape((geom.num, geom.in_channels) + pl.in_sp)
-    dx4 = dx.reshape(x4.shape) if want_x else x4
-    dy4 = dy.reshape((geom.num, geom.out_channels) + pl.out_sp)
-    args = (pl.pad[0], pl.pad[1], pl.stride[1], pl.dilation[0], pl.dilation[1])
-    _cr.backward(
-        x4, dy4, wr, want_w, want_b, want_x, kh, kw, *args, g, n_groups,
-        _blas.gemm_address(dtype), _blas.SET_LOCAL_THREADS, workers,
-        scratch.get("counter", (1,), np.int64), rowbuf, drowbuf, wacc, bacc, dx4,
-    )  # fmt: skip
-    # NOTE: the groups' sums are added in order: the same bits every run.
-    dw2 = dw.reshape(geom.out_channels, -1) if want_w else None
-    for q in range(n_groups):
-        if want_w:
-            _cr.unrearrange_add(wacc[q], kh, kw, dw2)
         if want_b:
             db += bacc[q].astype(dtype)
 
