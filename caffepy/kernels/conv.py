@@ -114,8 +114,10 @@ def conv_forward(
     counter[0] = 0
     args = (x, w, bias, affine, keep, relu, slope, kh, kw, ph, pw, sh, sw, dh, dw)
     args = args + (groups, nb)
+    # NOTE: no more tasks than chunks: a single chunk runs on the calling thread
+    tasks = min(workers, -(-x.shape[0] // nb))
     launch(
-        _forward_task, args + (gemm, local, counter, colbuf, resbuf, y), workers, local
+        _forward_task, args + (gemm, local, counter, colbuf, resbuf, y), tasks, local
     )
 
 

@@ -161,7 +161,8 @@ def forward(
     counter[0] = 0
     args = (x, wr, bias, affine, keep, relu, slope, kh, kw, ph, pw, sw, dh, dw)
     args = args + (groups, bands, gemm, local, counter)
-    launch(_forward_task, args + (rowbuf, y), workers, local)
+    # NOTE: no more tasks than (image, band) pairs: one runs on the calling thread
+    launch(_forward_task, args + (rowbuf, y), min(workers, x.shape[0] * bands), local)
 
 
 @njit

@@ -67,6 +67,19 @@ class Plan:
         )
         return kh, kw, ph, pw, sh, sw, dh, dw
 
+    @property
+    def macs(self) -> int:
+        """Multiply-adds of one image's forward."""
+        g = self.geom
+        return g.out_channels * self.rows // g.group * self.out_sp[0] * self.out_sp[1]
+
+
+#: Least multiply-adds of one image's forward for which a batch of one is
+#: spread over the threads by conv_forward_wide; below, one thread does it
+#: (LeNet's conv1, 0.29M: 37 us on one thread, 48 on two; measured on the
+#: 2-core Xeon VMs of 2026-12-06).
+WIDE_MIN_MACS = 1 << 20
+
 
 @functools.lru_cache(maxsize=1024)
 def plan(geom: ConvGeometry) -> Plan:
@@ -395,7 +408,7 @@ def _fused_forward(x, w, b, geom, y, ws, act: _wino.Epilogue) -> None:
     y4 = y.reshape((geom.num, geom.out_channels) + pl.out_sp)
     args = pl.kernel_args
     local = _blas.SET_LOCAL_THREADS
-    if geom.num == 1 and workers > 1:
+    if geom.num == 1 and workers > 1 and pl.macs >= WIDE_MIN_MACS:
         _ck.conv_forward_wide(
             x4, w2, bias, *act, *args, geom.group, gemm, local, workers, colbuf[0],
             y4,

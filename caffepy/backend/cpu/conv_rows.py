@@ -57,6 +57,11 @@ def use_rows(geom: ConvGeometry) -> bool:
 #: the image small (VGG's 28x28 and 14x14: im2col's one long-K GEMM is 5-20%
 #: faster) and for 3x3 kernels over 3 channels (VGG's conv1_1).
 ROWS_BAND_POSITIONS = 1568
+#: ... and at least this many positions each: a smaller image runs in fewer
+#: bands, one on the calling thread below twice this (CIFAR10-quick's conv3,
+#: 8x8: 112 us in one band on 2 threads, 123 in four; LeNet's conv2 70 against
+#: 89; the 2-core Xeon VMs of 2026-12-06).
+ROWS_BAND_MIN_POSITIONS = 128
 ROWS_ONE_MIN_INNER = 12
 ROWS_ONE_MAX_INNER = 512
 ROWS_ONE_MAX_INNER_POSITIONS = 2048
@@ -103,6 +108,7 @@ def forward(
         if geom.num == 1:
             npos = pl.out_sp[0] * pl.out_sp[1]
             bands = max(2 * workers, -(-npos // ROWS_BAND_POSITIONS))
+            bands = max(1, min(bands, npos // ROWS_BAND_MIN_POSITIONS))
         bands = min(pl.out_sp[0], bands)
     rowbuf, wr = _args(geom, ws, dtype, workers)
     post: _wino.Epilogue = act or (

@@ -20,15 +20,19 @@ from caffepy.kernels import pooling as _pk
 #: An InnerProduct GEMM of at least this many multiply-adds is split into
 #: blocks for the threads.
 IP_SPLIT_FLOPS = 1 << 20
+#: ... and a GEMV (one row: deploy's batch of one) from this many (LeNet's ip1,
+#: 800x500 at batch 1: 32 us on one thread, 22 over two; a 64x500x10 GEMM is
+#: 10% slower split; the 2-core Xeon VMs of 2026-12-06).
+IP_SPLIT_FLOPS_GEMV = 1 << 18
 
 
-def _ip_kernel_threads(flops: int) -> int:
+def _ip_kernel_threads(flops: int, rows: int = 2) -> int:
     """Threads for the inner-product GEMM kernels (kernels/inner_product.py): 1 for a
     small product (run on the calling thread), 0 without a BLAS the kernels can
     call (then numpy's matmul runs on the task pool)."""
     if not _blas.AVAILABLE:
         return 0
-    if flops < IP_SPLIT_FLOPS:
+    if flops < (IP_SPLIT_FLOPS_GEMV if rows == 1 else IP_SPLIT_FLOPS):
         return 1
     return numba.get_num_threads()
 
@@ -141,7 +145,7 @@ class VisionOps:
     def _inner_product(self, x, w, b, transpose, y, ws, relu) -> None:
         (m, k), n = x.shape, y.shape[1]
         flops = m * k * n
-        workers = _ip_kernel_threads(flops)
+        workers = _ip_kernel_threads(flops, m)
         if workers:
             from caffepy.kernels.inner_product import ip_forward
 
