@@ -332,43 +332,42 @@ def kernel_paths(geom: ConvGeometry) -> tuple[str, str]:
     return ("rows" if one else "fused"), back
 
 
+def fuses(geom: ConvGeometry) -> bool:
+    """Whether :func:`conv_forward` applies fused layers in its own kernels (2-D
+    convolutions with a callable BLAS); otherwise the generic
+    :meth:`~caffepy.backend.base.Ops.conv_forward_fused` runs the layers' passes."""
+    return len(geom.kernel) <= 2 and _blas.AVAILABLE
+
+
 def conv_forward(
     x, w, b, geom: ConvGeometry, y, ws: Workspace, affine=None, keep=None, relu=None
 ) -> None:
     """See :meth:`caffepy.backend.base.Ops.conv_forward`; ``affine``, ``keep``,
     ``relu``: the layers fused after it, as
     :meth:`~caffepy.backend.base.Ops.conv_forward_fused` takes them, applied in
-    the kernels that write y."""
+    the kernels that write y (only where :func:`fuses`)."""
     ws.state.pop(_COLS_OF, None)
-    pl = plan(geom) if len(geom.kernel) <= 2 else None
-    if pl is not None and _blas.AVAILABLE:
-        dtype = x.dtype
-        act = (
-            ws.get("conv.noaffine", (0, 0), dtype) if affine is None else affine,
-            ws.get("conv.nokeep", (0,), dtype) if keep is None else keep.reshape(-1),
-            relu is not None,
-            0.0 if relu is None else float(relu),
-        )
-        if _wino.use(pl):
-            _wino.forward(x, w, b, pl, y, ws, thread_scratch(ws), act)
-        elif _rows.use_rows_one(geom) if geom.num == 1 else _rows.use_rows(geom):
-            _rows.forward(x, w, b, geom, y, ws, act)
+    if not fuses(geom):
+        assert affine is None and relu is None, "no fused kernels for this geometry"
+        if len(geom.kernel) > 2:
+            _nd.conv_forward(x, w, b, geom, y, ws)
         else:
-            _fused_forward(x, w, b, geom, y, ws, act)
+            _pool_forward(x, w, b, geom, y, ws)
         return
-    if pl is None:
-        _nd.conv_forward(x, w, b, geom, y, ws)
+    pl = plan(geom)
+    dtype = x.dtype
+    act = (
+        ws.get("conv.noaffine", (0, 0), dtype) if affine is None else affine,
+        ws.get("conv.nokeep", (0,), dtype) if keep is None else keep.reshape(-1),
+        relu is not None,
+        0.0 if relu is None else float(relu),
+    )
+    if _wino.use(pl):
+        _wino.forward(x, w, b, pl, y, ws, thread_scratch(ws), act)
+    elif _rows.use_rows_one(geom) if geom.num == 1 else _rows.use_rows(geom):
+        _rows.forward(x, w, b, geom, y, ws, act)
     else:
-        _pool_forward(x, w, b, geom, y, ws)
-    # the paths without kernels of their own: the layers' passes
-    from caffepy.kernels import neuron, normalization
-
-    if affine is not None:
-        y3 = y.reshape(geom.num, geom.out_channels, -1)
-        k3 = y3 if keep is None else keep.reshape(y3.shape)
-        normalization.bn_scale_forward_global(y3, *affine, keep is not None, k3, y3)
-    if relu is not None:
-        neuron.relu_forward(y.reshape(-1), float(relu), y.reshape(-1))
+        _fused_forward(x, w, b, geom, y, ws, act)
 
 
 def conv_backward(x, dy, w, geom: ConvGeometry, dw, db, dx, ws: Workspace) -> None:

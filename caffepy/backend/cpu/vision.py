@@ -73,7 +73,10 @@ class VisionOps:
         keep: Array | None,
         negative_slope: float | None,
     ) -> None:
-        _conv.conv_forward(x, w, b, geom, y, ws, affine, keep, negative_slope)
+        if _conv.fuses(geom):
+            _conv.conv_forward(x, w, b, geom, y, ws, affine, keep, negative_slope)
+        else:
+            super().conv_forward_fused(x, w, b, geom, y, ws, affine, keep, negative_slope)
 
     def conv_backward(
         self,
