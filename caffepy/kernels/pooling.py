@@ -19,6 +19,7 @@ import numpy as np
 from numba import uint64 as u64
 
 from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.tasks import blocks as _blocks
 from caffepy.kernels.tasks import launch
 
 #: Blocks of (image, channel) planes a max or average pooling pass is cut into
@@ -39,7 +40,7 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
         argmax: (N, C, PH, PW) int32 output: flat index y*W + x of each maximum in
             its input plane (-1 for a window with no element above -FLT_MAX).
     """
-    blocks = min(x.shape[0] * x.shape[1], _BLOCKS)
+    blocks = _blocks(x.shape[0] * x.shape[1], top.size * kh * kw, _BLOCKS)
     launch(_max_forward_task, (x, kh, kw, ph, pw, sh, sw, top, argmax, blocks), blocks)
 
 
@@ -128,7 +129,7 @@ def max_pool_backward(top_diff, argmax, bottom_diff):
         argmax: (N, C, PH, PW) int32 from :func:`max_pool_forward`.
         bottom_diff: (N, C, H, W) output, C-contiguous, overwritten.
     """
-    blocks = min(top_diff.shape[0] * top_diff.shape[1], _BLOCKS)
+    blocks = _blocks(top_diff.shape[0] * top_diff.shape[1], bottom_diff.size, _BLOCKS)
     launch(_max_backward_task, (top_diff, argmax, bottom_diff, blocks), blocks)
 
 
@@ -162,7 +163,7 @@ def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
         kh, kw, ph, pw, sh, sw: kernel size, padding, stride.
         top: (N, C, PH, PW) output, C-contiguous, overwritten.
     """
-    blocks = min(x.shape[0] * x.shape[1], _BLOCKS)
+    blocks = _blocks(x.shape[0] * x.shape[1], top.size * kh * kw, _BLOCKS)
     launch(_ave_forward_task, (x, kh, kw, ph, pw, sh, sw, top, blocks), blocks)
 
 
@@ -225,7 +226,8 @@ def ave_pool_backward(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff):
         kh, kw, ph, pw, sh, sw: kernel size, padding, stride.
         bottom_diff: (N, C, H, W) output, C-contiguous, overwritten.
     """
-    blocks = min(top_diff.shape[0] * top_diff.shape[1], _BLOCKS)
+    planes = top_diff.shape[0] * top_diff.shape[1]
+    blocks = _blocks(planes, top_diff.size * kh * kw, _BLOCKS)
     launch(
         _ave_backward_task,
         (top_diff, kh, kw, ph, pw, sh, sw, bottom_diff, blocks),

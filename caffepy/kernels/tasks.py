@@ -114,13 +114,9 @@ def _launch(entry, task, buf, n, local):
 
 
 @njit
-def _run(entry, task, buf, n, local):
-    """:func:`_launch` on the calling thread alone (thread id 0), without
-    entering the threading layer: a launch of one task."""
-    for i in range(n):
-        _call_entry(entry, task, buf, i, 0)
-    if local != 0:
-        set_local_threads(local, 0)
+def _reset_local(local):
+    """The calling thread's BLAS as it was, after a task that set it."""
+    set_local_threads(local, 0)
 
 
 #: struct codes of the scalars a task may take (native alignment, as LLVM's).
@@ -217,6 +213,23 @@ def address(task, args):
     return _lookup(task, args)[0]
 
 
+#: Inner-loop steps below which a kernel's pass runs as one task on the calling
+#: thread: waking the kernel threads and packing the arguments cost about 8 us,
+#: the work of some 16K steps (max pooling on 2 threads of the 2-core Xeon VMs
+#: of 2026-12-06: 50x8x8 planes 4.2 us serial, 8-9 us split; 32x16x16 3x3 15 us
+#: serial, 13 us split).
+SERIAL_WORK = 1 << 14
+
+
+def blocks(items, work, most):
+    """How many tasks to cut a pass of ``items`` independent items (``work``
+    inner-loop steps in all) into: one below :data:`SERIAL_WORK` or on one
+    thread, else ``min(items, most)``."""
+    if work < SERIAL_WORK or numba.get_num_threads() == 1:
+        return 1
+    return max(1, min(items, most))
+
+
 def launch(task, args, n, local=0):
     """Run ``task(*args, i, tid)`` for i in [0, n) on the kernel threads.
 
@@ -229,11 +242,16 @@ def launch(task, args, n, local=0):
             the loop), else 0.
     """
     addr, entry, layout = _lookup(task, args)
-    buf, at = _pack(layout, args)
     if n == 1:
-        _run(entry, addr, at, n, local)
-    else:
-        _launch(entry, addr, at, n, local)
+        # NOTE: one task runs on the calling thread through Numba's dispatcher
+        # (0.7 us for a dozen arguments), which finds the overload _lookup
+        # compiled; packing the arguments takes 3-4 us.
+        task(*args, 0, 0)
+        if local != 0:
+            _reset_local(local)
+        return
+    buf, at = _pack(layout, args)
+    _launch(entry, addr, at, n, local)
 
 
-__all__ = ["address", "launch"]
+__all__ = ["SERIAL_WORK", "address", "blocks", "launch"]
