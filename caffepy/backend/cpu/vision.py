@@ -76,7 +76,9 @@ class VisionOps:
         if _conv.fuses(geom):
             _conv.conv_forward(x, w, b, geom, y, ws, affine, keep, negative_slope)
         else:
-            super().conv_forward_fused(x, w, b, geom, y, ws, affine, keep, negative_slope)
+            super().conv_forward_fused(
+                x, w, b, geom, y, ws, affine, keep, negative_slope
+            )
 
     def conv_backward(
         self,
