@@ -208,6 +208,19 @@ class Ops(
         self.inner_product_forward(x, w, b, transpose, y, ws)
         self.relu_forward(y, negative_slope, y)
 
+    def pool_relu_forward(
+        self,
+        x: Array,
+        geom: PoolGeometry,
+        method: str,
+        y: Array,
+        mask: Array | None,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        self.pool_forward(x, geom, method, y, mask, ws)
+        self.relu_forward(y, negative_slope, y)
+
     def eltwise_sum_relu_forward(
         self, xs: list[Array], coeffs: list[float], y: Array, negative_slope: float
     ) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from numba import uint64 as u64
 
 from caffepy.kernels.config import njit, pjit, prange
+from caffepy.kernels.neuron import rectify
 from caffepy.kernels.tasks import blocks as _blocks
 from caffepy.kernels.tasks import launch
 
@@ -30,7 +31,7 @@ _BLOCKS = 64
 _NEG_FLT_MAX = -float(np.finfo(np.float32).max)
 
 
-def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
+def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax, relu=False, slope=0.0):
     """Max pooling.
 
     Args:
@@ -39,13 +40,19 @@ def max_pool_forward(x, kh, kw, ph, pw, sh, sw, top, argmax):
         top: (N, C, PH, PW) output, C-contiguous, overwritten.
         argmax: (N, C, PH, PW) int32 output: flat index y*W + x of each maximum in
             its input plane (-1 for a window with no element above -FLT_MAX).
+        relu, slope: an in-place ReLU of negative slope ``slope`` follows
+            (applied to each top plane as it is written; the argmax is the
+            pooling's).
     """
     blocks = _blocks(x.shape[0] * x.shape[1], top.size * kh * kw, _BLOCKS)
-    launch(_max_forward_task, (x, kh, kw, ph, pw, sh, sw, top, argmax, blocks), blocks)
+    args = (x, kh, kw, ph, pw, sh, sw, top, argmax, bool(relu), float(slope), blocks)
+    launch(_max_forward_task, args, blocks)
 
 
 @njit
-def _max_forward_task(x, kh, kw, ph, pw, sh, sw, top, argmax, blocks, b, _):
+def _max_forward_task(
+    x, kh, kw, ph, pw, sh, sw, top, argmax, relu, slope, blocks, b, _
+):  # fmt: skip
     """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`max_pool_forward`."""
     n_img, chans, height, width = x.shape
     out_h, out_w = top.shape[2], top.shape[3]
@@ -119,6 +126,8 @@ def _max_forward_task(x, kh, kw, ph, pw, sh, sw, top, argmax, blocks, b, _):
                 tf[u64(orow + px)] = best
                 af[u64(orow + px)] = where
                 px += 1
+        if relu:
+            rectify(tf, ob, ob + out_h * out_w, slope)
 
 
 def max_pool_backward(top_diff, argmax, bottom_diff):
@@ -155,20 +164,22 @@ def _max_backward_task(top_diff, argmax, bottom_diff, blocks, b, _):
                 df[xb + u64(k)] += sf[ob + u64(i)]
 
 
-def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top):
+def ave_pool_forward(x, kh, kw, ph, pw, sh, sw, top, relu=False, slope=0.0):
     """Average pooling with Caffe's divisor (see the module docstring).
 
     Args:
         x: (N, C, H, W) input, C-contiguous.
         kh, kw, ph, pw, sh, sw: kernel size, padding, stride.
         top: (N, C, PH, PW) output, C-contiguous, overwritten.
+        relu, slope: as :func:`max_pool_forward`'s.
     """
     blocks = _blocks(x.shape[0] * x.shape[1], top.size * kh * kw, _BLOCKS)
-    launch(_ave_forward_task, (x, kh, kw, ph, pw, sh, sw, top, blocks), blocks)
+    args = (x, kh, kw, ph, pw, sh, sw, top, bool(relu), float(slope), blocks)
+    launch(_ave_forward_task, args, blocks)
 
 
 @njit
-def _ave_forward_task(x, kh, kw, ph, pw, sh, sw, top, blocks, b, _):
+def _ave_forward_task(x, kh, kw, ph, pw, sh, sw, top, relu, slope, blocks, b, _):
     """Planes [b*NC/blocks, (b+1)*NC/blocks) of :func:`ave_pool_forward`."""
     n_img, chans, height, width = x.shape
     out_h, out_w = top.shape[2], top.shape[3]
@@ -216,6 +227,8 @@ def _ave_forward_task(x, kh, kw, ph, pw, sh, sw, top, blocks, b, _):
                 # NOTE: divide in the data's dtype (float / int in Caffe), no float64.
                 tf[u64(orow + px)] = acc / x.dtype.type(pool_size)
                 px += 1
+        if relu:
+            rectify(tf, ob, ob + out_h * out_w, slope)
 
 
 def ave_pool_backward(top_diff, kh, kw, ph, pw, sh, sw, bottom_diff):

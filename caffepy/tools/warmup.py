@@ -394,7 +394,7 @@ def units_for(net, backward=True):
             method = layer.layer_param.pooling_param.pool
             if method in (pool.MAX, pool.AVE):
                 found.add("pool.max" if method == pool.MAX else "pool.ave")
-        elif kind in ("InnerProduct", "ReLU", "SoftmaxWithLoss"):
+        elif kind in ("InnerProduct", "ReLU", "Softmax", "SoftmaxWithLoss"):
             found.add("solver")
         elif kind in ("Data", "ImageData"):
             found.add("data")

@@ -1,4 +1,4 @@
-"""Convolution and InnerProduct fused with the in-place ReLU after them: the Net
+"""Convolution, InnerProduct and Pooling fused with the in-place ReLU after them: the Net
 runs the pair as one pass (the ReLU applied as each block of the top is
 written), bit for bit what the two layers compute one by one, on every
 convolution path the CPU backend picks."""
@@ -306,3 +306,53 @@ def test_eltwise_product_is_not_fused():
     param.layer.extend(layers[:at] + list(extra) + layers[at:])
     net, _ = _run(param, True)
     assert {net._names[li] for li in net._fused} == {"conv"}
+
+
+def pool_relu_net(shape, pool, slope=0.0):
+    """Input ``shape`` -> Pooling (``pool``: its pooling_param text) -> in-place
+    ReLU -> InnerProduct -> Euclidean loss against a (N, 3) target."""
+    text = (
+        "layer { name: 'in' type: 'Input' top: 'data' top: 'target' input_param { "
+        f"shape {{ dim: {', dim: '.join(map(str, shape))} }} "
+        f"shape {{ dim: {shape[0]} dim: 3 }} }} }}"
+        "layer { name: 'pool' type: 'Pooling' bottom: 'data' top: 'pool' "
+        f"pooling_param {{ {pool} }} }}"
+        "layer { name: 'relu' type: 'ReLU' bottom: 'pool' top: 'pool' "
+        f"relu_param {{ negative_slope: {slope} }} }}"
+        "layer { name: 'ip' type: 'InnerProduct' bottom: 'pool' top: 'ip' "
+        "inner_product_param { num_output: 3 weight_filler { type: 'gaussian' "
+        "std: 0.3 } } }"
+        "layer { name: 'loss' type: 'EuclideanLoss' bottom: 'ip' bottom: 'target' "
+        "top: 'loss' }"
+    )
+    return text_format.Parse(text, caffe_pb2.NetParameter())
+
+
+@pytest.mark.parametrize("phase", [caffepy.TRAIN, caffepy.TEST])
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+@pytest.mark.parametrize(
+    "shape, pool",
+    [
+        ((2, 3, 9, 9), "pool: MAX kernel_size: 3 stride: 2"),
+        ((2, 3, 9, 9), "pool: AVE kernel_size: 3 stride: 2 pad: 1"),
+        # big enough for the pass to be cut into blocks of planes
+        ((4, 32, 32, 32), "pool: MAX kernel_size: 3 stride: 2"),
+        ((4, 32, 32, 32), "pool: AVE kernel_size: 3 stride: 2"),
+    ],
+    ids=["max", "ave-pad", "max-blocks", "ave-blocks"],
+)
+def test_pool_relu_fused_bit_identical(shape, pool, slope, phase):
+    param = pool_relu_net(shape, pool, slope)
+    got = _assert_fused_same(param, {"pool"}, phase=phase)
+    if slope == 0:
+        assert (got["pool.data"] >= 0).all()
+
+
+def test_stochastic_and_masked_pooling_are_not_fused():
+    stochastic = pool_relu_net((2, 3, 8, 8), "pool: STOCHASTIC kernel_size: 2")
+    net, _ = _run(stochastic, True, phase=caffepy.TEST)
+    assert not net._fused
+    masked = pool_relu_net((2, 3, 8, 8), "pool: MAX kernel_size: 2 stride: 2")
+    masked.layer[1].top.append("mask")
+    net, _ = _run(masked, True)
+    assert not net._fused

@@ -1,8 +1,8 @@
 """Softmax and the loss layers' ops on the CPU.
 
 Vectorised NumPy over (outer, channels, inner) views, in the float operations
-and order of Caffe's CPU code (and of the layers these came from): the results
-are unchanged bit for bit. Temporaries live only inside an op; what a backward
+and order of Caffe's CPU code (and of the layers these came from); Softmax runs
+on a Numba kernel (:mod:`caffepy.kernels.softmax`), its sums in channel order. Temporaries live only inside an op; what a backward
 needs again (divisors, differences, margins) is in the caller's arrays.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from caffepy.backend.base import Array
+from caffepy.kernels import softmax as _softmax
 
 #: Caffe's floor inside log() for SoftmaxWithLoss (FLT_MIN, also for double nets).
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -50,14 +51,20 @@ class LossOps:
 
     # -- softmax -----------------------------------------------------------------
     def softmax_forward(self, x: Array, y: Array) -> None:
-        # NOTE: subtracting the channel max keeps exp() in (0, 1]: no overflow,
-        # and the largest term is exactly 1 so the sum is never below 1.
+        # NOTE: the channel max is subtracted, which keeps exp() in (0, 1]: no
+        # overflow, and the largest term is exactly 1 so the sum is never below 1.
+        if x.size and x.flags.c_contiguous and y.flags.c_contiguous:
+            _softmax.softmax_forward(x, y)
+            return
         m = x.max(axis=1, keepdims=True)
         np.subtract(x, m, out=y)
         np.exp(y, out=y)
         y /= y.sum(axis=1, keepdims=True)
 
     def softmax_backward(self, y: Array, dy: Array, dx: Array) -> None:
+        if y.size and all(a.flags.c_contiguous for a in (y, dy, dx)):
+            _softmax.softmax_backward(y, dy, dx)
+            return
         s = np.einsum("ocj,ocj->oj", dy, y)[:, None, :]
         np.subtract(dy, s, out=dx)
         dx *= y

@@ -247,14 +247,30 @@ class VisionOps:
         mask: Array | None,
         ws: Workspace,
     ) -> None:
+        self._pool(x, geom, method, y, mask, ws, None)
+
+    def pool_relu_forward(
+        self,
+        x: Array,
+        geom: PoolGeometry,
+        method: str,
+        y: Array,
+        mask: Array | None,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        self._pool(x, geom, method, y, mask, ws, negative_slope)
+
+    def _pool(self, x, geom, method, y, mask, ws, relu) -> None:
         (kh, kw), (ph, pw), (sh, sw) = geom.kernel, geom.pad, geom.stride
+        act = (relu is not None, 0.0 if relu is None else float(relu))
         if method == "max":
             arg = ws.get("pool.argmax", y.shape, np.int32)
-            _pk.max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, arg)
+            _pk.max_pool_forward(x, kh, kw, ph, pw, sh, sw, y, arg, *act)
             if mask is not None:
                 mask[...] = arg
         else:
-            _pk.ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y)
+            _pk.ave_pool_forward(x, kh, kw, ph, pw, sh, sw, y, *act)
 
     def pool_backward(
         self,

@@ -252,6 +252,21 @@ class VisionInterface(MemoryInterface):
         """
         raise NotImplementedError
 
+    def pool_relu_forward(
+        self,
+        x: Array,
+        geom: PoolGeometry,
+        method: str,
+        y: Array,
+        mask: Array | None,
+        ws: Workspace,
+        negative_slope: float,
+    ) -> None:
+        """:meth:`pool_forward`, then :meth:`relu_forward` in place on ``y`` (a
+        Pooling and the in-place ReLU after it, CIFAR-10's pool1/relu1; see
+        :meth:`conv_forward_fused`). The mask is the pooling's."""
+        raise NotImplementedError
+
     def pool_backward(
         self,
         dy: Array,

@@ -9,6 +9,7 @@ from caffepy import rng as _rng
 from caffepy.backend.base import PoolGeometry
 from caffepy.errors import LayerError, ShapeError
 from caffepy.layer import TRAIN, Layer
+from caffepy.layers.neuron.relu import fusable_relu
 from caffepy.registry import register_layer
 
 
@@ -193,6 +194,26 @@ class PoolingLayer(Layer):
             ops.mutable_data(top[0]),
             mask,
             self.workspace(ops),
+        )
+
+    # -- fused with the in-place ReLU after it (CIFAR-10's pool1/relu1) -----------
+    def fuse_next(self, nxt: Layer, bottom: list, top: list) -> bool:
+        """An in-place ReLU (slope >= 0) after a max or average pooling: applied
+        to each plane of the top as the pooling writes it."""
+        return not self.stochastic and len(top) == 1 and fusable_relu(nxt)
+
+    def forward_fused(self, nxt: Layer, bottom: list, top: list) -> None:
+        self.reshape(bottom, top)
+        nxt.reshape(top, top)
+        ops = backend.ops()
+        ops.pool_relu_forward(
+            ops.data(bottom[0]),
+            self.geom,
+            "max" if self.is_max else "ave",
+            ops.mutable_data(top[0]),
+            None,
+            self.workspace(ops),
+            nxt.negative_slope,
         )
 
     def backward(self, top, propagate_down, bottom):
