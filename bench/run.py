@@ -784,7 +784,11 @@ def header(args, seconds):
             for i in threadpool_info()
             if i.get("internal_api") == "openblas"
         ]
-        if arch:
+        from caffepy.kernels import blas
+
+        if blas.NAME == "mkl":
+            cpu += " (caffepy's kernels call Intel MKL, caffepy[mkl])"
+        elif arch:
             cpu += f" (OpenBLAS kernels: {arch[0]})"
     except (OSError, ImportError):
         pass

@@ -6,15 +6,19 @@ instead of one per GEMM and per kernel, and no second thread pool (OpenBLAS's)
 competing with Numba's for the cores. Inside the region every thread calls the
 single-threaded GEMM on its own chunk (``openblas_set_num_threads_local``).
 
-The C functions are found in the OpenBLAS that numpy loaded (via threadpoolctl)
-and called through their addresses, which the kernels take as arguments: the
-compiled kernels hold no process-specific pointer, so Numba can cache them.
-``AVAILABLE`` is False when numpy's BLAS is not an OpenBLAS with these
-functions; the CPU backend then uses numpy's matmul from Python threads.
+The C functions are found in the OpenBLAS that numpy loaded (via threadpoolctl),
+or in Intel MKL where its wheel is installed (``pip install 'caffepy[mkl]'``,
+chosen by :func:`_find`), and called through their addresses, which the kernels
+take as arguments: the compiled kernels hold no process-specific pointer, so
+Numba can cache them. ``AVAILABLE`` is False when numpy's BLAS is not an
+OpenBLAS with these functions; the CPU backend then uses numpy's matmul from
+Python threads.
 """
 
 import ctypes
 import itertools
+import os
+import warnings
 
 import numpy as np
 from llvmlite import ir
@@ -25,8 +29,14 @@ from numba.extending import intrinsic
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 
-def _find():
-    """(sgemm, dgemm, set_num_threads_local) addresses, or None."""
+#: Intel MKL's threading layer without threads (``MKL_Set_Threading_Layer``):
+#: the kernels run one BLAS call per task on their own threads.
+_MKL_THREADING_SEQUENTIAL = 1
+
+
+def _openblas():
+    """(sgemm, dgemm, sgemv, dgemv, set_num_threads_local) addresses and whether
+    they take 64-bit integers, of the OpenBLAS numpy loaded; or None."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover
@@ -50,9 +60,85 @@ def _find():
     return None
 
 
+def _mkl_library():
+    """The path of ``libmkl_rt`` from the ``mkl`` wheel (``pip install
+    'caffepy[mkl]'``), or None."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("mkl") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name.startswith("libmkl_rt.so") or f.name == "mkl_rt.2.dll":
+            return str(f.locate())
+    return None
+
+
+def _intel_cpu():
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return "GenuineIntel" in f.read(4096)
+    except OSError:  # pragma: no cover - not Linux
+        return False
+
+
+def _mkl(path, ilp64):
+    """Intel MKL's CBLAS in ``path`` with the integer width of numpy's BLAS (so
+    the compiled kernels, which hold that width, stay valid), sequential."""
+    dll = ctypes.CDLL(path)
+    dll.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+    dll.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
+    suffix = "_64" if ilp64 else ""
+    names = [f"cblas_{n}{suffix}" for n in ("sgemm", "dgemm", "sgemv", "dgemv")]
+    # NOTE: the C entry; lowercase mkl_set_num_threads_local is the Fortran one
+    # (its argument by reference).
+    funcs = [getattr(dll, n) for n in names] + [dll.MKL_Set_Num_Threads_Local]
+    return [ctypes.cast(f, ctypes.c_void_p).value for f in funcs], ilp64
+
+
+def _find():
+    """(addresses, ilp64, name) of the BLAS the kernels call, or None.
+
+    ``CAFFEPY_BLAS``: ``mkl`` (Intel MKL from the ``mkl`` wheel), ``openblas``
+    (numpy's), or unset: MKL where it is installed and the CPU is Intel's (on
+    the AVX-512 Xeons its SGEMM is 1.15-1.5x OpenBLAS's at the convolutions'
+    shapes), else numpy's OpenBLAS.
+    """
+    found = _openblas()
+    if found is None:
+        return None
+    want = os.environ.get("CAFFEPY_BLAS", "").strip().lower()
+    if want not in ("", "mkl", "openblas"):
+        warnings.warn(
+            f"CAFFEPY_BLAS={want!r} is not 'mkl' or 'openblas'; ignored", stacklevel=2
+        )
+        want = ""
+    if want == "openblas" or (want == "" and not _intel_cpu()):
+        return (*found, "openblas")
+    path = _mkl_library()
+    if path is None:
+        if want == "mkl":
+            warnings.warn(
+                "CAFFEPY_BLAS=mkl: Intel MKL is not installed "
+                "(pip install 'caffepy[mkl]'); the kernels call numpy's OpenBLAS",
+                stacklevel=2,
+            )
+        return (*found, "openblas")
+    try:
+        return (*_mkl(path, found[1]), "mkl")
+    except (OSError, AttributeError) as err:  # pragma: no cover - a broken wheel
+        warnings.warn(
+            f"Intel MKL at {path} did not load ({err}); using OpenBLAS", stacklevel=2
+        )
+        return (*found, "openblas")
+
+
 _FOUND = _find()
 #: Whether the kernels can call the BLAS themselves.
 AVAILABLE = _FOUND is not None
+#: Which: "mkl", "openblas", or None (numpy's matmul from Python threads).
+NAME = _FOUND[2] if AVAILABLE else None
 SGEMM, DGEMM, SGEMV, DGEMV, SET_LOCAL_THREADS = _FOUND[0] if AVAILABLE else (0,) * 5
 _INT = ir.IntType(64 if (_FOUND[1] if AVAILABLE else True) else 32)
 
