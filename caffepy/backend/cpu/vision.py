@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from caffepy.backend.base import Array, ConvGeometry, PoolGeometry, Workspace
+from caffepy.backend.base import Array, ConvGeometry, Ops, PoolGeometry, Workspace
 from caffepy.backend.cpu import conv as _conv
 from caffepy.kernels import blas as _blas
 from caffepy.kernels import parallel as _pool
@@ -76,9 +76,11 @@ class VisionOps:
         if _conv.fuses(geom):
             _conv.conv_forward(x, w, b, geom, y, ws, affine, keep, negative_slope)
         else:
-            super().conv_forward_fused(
-                x, w, b, geom, y, ws, affine, keep, negative_slope
-            )
+            # the layers' passes one after the other: the generic default
+            Ops.conv_forward_fused(
+                self,  # type: ignore[arg-type]
+                x, w, b, geom, y, ws, affine, keep, negative_slope,
+            )  # fmt: skip
 
     def conv_backward(
         self,
