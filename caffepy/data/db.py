@@ -386,8 +386,14 @@ class LMDBWriter:
             self.commit_every = int(commit_every)
             self.count = 0
             self._pending = []
+            # NOTE: no fsync per commit: the records are in <path>.partial until
+            # close(), which syncs once before the rename.
             self._env = lmdb.open(
-                self.partial, map_size=self.map_size, subdir=True, meminit=False
+                self.partial,
+                map_size=self.map_size,
+                subdir=True,
+                meminit=False,
+                sync=False,
             )
         except BaseException:
             self._unlock()

@@ -156,19 +156,27 @@ def convert_imageset(
 
         bar = tqdm(total=len(lines), desc="convert_imageset", unit="img")
     skipped, data_size = [], None
+    raw_datum_bytes, hwc_to_chw = _datum.raw_datum_bytes, _datum.hwc_to_chw
     try:
+        workers = _threads(threads)
         with (
             open_db_writer(db_path, str(backend).lower()) as writer,
-            _ordered_map(convert, chunks, _threads(threads)) as results,
+            _switching(workers),
+            _ordered_map(convert, chunks, workers) as results,
         ):
             for chunk, records in zip(chunks, results):
-                for (line_id, (name, _)), (path, value, shape) in zip(chunk, records):
-                    if isinstance(value, BaseException):
-                        raise value
-                    if value is None:
+                for (line_id, (name, label)), (path, got) in zip(chunk, records):
+                    if isinstance(got, BaseException):
+                        raise got
+                    if got is None:
                         log.warning("could not read image %r: skipped", path)
                         skipped.append(path)
                         continue
+                    if encoded:
+                        value, shape = got
+                    else:
+                        shape = got.shape
+                        value = raw_datum_bytes(hwc_to_chw(got), label)
                     if encoded and not encode_type:
                         _guess_encoding(name)  # warns about a name without one
                     if check_size:
@@ -225,28 +233,45 @@ def _threads(threads):
 
 
 def _convert_lines(chunk, root, is_color, height, width, encoded, encode_type):
-    """[(path, record bytes, image shape)] of ``chunk``'s (index, (name, label))
-    lines: value None for an unreadable image, an exception to raise for a
-    record that cannot be made (raised in line order by the caller)."""
+    """[(path, image or record bytes)] of ``chunk``'s (index, (name, label))
+    lines: the decoded image (raw records are built by the caller, in line
+    order, so that these threads hold the GIL only between two decodes), the
+    encoded record's bytes, None for an unreadable image, or an exception to
+    raise for a record that cannot be made (raised in line order by the
+    caller)."""
     out = []
     for _, (name, label) in chunk:
         path = root + name
         try:
             img = _datum.read_image(path, height, width, is_color)
-            if img is None:
-                out.append((path, None, None))
+            if img is None or not encoded:
+                out.append((path, img))
                 continue
-            if encoded:
-                encoding = encode_type or _guess_encoding(name, warn=False)
-                data = _encode(path, img, is_color, height, width, encoding)
-                value = _datum.encoded_datum_bytes(data, label)
-            else:
-                value = _datum.raw_datum_bytes(_datum.hwc_to_chw(img), label)
+            encoding = encode_type or _guess_encoding(name, warn=False)
+            data = _encode(path, img, is_color, height, width, encoding)
+            out.append((path, (_datum.encoded_datum_bytes(data, label), img.shape)))
         except Exception as err:  # noqa: BLE001 - re-raised in line order
-            out.append((path, err, None))
-            continue
-        out.append((path, value, img.shape))
+            out.append((path, err))
     return out
+
+
+#: The interpreter's thread switch interval while images are decoded on threads
+#: (the default is 5 ms): this thread builds and writes the records, holding
+#: the GIL, and a decoding thread whose image is done waits for it up to the
+#: interval. 2,000 PNGs on 2 threads: 44-49K -> 52-56K images/s.
+_SWITCH_INTERVAL = 0.0005
+
+
+@contextlib.contextmanager
+def _switching(threads):
+    """Run with the short switch interval when several threads decode."""
+    before = sys.getswitchinterval()
+    if threads > 1:
+        sys.setswitchinterval(min(before, _SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 @contextlib.contextmanager
