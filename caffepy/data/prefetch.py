@@ -158,7 +158,7 @@ class Prefetcher:
         self._seen = collections.deque(maxlen=_WINDOW)  # s per batch, threaded
         self._returned = None  # when next() last returned
         self._threaded_period = None  # s per batch through the thread
-        self._caller = []  # (gap, fill) seconds of recent batches filled here
+        self._caller = []  # s per batch of the batches measured here
         self._retry = 0  # batches until the thread may be left again
         self._stay = 0  # batches still to fill here before measuring again
 
