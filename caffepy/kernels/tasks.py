@@ -9,10 +9,11 @@ for its signature (and cached); the parallel region is one launcher for every
 task, :func:`_launch`, compiled once: its loop calls a small *entry* compiled
 per argument types (:func:`_entry`, about 0.05 s to compile where a launcher
 per signature took 0.4 s), which reads the arguments from a buffer that
-:func:`launch` packs (:func:`_pack`, in Numba's data model) and calls the task
+:func:`launch` fills (in Numba's data model: :func:`_pack` in Python, then
+:func:`_put`, compiled, once a signature is hot) and calls the task
 through its address (as the kernels call the BLAS). The run-time cost is two
-indirect calls per loop iteration and packing the arguments once per launch
-(a few microseconds).
+indirect calls per loop iteration and storing the arguments once per launch
+(about 1 us once hot).
 
 A task takes its arguments, then the loop index and the kernel thread's id
 (``numba.get_thread_id()`` of the launcher: a task loaded from Numba's cache
@@ -63,7 +64,7 @@ def _call(typingctx, addr, args, index, tid):
 
 @intrinsic
 def _load(typingctx, buf, kind):
-    """The tuple of type ``kind`` stored at address ``buf`` (see :func:`_pack`)."""
+    """The tuple of type ``kind`` stored at address ``buf`` (see :func:`_store`)."""
     tupty = kind.instance_type
 
     def codegen(context, builder, signature, llargs):
@@ -72,6 +73,37 @@ def _load(typingctx, buf, kind):
         return model.load_from_data_pointer(builder, ptr)
 
     return tupty(buf, kind), codegen
+
+
+@intrinsic
+def _store(typingctx, buf, args):
+    """Store the tuple ``args`` at address ``buf`` as :func:`_load` reads it,
+    each array without its meminfo and parent (the caller keeps them alive)."""
+    if not isinstance(args, types.BaseTuple):
+        raise TypingError(f"a task's arguments are a tuple, received {args}")
+
+    def codegen(context, builder, signature, llargs):
+        tup = llargs[1]
+        for i, t in enumerate(args):
+            if isinstance(t, types.Array):
+                ary = context.make_array(t)(
+                    context, builder, builder.extract_value(tup, i)
+                )
+                ary.meminfo = context.get_constant_null(types.MemInfoPointer(t.dtype))
+                ary.parent = context.get_constant_null(types.pyobject)
+                tup = builder.insert_value(tup, ary._getvalue(), i)
+        model = context.data_model_manager[args]
+        ptr = builder.inttoptr(llargs[0], model.get_data_type().as_pointer())
+        builder.store(model.as_data(builder, tup), ptr)
+        return context.get_dummy_value()
+
+    return types.void(buf, args), codegen
+
+
+@njit
+def _put(buf, args):
+    """``args`` stored at ``buf`` (:func:`_store`), from Python: one call."""
+    _store(buf, args)
 
 
 @intrinsic
@@ -154,18 +186,17 @@ _BYTE = ctypes.c_char
 
 def _data(a):
     """The address of ``a``'s first element."""
-    # NOTE: through the buffer protocol, 0.3 us; ``a.ctypes.data`` takes 1 us,
-    # which was most of a small launch's cost (eight arrays: 8 us of a 13 us
-    # inner product). Read-only and empty arrays take the slow way.
+    # NOTE: through the buffer protocol, 0.3 us; ``a.ctypes.data`` takes 1 us.
+    # Read-only and empty arrays take the slow way.
     try:
         return ctypes.addressof(_BYTE.from_buffer(a))
     except (TypeError, ValueError):
         return a.ctypes.data
 
 
-def _pack(layout, args):
-    """``args`` stored as :func:`_load` reads them: the buffer and its address
-    (arrays without their meminfo: the caller keeps them alive)."""
+def _pack(layout, args, buf):
+    """``args`` stored in ``buf`` as :func:`_load` reads them, in Python (arrays
+    without their meminfo: the caller keeps them alive)."""
     values = []
     for a in args:
         if isinstance(a, np.ndarray):
@@ -174,16 +205,32 @@ def _pack(layout, args):
             values += a.strides
         else:
             values.append(a)
-    buf = (_BYTE * layout.size)()
     layout.pack_into(buf, 0, *values)
-    return buf, ctypes.addressof(buf)
+
+
+#: Parallel launches of one signature after which its arguments are stored by a
+#: compiled :func:`_put` (0.6 us for a dozen) instead of :func:`_pack` (5-6 us).
+#: Compiling it takes about 85 ms per signature, which the first iterations of
+#: a cold start should not pay; the cache keeps it for later processes.
+HOT_LAUNCHES = 64
+
+
+class _Compiled:
+    """What :func:`launch` needs of one task and argument signature."""
+
+    __slots__ = ("addr", "entry", "kind", "layout", "launches", "put")
+
+    def __init__(self, addr, entry, kind, layout):
+        self.addr, self.entry, self.kind, self.layout = addr, entry, kind, layout
+        self.launches = 0
+        self.put = False  # _put compiled for this signature
 
 
 _ENTRIES = {}
 
 
 def _compile(task, args):
-    """(task address, entry address, layout) for ``task`` called with ``args``."""
+    """The task's and its entry's addresses for ``task`` called with ``args``."""
     argtypes = tuple(numba.typeof(a) for a in args)
     sig = argtypes + (types.int64, types.int64)
     task.compile(sig)
@@ -194,7 +241,7 @@ def _compile(task, args):
     _entry.compile(esig)
     eres = _entry.overloads[esig]
     entry = eres.library.get_pointer_to_function(eres.fndesc.llvm_func_name)
-    return addr, entry, _layout(argtypes)
+    return _Compiled(addr, entry, kind.instance_type, _layout(argtypes))
 
 
 def _lookup(task, args):
@@ -210,11 +257,11 @@ def _lookup(task, args):
 def address(task, args):
     """The address of ``task`` (an ``njit`` function) compiled for ``*args`` and
     two int64s (the loop index and the thread id)."""
-    return _lookup(task, args)[0]
+    return _lookup(task, args).addr
 
 
 #: Inner-loop steps below which a kernel's pass runs as one task on the calling
-#: thread: waking the kernel threads and packing the arguments cost about 8 us,
+#: thread: waking the kernel threads and storing the arguments cost 4-8 us,
 #: the work of some 16K steps (max pooling on 2 threads of the 2-core Xeon VMs
 #: of 2026-12-06: 50x8x8 planes 4.2 us serial, 8-9 us split; 32x16x16 3x3 15 us
 #: serial, 13 us split).
@@ -241,7 +288,7 @@ def launch(task, args, n, local=0):
             sets its thread's BLAS threads (reset on the calling thread after
             the loop), else 0.
     """
-    addr, entry, layout = _lookup(task, args)
+    found = _lookup(task, args)
     if n == 1:
         # NOTE: one task runs on the calling thread through Numba's dispatcher
         # (0.7 us for a dozen arguments), which finds the overload _lookup
@@ -250,8 +297,17 @@ def launch(task, args, n, local=0):
         if local != 0:
             _reset_local(local)
         return
-    buf, at = _pack(layout, args)
-    _launch(entry, addr, at, n, local)
+    buf = (_BYTE * found.layout.size)()
+    at = ctypes.addressof(buf)
+    if found.put:
+        _put(at, args)
+    else:
+        _pack(found.layout, args, buf)
+        found.launches += 1
+        if found.launches >= HOT_LAUNCHES:
+            _put.compile((types.int64, found.kind))
+            found.put = True
+    _launch(found.entry, found.addr, at, n, local)
 
 
 __all__ = ["SERIAL_WORK", "address", "blocks", "launch"]
