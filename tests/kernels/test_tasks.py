@@ -83,6 +83,7 @@ def test_arrays_are_addressed_as_numpy_sees_them(n, stored):
         out = np.full(n, np.nan)
         _launch_twice(_sum_into, (x, out), n)
         np.testing.assert_array_equal(out, want)
+        assert tasks._data(x) == x.ctypes.data  # what _pack stores
 
 
 @njit
